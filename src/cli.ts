@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+// `nmi [flags]` runs the daemon; `nmi demo`, `nmi imds-emulator` and `nmi cleanup-iptables`
+// are the other entry points. Exit status 2 is for what the operator must fix in the command.
+import { FlagError, flagHelp, parseFlags } from './config/flags.ts';
+import { toDaemonConfig } from './config/daemon-config.ts';
+import { StateFileError } from './cluster/file-source.ts';
+import { createLogger } from './observability/logger.ts';
+
+const USAGE = `Usage:
+  nmi [flags]                 run the daemon
+  nmi demo [flags]            run an IMDS emulator and the daemon on loopback with the example cluster state
+  nmi imds-emulator [flags]   run only the IMDS emulator (see nmi imds-emulator --help)
+  nmi cleanup-iptables        remove the NAT rules (for an uninstall)
+  nmi version
+
+Flags:
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'imds-emulator': {
+      const { runEmulatorCli } = await import('./emulator/imds-emulator.ts');
+      return runEmulatorCli(rest);
+    }
+    case 'demo': {
+      const { runDemo } = await import('./demo/demo.ts');
+      return runDemo(rest);
+    }
+    case 'cleanup-iptables':
+      return cleanup(rest);
+    case 'version':
+      process.stdout.write(`${await version()}\n`);
+      return 0;
+    default:
+      return runDaemon(argv);
+  }
+}
+
+async function runDaemon(argv: string[]): Promise<number> {
+  let config;
+  let warnings: string[];
+  try {
+    const parsed = parseFlags(argv, process.env);
+    if (parsed.values.help === true) {
+      process.stdout.write(USAGE + flagHelp() + '\n');
+      return 0;
+    }
+    if (parsed.positionals.length > 0) throw new FlagError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    config = toDaemonConfig(parsed.values, process.env);
+    warnings = parsed.warnings;
+  } catch (err) {
+    if (err instanceof FlagError) return usageError(err.message);
+    throw err;
+  }
+  const log = createLogger(config.logFormat, config.logLevel);
+  for (const w of warnings) log.warn(w);
+  const { startDaemon } = await import('./daemon.ts');
+  let daemon;
+  try {
+    daemon = await startDaemon(config, log);
+  } catch (err) {
+    if (err instanceof StateFileError) return usageError(err.message);
+    log.fatal({ err }, 'podid-nmi failed to start');
+    return 1;
+  }
+  await untilSignal();
+  log.info('stopping: finishing in-flight requests; NAT rules stay in place');
+  await daemon.close();
+  log.info('stopped');
+  return 0;
+}
+
+async function cleanup(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseFlags(argv, process.env);
+  } catch (err) {
+    if (err instanceof FlagError) return usageError(err.message);
+    throw err;
+  }
+  const log = createLogger(parsed.values['log-format'] as 'text' | 'json', 'info');
+  const { cleanupInterception } = await import('./iptables/index.ts');
+  await cleanupInterception({ log });
+  log.info('NAT rules removed: pods now reach the metadata service directly');
+  return 0;
+}
+
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (signal: NodeJS.Signals): void => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolve(signal);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}
+
+function usageError(message: string): number {
+  process.stderr.write(`nmi: ${message}\n`);
+  return 2;
+}
+
+async function version(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  }, (err: unknown) => {
+    process.stderr.write(`nmi: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  });
+}

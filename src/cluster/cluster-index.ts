@@ -1,0 +1,188 @@
+// Incremental indexes over the cluster objects, so that every lookup on the request path is
+// a hash probe whatever the number of pods, bindings and identities. Sources call the
+// mutators on every event; the request path only reads.
+import { isInterceptable } from './objects.ts';
+import type {
+  AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, ClusterObject, PodInfo,
+} from './objects.ts';
+import type { ClusterView, ObjectCounts } from './view.ts';
+
+const NONE: readonly never[] = Object.freeze([]);
+
+type Waiter = () => void;
+
+function key(namespace: string, name: string): string {
+  return `${namespace}\u0000${name}`;
+}
+
+/** Map of key -> list, where an empty list is removed so the map only holds live keys. */
+class MultiMap<V> {
+  readonly #map = new Map<string, V[]>();
+  get(k: string): readonly V[] {
+    return this.#map.get(k) ?? NONE;
+  }
+  add(k: string, v: V): void {
+    const list = this.#map.get(k);
+    if (list === undefined) this.#map.set(k, [v]);
+    else list.push(v);
+  }
+  remove(k: string, match: (v: V) => boolean): void {
+    const list = this.#map.get(k);
+    if (list === undefined) return;
+    const i = list.findIndex(match);
+    if (i === -1) return;
+    if (list.length === 1) this.#map.delete(k);
+    else list.splice(i, 1);
+  }
+  clear(): void {
+    this.#map.clear();
+  }
+}
+
+export class ClusterIndex implements ClusterView {
+  readonly #podsByUid = new Map<string, PodInfo>();
+  readonly #podsByIp = new MultiMap<PodInfo>();
+  readonly #identities = new Map<string, AzureIdentity>();
+  readonly #bindings = new Map<string, AzureIdentityBinding>();
+  readonly #bindingsBySelector = new MultiMap<AzureIdentityBinding>();
+  readonly #exceptions = new Map<string, AzurePodIdentityException>();
+  readonly #exceptionsByNs = new MultiMap<AzurePodIdentityException>();
+  readonly #ipWaiters = new Map<string, Set<Waiter>>();
+
+  // ---- reads (request path) ----
+
+  podsAt(ip: string): readonly PodInfo[] {
+    return this.#podsByIp.get(ip);
+  }
+
+  bindingsFor(namespace: string, selector: string): readonly AzureIdentityBinding[] {
+    return this.#bindingsBySelector.get(key(namespace, selector));
+  }
+
+  identity(namespace: string, name: string): AzureIdentity | undefined {
+    return this.#identities.get(key(namespace, name));
+  }
+
+  exceptionsIn(namespace: string): readonly AzurePodIdentityException[] {
+    return this.#exceptionsByNs.get(namespace);
+  }
+
+  counts(): ObjectCounts {
+    return {
+      pods: this.#podsByUid.size,
+      identities: this.#identities.size,
+      bindings: this.#bindings.size,
+      exceptions: this.#exceptions.size,
+    };
+  }
+
+  /** Calls `wake` once when a pod claims `ip`; returns the function that cancels the wait. */
+  onIp(ip: string, wake: Waiter): () => void {
+    let set = this.#ipWaiters.get(ip);
+    if (set === undefined) this.#ipWaiters.set(ip, (set = new Set()));
+    set.add(wake);
+    return () => {
+      const current = this.#ipWaiters.get(ip);
+      if (current === undefined) return;
+      current.delete(wake);
+      if (current.size === 0) this.#ipWaiters.delete(ip);
+    };
+  }
+
+  // ---- writes (sources) ----
+
+  upsertPod(pod: PodInfo): void {
+    this.deletePod(pod.uid);
+    // Only live pods are held: a Succeeded pod that still lists its IP must not shadow,
+    // nor conflict with, the new pod that got the address.
+    if (!isInterceptable(pod)) return;
+    this.#podsByUid.set(pod.uid, pod);
+    for (const ip of pod.ips) {
+      this.#podsByIp.add(ip, pod);
+      const waiters = this.#ipWaiters.get(ip);
+      if (waiters !== undefined) {
+        this.#ipWaiters.delete(ip);
+        for (const wake of waiters) wake();
+      }
+    }
+  }
+
+  deletePod(uid: string): void {
+    const old = this.#podsByUid.get(uid);
+    if (old === undefined) return;
+    this.#podsByUid.delete(uid);
+    for (const ip of old.ips) this.#podsByIp.remove(ip, (p) => p.uid === uid);
+  }
+
+  upsertIdentity(identity: AzureIdentity): void {
+    this.#identities.set(key(identity.namespace, identity.name), identity);
+  }
+
+  deleteIdentity(namespace: string, name: string): void {
+    this.#identities.delete(key(namespace, name));
+  }
+
+  upsertBinding(binding: AzureIdentityBinding): void {
+    this.deleteBinding(binding.namespace, binding.name);
+    const k = key(binding.namespace, binding.name);
+    this.#bindings.set(k, binding);
+    this.#bindingsBySelector.add(key(binding.namespace, binding.selector), binding);
+  }
+
+  deleteBinding(namespace: string, name: string): void {
+    const k = key(namespace, name);
+    const old = this.#bindings.get(k);
+    if (old === undefined) return;
+    this.#bindings.delete(k);
+    this.#bindingsBySelector.remove(key(namespace, old.selector), (b) => b === old);
+  }
+
+  upsertException(exception: AzurePodIdentityException): void {
+    this.deleteException(exception.namespace, exception.name);
+    this.#exceptions.set(key(exception.namespace, exception.name), exception);
+    this.#exceptionsByNs.add(exception.namespace, exception);
+  }
+
+  deleteException(namespace: string, name: string): void {
+    const k = key(namespace, name);
+    const old = this.#exceptions.get(k);
+    if (old === undefined) return;
+    this.#exceptions.delete(k);
+    this.#exceptionsByNs.remove(namespace, (e) => e === old);
+  }
+
+  upsert(entry: ClusterObject): void {
+    switch (entry.kind) {
+      case 'Pod': return this.upsertPod(entry.object);
+      case 'AzureIdentity': return this.upsertIdentity(entry.object);
+      case 'AzureIdentityBinding': return this.upsertBinding(entry.object);
+      case 'AzurePodIdentityException': return this.upsertException(entry.object);
+    }
+  }
+
+  /** Replaces every object of one kind, as a relist does: whatever is not in `objects` is deleted. */
+  replaceKind(kind: ClusterObject['kind'], objects: readonly ClusterObject[]): void {
+    switch (kind) {
+      case 'Pod':
+        for (const uid of [...this.#podsByUid.keys()]) this.deletePod(uid);
+        break;
+      case 'AzureIdentity':
+        this.#identities.clear();
+        break;
+      case 'AzureIdentityBinding':
+        this.#bindings.clear();
+        this.#bindingsBySelector.clear();
+        break;
+      case 'AzurePodIdentityException':
+        this.#exceptions.clear();
+        this.#exceptionsByNs.clear();
+        break;
+    }
+    for (const entry of objects) if (entry.kind === kind) this.upsert(entry);
+  }
+
+  /** Bindings that can never match a labelled pod; NMI let them grant every unlabelled pod. */
+  bindingsWithEmptySelector(): AzureIdentityBinding[] {
+    return [...this.#bindings.values()].filter((b) => b.selector === '');
+  }
+}

@@ -1,0 +1,128 @@
+// Raw API objects (as `kubectl get -o yaml` prints them, or as the informers deliver them)
+// to the read-only slices in objects.ts. Every field is treated as hostile: wrong types
+// become a ConversionError naming the field, never a half-filled object.
+import { isIP } from 'node:net';
+import type {
+  AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, ClusterObject, PodInfo,
+} from './objects.ts';
+
+export const CRD_GROUP = 'aadpodidentity.k8s.io';
+
+export class ConversionError extends Error {
+  override name = 'ConversionError';
+}
+
+type Raw = Record<string, unknown>;
+
+function asRecord(value: unknown, field: string): Raw {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) throw new ConversionError(`${field} must be an object`);
+  return value as Raw;
+}
+
+function asString(value: unknown, field: string, required = false): string {
+  if (value === undefined || value === null) {
+    if (required) throw new ConversionError(`${field} is required`);
+    return '';
+  }
+  if (typeof value !== 'string') throw new ConversionError(`${field} must be a string`);
+  return value;
+}
+
+function asStringMap(value: unknown, field: string): Record<string, string> {
+  const raw = asRecord(value, field);
+  const out: Record<string, string> = Object.create(null);
+  for (const key of Object.keys(raw)) out[key] = asString(raw[key], `${field}.${key}`, true);
+  return out;
+}
+
+/** Canonical text of an IP so that lookups by a socket's remote address find it; '' if not an IP. */
+export function canonicalIp(text: string): string {
+  const family = isIP(text);
+  if (family === 4) return text;
+  if (family !== 6) return '';
+  const mapped = text.toLowerCase();
+  if (mapped.startsWith('::ffff:') && isIP(mapped.slice(7)) === 4) return mapped.slice(7);
+  // The URL parser prints IPv6 in the compressed lower-case form sockets report.
+  return new URL(`http://[${text}]/`).hostname.slice(1, -1);
+}
+
+function metadataOf(raw: Raw): { namespace: string; name: string; labels: Record<string, string>; uid: string } {
+  const meta = asRecord(raw.metadata, 'metadata');
+  return {
+    name: asString(meta.name, 'metadata.name', true),
+    namespace: asString(meta.namespace, 'metadata.namespace') || 'default',
+    labels: asStringMap(meta.labels, 'metadata.labels'),
+    uid: asString(meta.uid, 'metadata.uid'),
+  };
+}
+
+export function toPodInfo(raw: Raw): PodInfo {
+  const meta = metadataOf(raw);
+  const spec = asRecord(raw.spec, 'spec');
+  const status = asRecord(raw.status, 'status');
+  const ips: string[] = [];
+  const addIp = (value: unknown, field: string): void => {
+    const ip = canonicalIp(asString(value, field));
+    if (ip !== '' && !ips.includes(ip)) ips.push(ip);
+  };
+  if (status.podIPs !== undefined && status.podIPs !== null) {
+    if (!Array.isArray(status.podIPs)) throw new ConversionError('status.podIPs must be a list');
+    status.podIPs.forEach((entry, i) => addIp(asRecord(entry, `status.podIPs[${i}]`).ip, `status.podIPs[${i}].ip`));
+  }
+  if (status.podIP !== undefined) addIp(status.podIP, 'status.podIP');
+  return {
+    uid: meta.uid || `${meta.namespace}/${meta.name}`,
+    namespace: meta.namespace,
+    name: meta.name,
+    labels: meta.labels,
+    ips,
+    phase: asString(status.phase, 'status.phase'),
+    hostNetwork: spec.hostNetwork === true,
+    nodeName: asString(spec.nodeName, 'spec.nodeName'),
+  };
+}
+
+export function toAzureIdentity(raw: Raw): AzureIdentity {
+  const meta = metadataOf(raw);
+  const spec = asRecord(raw.spec, 'spec');
+  const type = spec.type ?? 0;
+  if (typeof type !== 'number' || !Number.isInteger(type)) throw new ConversionError('spec.type must be an integer');
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    type,
+    clientID: asString(spec.clientID, 'spec.clientID'),
+    resourceID: asString(spec.resourceID, 'spec.resourceID'),
+  };
+}
+
+export function toAzureIdentityBinding(raw: Raw): AzureIdentityBinding {
+  const meta = metadataOf(raw);
+  const spec = asRecord(raw.spec, 'spec');
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    azureIdentity: asString(spec.azureIdentity ?? spec.AzureIdentity, 'spec.azureIdentity'),
+    selector: asString(spec.selector ?? spec.Selector, 'spec.selector'),
+  };
+}
+
+export function toAzurePodIdentityException(raw: Raw): AzurePodIdentityException {
+  const meta = metadataOf(raw);
+  const spec = asRecord(raw.spec, 'spec');
+  return { namespace: meta.namespace, name: meta.name, podLabels: asStringMap(spec.podLabels ?? spec.PodLabels, 'spec.podLabels') };
+}
+
+/** Converts any supported object by its `kind`; undefined for kinds the daemon does not read. */
+export function toClusterObject(raw: unknown): ClusterObject | undefined {
+  const obj = asRecord(raw, 'document');
+  const kind = asString(obj.kind, 'kind', true);
+  switch (kind) {
+    case 'Pod': return { kind, object: toPodInfo(obj) };
+    case 'AzureIdentity': return { kind, object: toAzureIdentity(obj) };
+    case 'AzureIdentityBinding': return { kind, object: toAzureIdentityBinding(obj) };
+    case 'AzurePodIdentityException': return { kind, object: toAzurePodIdentityException(obj) };
+    default: return undefined;
+  }
+}

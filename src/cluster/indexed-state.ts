@@ -1,0 +1,32 @@
+// The part of a ClusterState that every source shares: reads go to one ClusterIndex.
+// A source extends this, fills `index` from its events, and says when it is ready.
+import { ClusterIndex } from './cluster-index.ts';
+import type { AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, PodInfo } from './objects.ts';
+import type { ClusterState, ObjectCounts } from './view.ts';
+import { waitForIp } from './wait-for-ip.ts';
+
+export abstract class IndexedClusterState implements ClusterState {
+  readonly index = new ClusterIndex();
+
+  abstract isReady(): boolean;
+  abstract close(): Promise<void>;
+
+  podsAt(ip: string): readonly PodInfo[] {
+    return this.index.podsAt(ip);
+  }
+  bindingsFor(namespace: string, selector: string): readonly AzureIdentityBinding[] {
+    return this.index.bindingsFor(namespace, selector);
+  }
+  identity(namespace: string, name: string): AzureIdentity | undefined {
+    return this.index.identity(namespace, name);
+  }
+  exceptionsIn(namespace: string): readonly AzurePodIdentityException[] {
+    return this.index.exceptionsIn(namespace);
+  }
+  waitForIp(ip: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    return waitForIp(this.index, ip, timeoutMs, signal);
+  }
+  counts(): ObjectCounts {
+    return this.index.counts();
+  }
+}

@@ -1,0 +1,51 @@
+// The slices of Kubernetes objects that decisions read. Both cluster-state sources
+// (manifests file, informers) convert into these, so the decision never sees raw API objects.
+
+export const BINDING_LABEL = 'aadpodidbinding';
+
+export interface PodInfo {
+  readonly uid: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Canonical text form of every address in status.podIPs (IPv4 dotted, IPv6 compressed lower-case). */
+  readonly ips: readonly string[];
+  readonly phase: string;
+  readonly hostNetwork: boolean;
+  readonly nodeName: string;
+}
+
+/** AzureIdentity spec.type: 0 user-assigned managed identity, 1 service principal + secret, 2 + certificate. */
+export const USER_ASSIGNED_MSI = 0;
+
+export interface AzureIdentity {
+  readonly namespace: string;
+  readonly name: string;
+  readonly type: number;
+  readonly clientID: string;
+  readonly resourceID: string;
+}
+
+export interface AzureIdentityBinding {
+  readonly namespace: string;
+  readonly name: string;
+  readonly azureIdentity: string;
+  readonly selector: string;
+}
+
+export interface AzurePodIdentityException {
+  readonly namespace: string;
+  readonly name: string;
+  readonly podLabels: Readonly<Record<string, string>>;
+}
+
+export type ClusterObject =
+  | { kind: 'Pod'; object: PodInfo }
+  | { kind: 'AzureIdentity'; object: AzureIdentity }
+  | { kind: 'AzureIdentityBinding'; object: AzureIdentityBinding }
+  | { kind: 'AzurePodIdentityException'; object: AzurePodIdentityException };
+
+/** A pod that can be the source of intercepted traffic: it owns its IP, and it is alive. */
+export function isInterceptable(pod: PodInfo): boolean {
+  return !pod.hostNetwork && pod.ips.length > 0 && (pod.phase === 'Running' || pod.phase === 'Pending');
+}

@@ -1,0 +1,32 @@
+// The one read-only interface through which the request path sees cluster state.
+// Two sources fill it: the manifests file (file-source.ts) and the informers (informer-source.ts).
+import type { AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, PodInfo } from './objects.ts';
+
+export interface ClusterView {
+  /** Live, interceptable pods that claim this canonical IP: normally one; two or more is a conflict. */
+  podsAt(ip: string): readonly PodInfo[];
+  /** Bindings of this namespace whose selector is exactly `selector`. */
+  bindingsFor(namespace: string, selector: string): readonly AzureIdentityBinding[];
+  identity(namespace: string, name: string): AzureIdentity | undefined;
+  exceptionsIn(namespace: string): readonly AzurePodIdentityException[];
+}
+
+export interface ObjectCounts {
+  pods: number;
+  identities: number;
+  bindings: number;
+  exceptions: number;
+}
+
+/** What the daemon holds: the view, plus readiness and the wait that covers the pod-start race. */
+export interface ClusterState extends ClusterView {
+  /** True once every source has delivered a complete first state. */
+  isReady(): boolean;
+  /**
+   * Resolves true as soon as some pod claims `ip`, false after `timeoutMs` or when `signal` aborts.
+   * Woken by the event that brings the pod, never by polling.
+   */
+  waitForIp(ip: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean>;
+  counts(): ObjectCounts;
+  close(): Promise<void>;
+}

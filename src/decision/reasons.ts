@@ -1,0 +1,53 @@
+// Every refusal the daemon can give: one stable machine-readable reason, the HTTP status,
+// and the IMDS-shaped error. Statuses are chosen for how the Azure SDKs react:
+// 400 ends a credential chain at once (a pod with no identity must not retry for ~20 s),
+// 403 is a hard no without retries, 5xx and 429-with-Retry-After are retried (transient).
+
+export interface RefusalSpec {
+  readonly status: number;
+  readonly error: string;
+  readonly description: string;
+  /** Seconds; sent as Retry-After so SDKs back off instead of hammering. */
+  readonly retryAfter?: number;
+}
+
+export const REFUSALS = {
+  // request shape
+  metadata_header_missing: { status: 400, error: 'invalid_request', description: 'Required metadata header not specified' },
+  forwarded_header: { status: 400, error: 'invalid_request', description: 'Requests with an X-Forwarded-For or Forwarded header are not accepted' },
+  target_not_canonical: { status: 400, error: 'invalid_request', description: 'The request target is not a canonical metadata path' },
+  query_malformed: { status: 400, error: 'invalid_request', description: 'The query string is malformed' },
+  query_duplicate_parameter: { status: 400, error: 'invalid_request', description: 'A query parameter is repeated' },
+  api_version_missing: { status: 400, error: 'invalid_request', description: "Required query variable 'api-version' is missing" },
+  api_version_invalid: { status: 400, error: 'invalid_request', description: "Query variable 'api-version' is not a valid version" },
+  resource_missing: { status: 400, error: 'invalid_request', description: "Required query variable 'resource' is missing" },
+  parameter_invalid: { status: 400, error: 'invalid_request', description: 'A query parameter value is too long or holds control characters' },
+  selector_multiple: { status: 400, error: 'invalid_request', description: 'Only one of client_id, object_id, msi_res_id or mi_res_id may be given' },
+  token_path_malformed: { status: 400, error: 'invalid_request', description: 'Not a valid token path; use /metadata/identity/oauth2/token' },
+  body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large' },
+  // routes
+  instance_metadata_blocked: { status: 403, error: 'access_denied', description: 'Instance metadata is blocked on this node' },
+  route_unknown: { status: 404, error: 'not_found', description: 'No such metadata route' },
+  method_not_allowed: { status: 405, error: 'method_not_allowed', description: 'Method not allowed on this metadata route' },
+  // the calling pod
+  pod_unknown: { status: 503, error: 'service_unavailable', description: 'No running pod is known for this source address yet', retryAfter: 1 },
+  pod_ip_conflict: { status: 503, error: 'service_unavailable', description: 'Several live pods claim this source address', retryAfter: 1 },
+  // entitlement: "Identity not found" leads, as IMDS's own text, for SDKs and people who search for it
+  pod_unlabeled: { status: 400, error: 'invalid_request', description: 'Identity not found: the pod has no aadpodidbinding label' },
+  binding_missing: { status: 400, error: 'invalid_request', description: 'Identity not found: no AzureIdentityBinding in the pod\'s namespace selects its aadpodidbinding label' },
+  identity_missing: { status: 400, error: 'invalid_request', description: 'Identity not found: the pod\'s bindings name no existing AzureIdentity in its namespace' },
+  identity_type_unsupported: { status: 400, error: 'invalid_request', description: 'Identity not found: the bound AzureIdentity is a service principal, which podid-nmi does not mint' },
+  identity_incomplete: { status: 400, error: 'invalid_request', description: 'Identity not found: the bound AzureIdentity has neither clientID nor resourceID' },
+  identity_not_bound: { status: 403, error: 'access_denied', description: 'The requested identity is not bound to this pod' },
+  object_id_unverifiable: { status: 403, error: 'access_denied', description: 'object_id cannot be checked against AzureIdentities; request by client_id or msi_res_id' },
+  // upstream and the daemon itself
+  upstream_timeout: { status: 503, error: 'service_unavailable', description: 'The metadata service did not answer in time', retryAfter: 2 },
+  upstream_unreachable: { status: 503, error: 'service_unavailable', description: 'The metadata service cannot be reached', retryAfter: 2 },
+  upstream_invalid: { status: 502, error: 'bad_gateway', description: 'The metadata service sent an answer that cannot be relayed' },
+  upstream_busy: { status: 429, error: 'too_many_requests', description: 'Too many requests are waiting for the metadata service', retryAfter: 1 },
+  shutting_down: { status: 503, error: 'service_unavailable', description: 'podid-nmi is restarting', retryAfter: 1 },
+} as const satisfies Record<string, RefusalSpec>;
+
+export type Reason = keyof typeof REFUSALS;
+
+export const REASONS = Object.keys(REFUSALS) as Reason[];

@@ -1,0 +1,41 @@
+import { Counter, Gauge } from 'prom-client';
+import type { Registry } from 'prom-client';
+
+export interface InterceptionMetrics {
+  repairs: Counter<'reason'>;
+  failures: Counter<'operation'>;
+  lastSuccess: Gauge;
+  installed: Gauge;
+}
+
+// A second InterceptionRules on the same registry (restart in-process, tests) reuses the
+// metrics instead of failing on a duplicate name.
+function reuse<T>(registry: Registry, name: string, create: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? create();
+}
+
+export function interceptionMetrics(registry: Registry): InterceptionMetrics {
+  const registers = [registry];
+  return {
+    repairs: reuse(registry, 'podid_nmi_iptables_repairs_total', () => new Counter({
+      name: 'podid_nmi_iptables_repairs_total',
+      help: 'Times the interception rules or route_localnet were (re)installed, by what was wrong',
+      labelNames: ['reason'] as const, registers,
+    })),
+    failures: reuse(registry, 'podid_nmi_iptables_failures_total', () => new Counter({
+      name: 'podid_nmi_iptables_failures_total',
+      help: 'Failed iptables, sysctl or conntrack operations (retried on the next check)',
+      labelNames: ['operation'] as const, registers,
+    })),
+    lastSuccess: reuse(registry, 'podid_nmi_iptables_last_success_timestamp_seconds', () => new Gauge({
+      name: 'podid_nmi_iptables_last_success_timestamp_seconds',
+      help: 'Unix time of the last check that left the interception rules in place',
+      registers,
+    })),
+    installed: reuse(registry, 'podid_nmi_iptables_rules_installed', () => new Gauge({
+      name: 'podid_nmi_iptables_rules_installed',
+      help: '1 when the last check found or left the interception rules in place, 0 otherwise',
+      registers,
+    })),
+  };
+}

@@ -1,0 +1,18 @@
+// pino, JSON by default (the DaemonSet's format); `text` is for people at a terminal.
+// Redaction is a second fence: nothing that could carry a token is ever logged on purpose.
+import { pino, type Logger, type LevelWithSilent } from 'pino';
+import pretty from 'pino-pretty';
+
+export type LogFormat = 'json' | 'text';
+
+export const LOG_LEVELS: readonly LevelWithSilent[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+const REDACT = ['access_token', '*.access_token', 'token', '*.token', 'headers.authorization', 'req.headers.authorization'];
+
+export function createLogger(format: LogFormat, level: LevelWithSilent, destination?: NodeJS.WritableStream): Logger {
+  const options = { level, base: { name: 'podid-nmi' }, redact: { paths: REDACT, censor: '[redacted]' } };
+  if (format === 'text') {
+    return pino(options, pretty({ colorize: false, sync: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name', destination: destination ?? 1 }));
+  }
+  return destination === undefined ? pino(options) : pino(options, destination);
+}

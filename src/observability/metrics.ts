@@ -1,0 +1,83 @@
+// Prometheus metrics for SREs. Every label value comes from a closed set (route names,
+// decisions, reasons, status codes), never from the request, so cardinality stays bounded.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type DecisionLabel = 'granted' | 'passed_through' | 'refused' | 'proxied';
+
+const FAST_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class DaemonMetrics {
+  readonly registry: Registry;
+  readonly #requests: Counter<'route' | 'decision' | 'status' | 'reason'>;
+  readonly #duration: Histogram<'route' | 'decision'>;
+  readonly #upstreamDuration: Histogram<'route'>;
+  readonly #upstreamResponses: Counter<'route' | 'status'>;
+  readonly #tokenCache: Counter<'result'>;
+  readonly #podWaits: Counter<'outcome'>;
+  /** prom-client hashes label objects on every call; children are looked up once per label set. */
+  readonly #children = new Map<string, { inc(): void }>();
+
+  constructor(registry = new Registry(), options: { defaultMetrics?: boolean } = {}) {
+    this.registry = registry;
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'podid_nmi_' });
+    const registers = [registry];
+    this.#requests = new Counter({
+      name: 'podid_nmi_requests_total',
+      help: 'Metadata requests answered, by route, decision, HTTP status and refusal reason ("" when not refused)',
+      labelNames: ['route', 'decision', 'status', 'reason'], registers,
+    });
+    this.#duration = new Histogram({
+      name: 'podid_nmi_request_duration_seconds',
+      help: 'Time from request to answer, including pod wait and upstream',
+      labelNames: ['route', 'decision'], buckets: FAST_BUCKETS, registers,
+    });
+    this.#upstreamDuration = new Histogram({
+      name: 'podid_nmi_upstream_duration_seconds',
+      help: 'Time spent waiting for the metadata service',
+      labelNames: ['route'], buckets: FAST_BUCKETS, registers,
+    });
+    this.#upstreamResponses = new Counter({
+      name: 'podid_nmi_upstream_responses_total',
+      help: 'Answers from the metadata service by HTTP status, or timeout/unreachable/invalid/busy/aborted',
+      labelNames: ['route', 'status'], registers,
+    });
+    this.#tokenCache = new Counter({
+      name: 'podid_nmi_token_cache_total',
+      help: 'Token lookups: hit (served from cache), miss (fetched), shared (joined a fetch in flight)',
+      labelNames: ['result'], registers,
+    });
+    this.#podWaits = new Counter({
+      name: 'podid_nmi_pod_wait_total',
+      help: 'Token requests from an address no pod held yet, by whether the pod appeared within the wait',
+      labelNames: ['outcome'], registers,
+    });
+  }
+
+  request(route: string, decision: DecisionLabel, status: number, reason: string, seconds: number): void {
+    const k = `${route}|${decision}|${status}|${reason}`;
+    let child = this.#children.get(k);
+    if (child === undefined) {
+      child = this.#requests.labels(route, decision, String(status), reason);
+      this.#children.set(k, child);
+    }
+    child.inc();
+    this.#duration.labels(route, decision).observe(seconds);
+  }
+
+  upstream(route: string, status: number | string, seconds: number): void {
+    this.#upstreamResponses.labels(route, String(status)).inc();
+    this.#upstreamDuration.labels(route).observe(seconds);
+  }
+
+  tokenCache(result: 'hit' | 'miss' | 'shared'): void {
+    this.#tokenCache.labels(result).inc();
+  }
+
+  podWait(outcome: 'found' | 'timeout'): void {
+    this.#podWaits.labels(outcome).inc();
+  }
+
+  gauge(name: string, help: string, collect: () => number): void {
+    new Gauge({ name, help, registers: [this.registry], collect() { this.set(collect()); } });
+  }
+}
