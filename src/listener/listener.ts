@@ -20,6 +20,13 @@ export interface Listener {
   close(graceMs: number): Promise<void>;
 }
 
+const bare = (status: string): string => `HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`;
+const CLIENT_ERRORS: Record<string, string> = {
+  HPE_HEADER_OVERFLOW: bare('431 Request Header Fields Too Large'),
+  ERR_HTTP_REQUEST_TIMEOUT: bare('408 Request Timeout'),
+  default: bare('400 Bad Request'),
+};
+
 export async function listen(options: ListenerOptions, handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<Listener> {
   const server = createServer({
     maxHeaderSize: options.maxHeaderBytes ?? 8 * 1024,
@@ -32,10 +39,10 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   }, handle);
   server.maxConnections = options.maxConnections ?? 1024;
   server.maxRequestsPerSocket = 1000;
-  // A malformed request gets a plain 400 and the socket closes; nothing reaches the handler.
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    else socket.destroy();
+  // A malformed request gets a bare 4xx and the socket closes; nothing reaches the handler.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy();
+    socket.end(CLIENT_ERRORS[err.code ?? ''] ?? CLIENT_ERRORS.default);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -1,0 +1,27 @@
+// The README's table of answers and flags is what operators read: it must say what the code does.
+import t from 'tap';
+import { readFile } from 'node:fs/promises';
+import { FLAGS, IGNORED_FLAGS } from '../src/config/flags.ts';
+import { REASONS, REFUSALS } from '../src/decision/reasons.ts';
+
+const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+
+t.test('every refusal reason is in the table with its status, error and description', async (t) => {
+  for (const reason of REASONS) {
+    const spec = REFUSALS[reason] as { status: number; error: string; description: string; retryAfter?: number };
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`${reason}\` |`));
+    t.ok(row, `${reason} has a row`);
+    t.match(row, `| ${spec.status}${spec.retryAfter ? ` (Retry-After ${spec.retryAfter})` : ''} | \`${spec.error}\` | ${spec.description} |`, reason);
+  }
+});
+
+t.test('every flag and ignored flag is documented', async (t) => {
+  for (const f of FLAGS) if (f.name !== 'help') t.match(readme, `\`--${f.name}\``, f.name);
+  for (const name of IGNORED_FLAGS.keys()) t.match(readme, `\`--${name}\``, name);
+});
+
+t.test('the first screen gives the two commands', async (t) => {
+  const head = readme.split('\n').slice(0, 20).join('\n');
+  t.match(head, 'npm ci && npm start');
+  t.match(head, 'npm test');
+});

@@ -1,0 +1,304 @@
+// The whole request path against the real emulator: every route, every refusal (status, body,
+// reason), every upstream failure, and what reaches IMDS asserted on the emulator's side.
+import t from 'tap';
+import { connect } from 'node:net';
+import { REFUSALS, type Reason } from '../src/decision/reasons.ts';
+import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
+import { META, type Answer } from './helpers/http.ts';
+import { IDS, startStack, TOKEN } from './helpers/stack.ts';
+
+function refused(t: Tap.Test, a: Answer, reason: Reason, what: string): void {
+  const spec = REFUSALS[reason];
+  t.equal(a.status, spec.status, `${what}: status`);
+  t.same(a.json, { error: spec.error, error_description: spec.description, reason }, `${what}: body`);
+  t.equal(a.headers['x-podid-nmi-reason'], reason, `${what}: reason header`);
+  t.equal(a.headers['content-type'], 'application/json; charset=utf-8', `${what}: content type`);
+  if ('retryAfter' in spec) t.equal(a.headers['retry-after'], String(spec.retryAfter), `${what}: Retry-After`);
+}
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Tap { type Test = import('tap').Test }
+}
+
+const tokenRequests = (s: { emulator: { requests: Array<{ url: string }> } }) =>
+  s.emulator.requests.filter((r) => r.url.toLowerCase().includes('/oauth2/token'));
+
+t.test('a bound pod gets its own token; the upstream request is rebuilt from checked values only', async (t) => {
+  const s = await startStack(t);
+  const a = await s.ask(`${TOKEN}&bogus=1&Extra=%41`, {
+    from: '127.0.0.10',
+    headers: { ...META, 'x-evil': '1', authorization: 'Bearer stolen', 'user-agent': 'sdk', cookie: 'c=1' },
+  });
+  t.equal(a.status, 200);
+  t.equal(a.json?.client_id, IDS.reader!.clientID);
+  t.equal(a.json?.resource, 'https://vault.azure.net');
+  t.equal(decodeFakeToken(String(a.json?.access_token))?.client_id, IDS.reader!.clientID);
+  const up = tokenRequests(s);
+  t.equal(up.length, 1);
+  t.equal(up[0]!.url, `/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id=${IDS.reader!.clientID}`);
+  const h = s.emulator.requests[0]!.headers;
+  t.equal(h.metadata, 'true');
+  for (const name of ['x-evil', 'authorization', 'user-agent', 'cookie', 'x-forwarded-for', 'forwarded']) t.equal(h[name], undefined, `${name} not forwarded`);
+  t.equal(s.emulator.requests[0]!.remoteAddress.replace('::ffff:', ''), '127.0.0.1', 'upstream comes from the daemon');
+});
+
+t.test('resource by unencoded value, selector by resource id, and the mi_res_id alias', async (t) => {
+  const s = await startStack(t);
+  const a = await s.ask(`/metadata/identity/oauth2/token/?api-version=2018-02-01&resource=https://vault.azure.net&mi_res_id=${IDS.reader!.resourceID}`, { from: '127.0.0.10', headers: META });
+  t.equal(a.status, 200);
+  t.equal(a.json?.resource, 'https://vault.azure.net');
+  t.equal(a.json?.client_id, IDS.reader!.clientID, 'minted with the identity\'s own client id');
+  t.match(tokenRequests(s)[0]!.url, /&client_id=11111111-1111-4111-8111-111111111111$/);
+});
+
+t.test('a 200 is relayed byte for byte', async (t) => {
+  const s = await startStack(t, { flags: ['--token-cache=false'] });
+  const exact = '{"access_token":"opaque", "client_id":"x",\n "expires_in":"3599","expires_on":"4102444800","resource":"r","token_type":"Bearer"}';
+  s.emulator.setFault({ kind: 'status', status: 200, body: exact, headers: { 'content-type': 'application/json; charset=utf-8' } });
+  const a = await s.ask(TOKEN, { from: '127.0.0.10', headers: META });
+  t.equal(a.status, 200);
+  t.equal(a.body, exact);
+});
+
+t.test('refusals before any lookup or upstream work', async (t) => {
+  const s = await startStack(t);
+  const token = '/metadata/identity/oauth2/token';
+  const cases: Array<[string, string, Reason, Record<string, string>?, string?]> = [
+    ['the SDK probe: no header, no query', token, 'metadata_header_missing', {}],
+    ['a probe with a full query', `${TOKEN}&client_id=${IDS.reader!.clientID}`, 'metadata_header_missing', {}],
+    ['Metadata: false', TOKEN, 'metadata_header_missing', { Metadata: 'false' }],
+    ['X-Forwarded-For', TOKEN, 'forwarded_header', { ...META, 'X-Forwarded-For': '10.0.0.1' }],
+    ['Forwarded', TOKEN, 'forwarded_header', { ...META, Forwarded: 'for=10.0.0.1' }],
+    ['absolute-form target', `http://169.254.169.254${TOKEN}`, 'target_not_canonical'],
+    ['double slash', `/metadata//identity/oauth2/token?api-version=2018-02-01&resource=r`, 'target_not_canonical'],
+    ['dot-dot', `/metadata/instance/../identity/oauth2/token?api-version=2018-02-01&resource=r`, 'target_not_canonical'],
+    ['encoded slash', `/metadata/identity%2Foauth2/token?api-version=2018-02-01&resource=r`, 'target_not_canonical'],
+    ['backslash', `/metadata\\identity/oauth2/token?api-version=2018-02-01&resource=r`, 'target_not_canonical'],
+    ['near-miss token path', `/metadata/identity/oauth2/token/extra?api-version=2018-02-01&resource=r`, 'token_path_malformed'],
+    ['case-variant token path', `/metadata/Identity/OAuth2/Token?api-version=2018-02-01&resource=r`, 'token_path_malformed'],
+    ['unknown route', '/metadata/secrets?api-version=2018-02-01', 'route_unknown'],
+    ['not metadata at all', '/latest/meta-data/iam/security-credentials/', 'route_unknown'],
+    ['duplicate key', `${TOKEN}&resource=https://evil`, 'query_duplicate_parameter'],
+    ['duplicate key by case', `${TOKEN}&client_id=a&CLIENT_ID=b`, 'query_duplicate_parameter'],
+    ['bad percent-encoding', `${TOKEN}&client_id=%ZZ`, 'query_malformed'],
+    ['api-version missing', '/metadata/identity/oauth2/token?resource=r', 'api_version_missing'],
+    ['api-version invalid', '/metadata/identity/oauth2/token?api-version=latest&resource=r', 'api_version_invalid'],
+    ['resource missing', '/metadata/identity/oauth2/token?api-version=2018-02-01', 'resource_missing'],
+    ['resource empty', '/metadata/identity/oauth2/token?api-version=2018-02-01&resource=', 'resource_missing'],
+    ['control character', `${TOKEN}&client_id=a%0d%0aX-Injected:%201`, 'parameter_invalid'],
+    ['two selectors', `${TOKEN}&client_id=${IDS.reader!.clientID}&msi_res_id=${IDS.reader!.resourceID}`, 'selector_multiple'],
+    ['msi_res_id and its alias', `${TOKEN}&msi_res_id=a&mi_res_id=a`, 'selector_multiple'],
+    ['instance without api-version', '/metadata/instance', 'api_version_missing'],
+    ['POST to the token path', TOKEN, 'method_not_allowed', META, 'POST'],
+  ];
+  for (const [what, path, reason, headers, method] of cases) {
+    const a = await s.ask(path, { from: '127.0.0.10', headers: headers ?? META, method: method ?? 'GET' });
+    refused(t, a, reason, what);
+  }
+  const post = await s.ask(TOKEN, { from: '127.0.0.10', headers: META, method: 'POST' });
+  t.equal(post.headers.allow, 'GET');
+  t.equal(s.emulator.requests.length, 0, 'IMDS never contacted');
+});
+
+t.test('entitlement refusals, with the pod named in the log', async (t) => {
+  const s = await startStack(t);
+  const cases: Array<[string, string, string, Reason]> = [
+    ['unlabelled pod (an empty-selector binding grants nothing)', '127.0.0.11', TOKEN, 'pod_unlabeled'],
+    ['another pod\'s client id', '127.0.0.10', `${TOKEN}&client_id=${IDS.writer!.clientID}`, 'identity_not_bound'],
+    ['another pod\'s resource id', '127.0.0.10', `${TOKEN}&msi_res_id=${IDS.writer!.resourceID}`, 'identity_not_bound'],
+    ['an identity not in the cluster', '127.0.0.10', `${TOKEN}&client_id=${IDS.agent!.clientID}`, 'identity_not_bound'],
+    ['object_id', '127.0.0.10', `${TOKEN}&object_id=o-1`, 'object_id_unverifiable'],
+    ['unknown address', '127.0.0.99', TOKEN, 'pod_unknown'],
+    ['pod of another node', '127.0.0.15', TOKEN, 'pod_unknown'],
+    ['finished pod', '127.0.0.16', TOKEN, 'pod_unknown'],
+    ['two live pods on one address', '127.0.0.14', TOKEN, 'pod_ip_conflict'],
+  ];
+  for (const [what, from, path, reason] of cases) refused(t, await s.ask(path, { from, headers: META }), reason, what);
+  t.equal(tokenRequests(s).length, 0, 'IMDS never asked');
+  const lines = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.decision === 'refused');
+  t.equal(lines.length, cases.length, 'one log line per token decision');
+  t.match(lines[0], { pod: 'shop/web', uid: 'u-11', reason: 'pod_unlabeled', status: 400, decision: 'refused' });
+});
+
+t.test('an excepted pod passes through with its own selector, rebuilt', async (t) => {
+  const s = await startStack(t, { flags: ['--token-cache=false'] });
+  const a = await s.ask(`${TOKEN}&client_id=${IDS.agent!.clientID}&junk=1`, { from: '127.0.0.12', headers: META });
+  t.equal(a.status, 200);
+  t.equal(a.json?.client_id, IDS.agent!.clientID);
+  const b = await s.ask(TOKEN, { from: '127.0.0.12', headers: META });
+  t.equal(b.status, 400, 'no selector: IMDS decides (the emulator has no system identity and several user ones)');
+  t.same(tokenRequests(s).map((r) => r.url), [
+    `/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id=${IDS.agent!.clientID}`,
+    '/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net',
+  ]);
+});
+
+t.test('IMDS errors are relayed with their own status and body; transport failures answer 503 fast', async (t) => {
+  const s = await startStack(t, { flags: ['--token-cache=false', '--upstream-timeout-ms=300'] });
+  const ask = () => s.ask(TOKEN, { from: '127.0.0.10', headers: META });
+  for (const [status, body] of [
+    [400, '{"error":"invalid_request","error_description":"Identity not found"}'],
+    [404, '{"error":"not_found","error_description":"IMDS is updating"}'],
+    [410, '{"error":"gone","error_description":"IMDS is updating"}'],
+    [500, '{"error":"server_error","error_description":"boom"}'],
+  ] as const) {
+    s.emulator.setFault({ kind: 'status', status, body }, { times: 1 });
+    const a = await ask();
+    t.equal(a.status, status, `${status} relayed`);
+    t.equal(a.body, body, `${status} body relayed`);
+  }
+  s.emulator.setFault({ kind: 'status', status: 429, body: '{"error":"too_many_requests"}' }, { times: 1 });
+  const throttled = await ask();
+  t.equal(throttled.status, 429);
+  t.equal(throttled.headers['retry-after'], '1', 'a 429 gains Retry-After so the JS SDK retries it');
+  s.emulator.setFault({ kind: 'status', status: 429, body: '{}', headers: { 'retry-after': '7' } }, { times: 1 });
+  t.equal((await ask()).headers['retry-after'], '7', 'IMDS\'s own Retry-After is kept');
+
+  s.emulator.setFault({ kind: 'slow', delayMs: 3_000 }, { times: 1 });
+  const started = performance.now();
+  const slow = await ask();
+  refused(t, slow, 'upstream_timeout', 'slow IMDS');
+  t.ok(performance.now() - started < 2_500, 'answered at the upstream timeout, not when IMDS got round to it');
+
+  s.emulator.setFault({ kind: 'reset' }, { times: 1 });
+  refused(t, await ask(), 'upstream_unreachable', 'connection reset');
+  s.emulator.setFault({ kind: 'status', status: 200, body: `{"pad":"${'x'.repeat(2 << 20)}"}` }, { times: 1 });
+  refused(t, await ask(), 'upstream_invalid', 'an answer over the size bound');
+  const metrics = await s.metrics();
+  t.match(metrics, /podid_nmi_upstream_responses_total\{route="token",status="timeout"\} 1/);
+  t.match(metrics, /podid_nmi_requests_total\{route="token",decision="granted",status="503",reason="upstream_timeout"\} 1/);
+});
+
+t.test('IMDS not listening: 503 with Retry-After', async (t) => {
+  const s = await startStack(t);
+  await s.emulator.close();
+  refused(t, await s.ask(TOKEN, { from: '127.0.0.10', headers: META }), 'upstream_unreachable', 'connection refused');
+});
+
+t.test('a client that hangs up cancels the upstream request', async (t) => {
+  const s = await startStack(t);
+  s.emulator.setFault({ kind: 'slow', delayMs: 5_000 });
+  const controller = new AbortController();
+  const pending = s.ask(TOKEN, { from: '127.0.0.10', headers: META, signal: controller.signal }).catch((e: Error) => e);
+  await waitFor(() => tokenRequests(s).length === 1, 2_000);
+  controller.abort();
+  t.type(await pending, Error);
+  await waitFor(async () => /podid_nmi_upstream_responses_total\{route="token",status="aborted"\} 1/.test(await s.metrics()), 2_000);
+  t.match(await s.metrics(), /podid_nmi_upstream_pending 0/);
+});
+
+t.test('tokens are cached and concurrent asks share one upstream fetch', async (t) => {
+  const s = await startStack(t, { emulator: { tokenLatencyMs: 100 } });
+  const asks = Array.from({ length: 8 }, () => s.ask(TOKEN, { from: '127.0.0.10', headers: META }));
+  const answers = await Promise.all(asks);
+  t.same(answers.map((a) => a.status), Array(8).fill(200));
+  t.equal(new Set(answers.map((a) => a.json?.access_token)).size, 1, 'one token for all');
+  const again = await s.ask(TOKEN, { from: '127.0.0.10', headers: META });
+  t.equal(again.json?.access_token, answers[0]!.json?.access_token);
+  t.equal(again.json?.resource, 'https://vault.azure.net');
+  t.equal(tokenRequests(s).length, 1, 'IMDS asked once');
+  const other = await s.ask(TOKEN, { from: '127.0.0.13', headers: META });
+  t.equal(other.json?.client_id, IDS.writer!.clientID, 'a cached token never crosses identities');
+  refused(t, await s.ask(TOKEN, { from: '127.0.0.11', headers: META }), 'pod_unlabeled', 'the decision still runs for every request');
+  const m = await s.metrics();
+  t.match(m, /podid_nmi_token_cache_total\{result="hit"\} 1/);
+  t.match(m, /podid_nmi_token_cache_total\{result="shared"\} 7/);
+});
+
+t.test('the pod-start race: a request waits for its pod and is woken by its arrival', async (t) => {
+  const s = await startStack(t, { flags: ['--pod-wait-ms=3000'] });
+  const state = s.daemon.state as import('../src/cluster/file-source.ts').FileClusterState;
+  const started = performance.now();
+  const pending = s.ask(TOKEN, { from: '127.0.0.20', headers: META });
+  setTimeout(() => state.index.upsertPod({
+    uid: 'u-20', namespace: 'shop', name: 'fresh', labels: { aadpodidbinding: 'orders' }, ips: ['127.0.0.20'],
+    phase: 'Pending', hostNetwork: false, nodeName: 'node-1',
+  }), 100);
+  const a = await pending;
+  t.equal(a.status, 200);
+  t.equal(a.json?.client_id, IDS.reader!.clientID);
+  t.ok(performance.now() - started < 2_000, 'woken by the event, not by the end of the wait');
+  t.match(await s.metrics(), /podid_nmi_pod_wait_total\{outcome="found"\} 1/);
+});
+
+t.test('other IMDS routes are proxied with the checked path and query only', async (t) => {
+  const s = await startStack(t);
+  const a = await s.ask('/METADATA/instance/compute?format=json&api-version=2021-02-01', { from: '127.0.0.11', headers: { ...META, 'x-evil': '1' } });
+  t.equal(a.status, 200);
+  t.equal(s.emulator.requests[0]!.url, '/metadata/instance/compute?format=json&api-version=2021-02-01');
+  t.equal(s.emulator.requests[0]!.headers['x-evil'], undefined);
+  t.equal((await s.ask('/metadata/versions', { headers: META })).status, 200, 'versions needs no api-version');
+  const posted = await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { method: 'POST', headers: { ...META, 'content-type': 'application/json' }, body: '{"StartRequests":[]}' });
+  t.equal(posted.status, 200);
+  refused(t, await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { method: 'POST', headers: META, body: 'x'.repeat(70_000) }), 'body_too_large', 'huge body');
+  refused(t, await s.ask('/metadata/attested/document?api-version=2020-09-01', { method: 'DELETE', headers: META }), 'method_not_allowed', 'DELETE');
+  t.match(await s.metrics(), /podid_nmi_requests_total\{route="instance",decision="proxied",status="200",reason=""\} 1/);
+});
+
+t.test('--block-instance-metadata and --metadata-header-required=false', async (t) => {
+  const s = await startStack(t, { flags: ['--block-instance-metadata', '--metadata-header-required=false'] });
+  refused(t, await s.ask('/metadata/instance?api-version=2021-02-01', { headers: META }), 'instance_metadata_blocked', 'instance');
+  refused(t, await s.ask('/metadata/instance/compute/location?api-version=2021-02-01', { headers: META }), 'instance_metadata_blocked', 'instance sub-path');
+  const noHeader = await s.ask(TOKEN, { from: '127.0.0.10' });
+  t.equal(noHeader.status, 200, 'token without the header when not required');
+  t.equal(s.emulator.requests.at(-1)!.headers.metadata, 'true', 'upstream still gets Metadata: true');
+  refused(t, await s.ask('/metadata/identity/info?api-version=2018-02-01', {}), 'metadata_header_missing', 'other routes still need it');
+});
+
+t.test('no token ever reaches a log line', async (t) => {
+  const s = await startStack(t, { flags: ['--log-level=trace'] });
+  const a = await s.ask(TOKEN, { from: '127.0.0.10', headers: META });
+  const token = String(a.json?.access_token);
+  t.ok(token.length > 20);
+  t.ok(s.logs.length > 0);
+  t.notOk(s.logs.some((l) => l.includes(token) || l.includes('access_token')), 'no token in logs');
+  const granted = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.decision === 'granted');
+  t.match(granted, { pod: 'shop/orders', uid: 'u-10', identity: 'shop/reader', clientID: IDS.reader!.clientID, resource: 'https://vault.azure.net', status: 200 });
+  t.type(granted?.ms, 'number');
+  t.type(granted?.req, 'number');
+});
+
+t.test('listener bounds: oversized headers and garbage get 4xx without reaching the handler', async (t) => {
+  const s = await startStack(t);
+  const big = await s.ask(TOKEN, { from: '127.0.0.10', headers: { ...META, 'x-pad': 'x'.repeat(16 * 1024) } });
+  t.equal(big.status, 431);
+  const raw = await new Promise<string>((resolve, reject) => {
+    const sock = connect({ host: '127.0.0.1', port: s.port, localAddress: '127.0.0.10' }, () => sock.write('NOT HTTP AT ALL\r\n\r\n'));
+    let got = '';
+    sock.on('data', (d) => { got += d.toString(); });
+    sock.on('close', () => resolve(got));
+    sock.on('error', reject);
+    sock.setTimeout(3_000, () => sock.destroy());
+  });
+  t.match(raw, /^HTTP\/1\.1 400/);
+  t.equal(s.emulator.requests.length, 0);
+});
+
+t.test('probes: /healthz, /readyz, /metrics; not ready once closing', async (t) => {
+  const s = await startStack(t);
+  const probe = s.daemon.probes.address.port;
+  const { ask } = await import('./helpers/http.ts');
+  t.equal((await ask(probe, '/healthz')).status, 200);
+  t.equal((await ask(probe, '/readyz')).status, 200);
+  t.equal((await ask(probe, '/nope')).status, 404);
+  t.match(await s.metrics(), /podid_nmi_ready 1/);
+  const slow = s.emulator;
+  slow.setFault({ kind: 'slow', delayMs: 300 }, { times: 1 });
+  const inflight = s.ask(TOKEN, { from: '127.0.0.10', headers: META });
+  await waitFor(() => tokenRequests(s).length === 1, 2_000);
+  t.equal(s.daemon.isReady(), true);
+  const closing = s.daemon.close();
+  t.equal(s.daemon.isReady(), false, 'not ready while draining');
+  t.equal((await inflight).status, 200, 'the in-flight request finishes during shutdown');
+  await closing;
+});
+
+async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error('condition not met in time');
+}
