@@ -80,6 +80,8 @@ export class ImdsClient {
         body: data,
       };
     } catch (err) {
+      // Whatever the abort's reason (hang-up, a deadline), the caller gave up: not IMDS's fault.
+      if (signal?.aborted === true) throw new UpstreamFailure('aborted', 'request aborted by the caller', { cause: err });
       throw classify(err);
     } finally {
       this.#pending--;
@@ -99,7 +101,6 @@ function classify(err: unknown): UpstreamFailure {
   if (err instanceof UpstreamFailure) return err;
   const e = err as { code?: string; name?: string; message?: string };
   const message = e.message ?? String(err);
-  if (err instanceof errors.RequestAbortedError || e.name === 'AbortError') return new UpstreamFailure('aborted', message, { cause: err });
   if (err instanceof errors.ConnectTimeoutError || err instanceof errors.HeadersTimeoutError || err instanceof errors.BodyTimeoutError) {
     return new UpstreamFailure('timeout', message, { cause: err });
   }
