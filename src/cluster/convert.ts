@@ -40,11 +40,23 @@ function asStringMap(value: unknown, field: string): Record<string, string> {
 export function canonicalIp(text: string): string {
   const family = isIP(text);
   if (family === 4) return text;
-  if (family !== 6) return '';
-  const mapped = text.toLowerCase();
-  if (mapped.startsWith('::ffff:') && isIP(mapped.slice(7)) === 4) return mapped.slice(7);
+  // A zone index (fe80::1%eth0) never names a pod's address.
+  if (family !== 6 || text.includes('%')) return '';
   // The URL parser prints IPv6 in the compressed lower-case form sockets report.
-  return new URL(`http://[${text}]/`).hostname.slice(1, -1);
+  const compressed = new URL(`http://[${text}]/`).hostname.slice(1, -1);
+  return unmapIpv4(compressed);
+}
+
+/** Every spelling of an IPv4-mapped address (::ffff:1.2.3.4, ::ffff:102:304) to plain 1.2.3.4. */
+function unmapIpv4(compressed: string): string {
+  if (!compressed.startsWith('::ffff:')) return compressed;
+  const tail = compressed.slice(7);
+  if (isIP(tail) === 4) return tail;
+  const groups = tail.split(':');
+  if (groups.length !== 2) return compressed;
+  const hi = parseInt(groups[0]!, 16);
+  const lo = parseInt(groups[1]!, 16);
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
 
 function metadataOf(raw: Raw): { namespace: string; name: string; labels: Record<string, string>; uid: string } {

@@ -18,7 +18,13 @@ export function parseStateDocuments(text: string, file: string): ClusterObject[]
   list.forEach((doc, i) => {
     const where = `${file}: document ${i + 1}`;
     if (doc.errors.length > 0) throw new StateFileError(`${where}: ${doc.errors[0]!.message.split('\n')[0]}`);
-    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      // An alias bomb, among others: the file is refused, not the process crashed.
+      throw new StateFileError(`${where}: ${(err as Error).message}`);
+    }
     if (value === null || value === undefined) return;
     const items = isList(value) ? value.items : [value];
     items.forEach((item, j) => {
@@ -28,7 +34,7 @@ export function parseStateDocuments(text: string, file: string): ClusterObject[]
         if (entry === undefined) throw new ConversionError(`unsupported kind ${JSON.stringify((item as { kind?: unknown }).kind)}`);
         out.push(entry);
       } catch (err) {
-        if (err instanceof ConversionError) throw new StateFileError(`${label}: ${err.message}`);
+        if (err instanceof ConversionError || err instanceof TypeError) throw new StateFileError(`${label}: ${(err as Error).message}`);
         throw err;
       }
     });

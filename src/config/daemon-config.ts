@@ -42,7 +42,7 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): Daem
   }
   const clusterStateFile = String(v['cluster-state']);
   const kubeconfig = String(v.kubeconfig);
-  if (clusterStateFile === '' && kubeconfig === '' && env.KUBERNETES_SERVICE_HOST === undefined) {
+  if (clusterStateFile === '' && kubeconfig === '' && (env.KUBERNETES_SERVICE_HOST ?? '') === '') {
     throw new FlagError('no cluster state: give --cluster-state FILE or --kubeconfig FILE, or run in a cluster');
   }
   const node = String(v.node);

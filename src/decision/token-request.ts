@@ -54,12 +54,12 @@ export function isApiVersion(value: string): boolean {
   return true;
 }
 
-/** Bounded length, no control characters (they have no business in a resource or an id). */
+/** Bounded length, no C0 or C1 control characters (they have no business in a resource or an id). */
 export function isPlainValue(value: string): boolean {
   if (value.length > MAX_VALUE_LENGTH) return false;
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f) return false;
+    if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return false;
   }
   return true;
 }

@@ -142,6 +142,10 @@ export class InterceptionRules {
     }
     const rules = new InterceptionRules(opts, run, backend);
     await rules.check().catch(() => {});
+    if (rules.#status.rulesInstalled) {
+      rules.#log.info({ backend, intervalSec: opts.intervalSec, routeLocalnet: rules.#status.routeLocalnet },
+        'interception rules in place');
+    }
     rules.#schedule();
     return rules;
   }

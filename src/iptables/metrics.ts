@@ -14,7 +14,18 @@ function reuse<T>(registry: Registry, name: string, create: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? create();
 }
 
+// Every series exists from the start, at 0, so that rate() and alerts see the first increment.
+const REASONS = ['chain_missing', 'chain_changed', 'jump_missing', 'jump_duplicate', 'jump_misplaced', 'route_localnet'];
+const OPERATIONS = ['read_rules', 'write_rules', 'verify_rules', 'route_localnet', 'conntrack', 'check'];
+
 export function interceptionMetrics(registry: Registry): InterceptionMetrics {
+  const metrics = createMetrics(registry);
+  for (const reason of REASONS) metrics.repairs.inc({ reason }, 0);
+  for (const operation of OPERATIONS) metrics.failures.inc({ operation }, 0);
+  return metrics;
+}
+
+function createMetrics(registry: Registry): InterceptionMetrics {
   const registers = [registry];
   return {
     repairs: reuse(registry, 'podid_nmi_iptables_repairs_total', () => new Counter({

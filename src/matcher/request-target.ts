@@ -19,7 +19,7 @@ export function matchTarget(target: string, blockInstanceMetadata: boolean): Mat
   const q = target.indexOf('?');
   const path = q === -1 ? target : target.slice(0, q);
   const rawQuery = q === -1 ? '' : target.slice(q + 1);
-  if (!isCanonicalPath(path) || rawQuery.indexOf('#') !== -1) return 'target_not_canonical';
+  if (!isCanonicalPath(path) || !isPlainQuery(rawQuery)) return 'target_not_canonical';
   if (path.length < METADATA.length || (path.length > METADATA.length && path.charCodeAt(METADATA.length) !== 0x2f)
     || path.slice(0, METADATA.length).toLowerCase() !== METADATA) {
     return 'route_unknown';
@@ -48,6 +48,15 @@ export function isCanonicalPath(path: string): boolean {
         }
       }
     }
+  }
+  return true;
+}
+
+/** Printable ASCII only: raw spaces, controls or bytes past 0x7e are not something an SDK sends. */
+function isPlainQuery(query: string): boolean {
+  for (let i = 0; i < query.length; i++) {
+    const c = query.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f || c === 0x23 /* # */) return false;
   }
   return true;
 }

@@ -62,7 +62,7 @@ export class TokenCache {
     let flight = this.#flights.get(path);
     onOutcome?.(flight === undefined ? 'miss' : 'shared');
     if (flight === undefined) flight = this.#fly(path);
-    return this.#await(flight, signal);
+    return this.#await(path, flight, signal);
   }
 
   #fly(path: string): Flight {
@@ -70,7 +70,9 @@ export class TokenCache {
     const promise = this.#source.fetch('GET', path, controller.signal).then((answer) => {
       this.#keep(path, answer);
       return answer;
-    }).finally(() => this.#flights.delete(path));
+    }).finally(() => {
+      if (this.#flights.get(path) === flight) this.#flights.delete(path);
+    });
     // Waiters may all have left before it settles; the rejection is theirs, not unhandled.
     promise.catch(() => {});
     const flight: Flight = { promise, controller, waiters: 0 };
@@ -79,7 +81,7 @@ export class TokenCache {
   }
 
   /** Each waiter may hang up on its own; the upstream request is cancelled when the last one does. */
-  #await(flight: Flight, signal: AbortSignal | undefined): Promise<UpstreamAnswer> {
+  #await(path: string, flight: Flight, signal: AbortSignal | undefined): Promise<UpstreamAnswer> {
     flight.waiters++;
     if (signal === undefined) return flight.promise.finally(() => flight.waiters--);
     return new Promise<UpstreamAnswer>((resolve, reject) => {
@@ -88,7 +90,11 @@ export class TokenCache {
         if (left) return;
         left = true;
         signal.removeEventListener('abort', onAbort);
-        if (--flight.waiters === 0 && signal.aborted) flight.controller.abort();
+        if (--flight.waiters === 0 && signal.aborted) {
+          // A request arriving now must start afresh, not join a fetch being cancelled.
+          if (this.#flights.get(path) === flight) this.#flights.delete(path);
+          flight.controller.abort();
+        }
       };
       const onAbort = (): void => {
         leave();

@@ -1,0 +1,312 @@
+// One resource kept in sync with the API server: the library's ListWatch (list, then watch
+// from the list's resourceVersion, relist on 410), restarted with jittered backoff after each
+// `error` (after which ListWatch stops), resuming from the last resourceVersion it saw.
+// Whatever fails, the index keeps the last known state; only a complete list replaces it.
+import { ListWatch } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesListObject } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { Backoff, jittered } from './backoff.ts';
+import type { BackoffOptions } from './backoff.ts';
+import type { KindSink, ObjectRef } from './index-sinks.ts';
+import type { InformerGaugeSource, InformerMetrics } from './informer-metrics.ts';
+import { InformerWatch } from './informer-watch.ts';
+import type { CountedEventType } from './informer-watch.ts';
+import { KubeApiError } from './kube-http.ts';
+import type { KubeHttp } from './kube-http.ts';
+import type { ClusterObject } from './objects.ts';
+
+type Raw = Record<string, unknown>;
+
+function isRecord(value: unknown): value is Raw {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+export interface InformerTuning {
+  backoff: BackoffOptions;
+  /** Until a watch's response headers arrive. */
+  connectTimeoutMs: number;
+  /** Silence on an open watch before it is reopened (the API server sends a bookmark every minute). */
+  idleTimeoutMs: number;
+  /** Per page of a list. */
+  listTimeoutMs: number;
+  pageSize: number;
+}
+
+export interface ResourceSpec {
+  /** The plural, used as the metrics label and in logs. */
+  resource: string;
+  path: string;
+  fieldSelector?: string;
+  /** Throws (ConversionError) on a malformed object. */
+  convert(raw: Raw): ClusterObject;
+  sink: KindSink;
+  count(): number;
+}
+
+/** What ListWatch caches per object: the key fields and the converted entry, not the raw object. */
+interface Item {
+  metadata: { name: string; namespace: string; resourceVersion?: string };
+  ref: ObjectRef;
+  entry?: ClusterObject;
+}
+
+/** Above this, a reconnect after a watch the server closed cleanly is not delayed further. */
+const CLEAN_CLOSE_MAX_MS = 2_000;
+const REPEAT_WARNING_MS = 60_000;
+
+export class ResilientInformer implements InformerGaugeSource {
+  readonly resource: string;
+  readonly #spec: ResourceSpec;
+  readonly #tuning: InformerTuning;
+  readonly #http: KubeHttp;
+  readonly #metrics: InformerMetrics;
+  readonly #log: Logger;
+  readonly #onSynced: () => void;
+  readonly #watch: InformerWatch<Item>;
+  readonly #listWatch: ListWatch<Item>;
+  readonly #backoff: Backoff;
+  readonly #sleepers = new Set<() => void>();
+  #restartTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #synced = false;
+  #operation: 'list' | 'watch' = 'list';
+  #lastHeard = performance.now();
+  #errorsInRow = 0;
+  #failingSince = 0;
+  #lastWarning = 0;
+
+  constructor(kc: KubeConfig, http: KubeHttp, spec: ResourceSpec, tuning: InformerTuning, metrics: InformerMetrics, log: Logger, onSynced: () => void) {
+    this.resource = spec.resource;
+    this.#spec = spec;
+    this.#tuning = tuning;
+    this.#http = http;
+    this.#metrics = metrics;
+    this.#log = log.child({ resource: spec.resource });
+    this.#onSynced = onSynced;
+    this.#backoff = new Backoff(tuning.backoff);
+    metrics.declare(spec.resource);
+    this.#watch = new InformerWatch<Item>(kc, http, {
+      connectTimeoutMs: tuning.connectTimeoutMs,
+      idleTimeoutMs: tuning.idleTimeoutMs,
+      toItem: (type, object) => this.#toItem(type, object),
+      onConnect: () => this.#healthy(),
+      onEvent: (type, detail) => this.#onEvent(type, detail),
+      onInternalError: (err) => this.#onInternalError(err),
+    });
+    // The library's ListWatch is makeInformer's informer; built directly because makeInformer
+    // (client-node 2.0) does not pass a field selector.
+    this.#listWatch = new ListWatch<Item>(spec.path, this.#watch, () => this.#list(), false, undefined, spec.fieldSelector, {
+      delayFn: (ms) => this.#cleanCloseDelay(ms),
+    });
+    this.#listWatch.on('add', (item) => this.#apply(item));
+    this.#listWatch.on('update', (item) => this.#apply(item));
+    this.#listWatch.on('delete', (item) => this.#remove(item));
+    this.#listWatch.on('error', (err) => this.#onError(err));
+  }
+
+  start(): void {
+    if (this.#closed) return;
+    this.#listWatch.start().catch((err: unknown) => this.#onInternalError(err));
+  }
+
+  isSynced(): boolean {
+    return this.#synced;
+  }
+
+  objectCount(): number {
+    return this.#spec.count();
+  }
+
+  secondsSinceLastEvent(): number {
+    return (performance.now() - this.#lastHeard) / 1000;
+  }
+
+  /** Stops for good: no request, timer or callback is left behind. */
+  async stop(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = undefined;
+    for (const wake of [...this.#sleepers]) wake();
+    this.#watch.close();
+    await this.#listWatch.stop();
+  }
+
+  async #list(): Promise<KubernetesListObject<Item>> {
+    this.#operation = 'list';
+    const started = performance.now();
+    try {
+      const items: Item[] = [];
+      let resourceVersion = '';
+      let cont: string | undefined;
+      let rejected = 0;
+      do {
+        const body = await this.#http.getJson(this.#spec.path, {
+          fieldSelector: this.#spec.fieldSelector,
+          limit: this.#tuning.pageSize,
+          continue: cont,
+          // The first list may come from the API server's watch cache (cheap for a DaemonSet
+          // on every node); a relist after 410 reads the current state.
+          resourceVersion: cont === undefined && !this.#synced ? '0' : undefined,
+        }, this.#tuning.listTimeoutMs);
+        if (this.#closed) throw new KubeApiError('informer stopped');
+        const page = parseListPage(body, this.#spec.path);
+        for (const raw of page.items) {
+          const item = isRecord(raw) ? this.#toItem('ADDED', raw) : undefined;
+          if (item === undefined) rejected++;
+          else items.push(item);
+        }
+        resourceVersion = page.resourceVersion;
+        cont = page.continue;
+      } while (cont !== undefined);
+      if (rejected > 0) {
+        this.#metrics.rejected(this.resource, rejected);
+        this.#log.warn({ count: rejected }, 'list held items without metadata.name; skipped');
+      }
+      this.#spec.sink.replaceAll(items);
+      this.#metrics.listed(this.resource);
+      this.#heard();
+      this.#healthy();
+      this.#operation = 'watch';
+      const ms = Math.round(performance.now() - started);
+      if (this.#synced) this.#log.info({ objects: items.length, ms }, 'relisted; state replaced');
+      else {
+        this.#synced = true;
+        this.#log.info({ objects: items.length, ms }, 'initial list applied');
+        this.#onSynced();
+      }
+      return { metadata: { resourceVersion }, items };
+    } catch (err) {
+      if (!this.#closed) this.#metrics.failed(this.resource, 'list');
+      throw err;
+    }
+  }
+
+  #toItem(type: 'ADDED' | 'MODIFIED' | 'DELETED', raw: Raw): Item | undefined {
+    const meta = raw.metadata;
+    if (!isRecord(meta) || typeof meta.name !== 'string' || meta.name === '') return undefined;
+    const name = meta.name;
+    // Same default as convert.ts, so that the key of a removal matches the key of the upsert.
+    const namespace = typeof meta.namespace === 'string' && meta.namespace !== '' ? meta.namespace : 'default';
+    const resourceVersion = typeof meta.resourceVersion === 'string' ? meta.resourceVersion : undefined;
+    let uid = typeof meta.uid === 'string' ? meta.uid : '';
+    let entry: ClusterObject | undefined;
+    if (type !== 'DELETED') {
+      try {
+        entry = this.#spec.convert(raw);
+        if (entry.kind === 'Pod') uid = entry.object.uid;
+      } catch (err) {
+        this.#metrics.rejected(this.resource);
+        this.#log.warn({ namespace, name, err: (err as Error).message }, 'malformed object ignored; whatever was known under its name is dropped');
+      }
+    }
+    const item: Item = { metadata: { name, namespace }, ref: { namespace, name, uid } };
+    if (resourceVersion !== undefined) item.metadata.resourceVersion = resourceVersion;
+    if (entry !== undefined) item.entry = entry;
+    return item;
+  }
+
+  #apply(item: Item): void {
+    try {
+      if (item.entry !== undefined) this.#spec.sink.upsert(item.ref, item.entry);
+      else this.#spec.sink.remove(item.ref);
+    } catch (err) {
+      this.#log.error({ err, namespace: item.ref.namespace, name: item.ref.name }, 'applying an object to the state failed');
+    }
+  }
+
+  #remove(item: Item): void {
+    try {
+      this.#spec.sink.remove(item.ref);
+    } catch (err) {
+      this.#log.error({ err, namespace: item.ref.namespace, name: item.ref.name }, 'removing an object from the state failed');
+    }
+  }
+
+  #onEvent(type: CountedEventType, detail: string | undefined): void {
+    this.#metrics.event(this.resource, type);
+    this.#heard();
+    if (type === 'malformed') this.#log.warn({ detail }, 'malformed watch event dropped');
+    else if (type === 'error') this.#log.info({ detail }, 'watch ended by an error event (410: history expired, relisting)');
+  }
+
+  #onError(err: unknown): void {
+    if (this.#closed) return;
+    if (this.#operation === 'watch') this.#metrics.failed(this.resource, 'watch');
+    this.#errorsInRow++;
+    const now = Date.now();
+    const fields = { operation: this.#operation, err: describe(err), errorsInRow: this.#errorsInRow };
+    if (this.#errorsInRow === 1) {
+      this.#failingSince = now;
+      this.#lastWarning = now;
+      this.#log.warn(fields, 'Kubernetes API request failed; keeping the last known state and retrying');
+    } else if (now - this.#lastWarning >= REPEAT_WARNING_MS) {
+      this.#lastWarning = now;
+      this.#log.warn({ ...fields, failingForS: Math.round((now - this.#failingSince) / 1000) }, 'Kubernetes API still failing');
+    } else {
+      this.#log.debug(fields, 'Kubernetes API request failed again');
+    }
+    if (this.#restartTimer !== undefined) return;
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = undefined;
+      this.start();
+    }, this.#backoff.next());
+  }
+
+  #onInternalError(err: unknown): void {
+    if (this.#closed) return;
+    // ListWatch may have stopped half-way; a restart resumes (or relists) from a clean state.
+    this.#log.error({ err }, 'informer failed internally; restarting it');
+    this.#onError(err);
+  }
+
+  #healthy(): void {
+    if (this.#errorsInRow > 0) {
+      this.#log.info({ errors: this.#errorsInRow, downForS: Math.round((Date.now() - this.#failingSince) / 1000) }, 'Kubernetes API reachable again');
+      this.#errorsInRow = 0;
+    }
+    this.#backoff.reset();
+  }
+
+  #heard(): void {
+    this.#lastHeard = performance.now();
+  }
+
+  /** ListWatch's pause (ms = 1 s, 2 s, ...) before reopening a watch that ended without events. */
+  #cleanCloseDelay(ms: number): Promise<void> {
+    const { initialMs, maxMs } = this.#tuning.backoff;
+    return this.#sleep(jittered(Math.min(maxMs, CLEAN_CLOSE_MAX_MS, (initialMs * ms) / 1000)));
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.#sleepers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.#sleepers.add(wake);
+    });
+  }
+}
+
+function parseListPage(body: unknown, path: string): { items: unknown[]; resourceVersion: string; continue?: string } {
+  if (!isRecord(body) || !Array.isArray(body.items) || !isRecord(body.metadata) || typeof body.metadata.resourceVersion !== 'string') {
+    throw new KubeApiError(`list ${path}: response is not a list with a resourceVersion`);
+  }
+  const cont = body.metadata.continue;
+  return {
+    items: body.items,
+    resourceVersion: body.metadata.resourceVersion,
+    ...(typeof cont === 'string' && cont !== '' ? { continue: cont } : {}),
+  };
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : '';
+    return `${err.message}${cause}`;
+  }
+  return String(err);
+}

@@ -1,0 +1,276 @@
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FLAGS, FlagError, flagHelp, IGNORED_FLAGS, parseFlags, type FlagValues } from '../src/config/flags.ts';
+import { toDaemonConfig } from '../src/config/daemon-config.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const STATE = ['--cluster-state=/etc/state.yaml'];
+
+function values(argv: string[], env: NodeJS.ProcessEnv = {}): FlagValues {
+  return parseFlags(argv, env).values;
+}
+
+t.test('defaults', async (t) => {
+  const parsed = parseFlags([]);
+  for (const spec of FLAGS) t.equal(parsed.values[spec.name], spec.default, `${spec.name} defaults`);
+  t.equal(parsed.given.size, 0);
+  t.same(parsed.warnings, []);
+  t.same(parsed.positionals, []);
+});
+
+t.test('flag spellings', async (t) => {
+  t.equal(values(['--node=n1']).node, 'n1', '--flag=value');
+  t.equal(values(['--node', 'n1']).node, 'n1', '--flag value');
+  t.equal(values(['-node=n1']).node, 'n1', '-flag=value');
+  t.equal(values(['-node', 'n1']).node, 'n1', '-flag value');
+  t.equal(values(['--node=a=b']).node, 'a=b', 'value split at the first =');
+  t.equal(values(['--node=']).node, '', 'an empty value');
+  t.equal(values(['--node', '--nmi-port=1']).node, '--nmi-port=1', 'a separate value is taken as it is, as Go does');
+  t.equal(values(['--nmi-port=80'])['nmi-port'], 80, 'int as a number');
+  t.equal(values(['--nmi-port', '8080'])['nmi-port'], 8080);
+  t.equal(values(['--node=a', '--node=b']).node, 'b', 'the last one wins');
+  t.equal(values(['--manage-iptables'])['manage-iptables'], true, 'a bare bool is true');
+  t.equal(values(['-manage-iptables'])['manage-iptables'], true);
+  t.equal(values(['--token-cache=false'])['token-cache'], false, '--flag=false');
+  t.equal(values(['--help']).help, true);
+
+  const parsed = parseFlags(['--manage-iptables', 'false', 'extra', '-', '--node=n', '--', '--bogus', '-x']);
+  t.equal(parsed.values['manage-iptables'], true, 'a bool takes no separate value');
+  t.same(parsed.positionals, ['false', 'extra', '-', '--bogus', '-x'], 'positionals, everything after --');
+  t.equal(parsed.values.node, 'n', 'parsing goes on after a positional');
+  t.same([...parsed.given].sort(), ['manage-iptables', 'node']);
+});
+
+t.test('Go bool spellings', async (t) => {
+  for (const s of ['1', 't', 'T', 'true', 'TRUE', 'True']) t.equal(values([`--block-instance-metadata=${s}`])['block-instance-metadata'], true, s);
+  for (const s of ['0', 'f', 'F', 'false', 'FALSE', 'False']) t.equal(values([`--token-cache=${s}`])['token-cache'], false, s);
+  for (const s of ['', 'yes', 'no', 'on', 'tRUE', 'fAlse', '2', ' true', 'true ']) {
+    t.throws(() => parseFlags([`--token-cache=${s}`]), { name: 'FlagError', message: `flag --token-cache: invalid boolean ${JSON.stringify(s)}` },
+      JSON.stringify(s));
+  }
+});
+
+t.test('int errors name the flag', async (t) => {
+  for (const s of ['abc', '', '1.5', '8o', ' 80', '80 ', '+80', '1e3', '--1']) {
+    t.throws(() => parseFlags([`--nmi-port=${s}`]), { name: 'FlagError', message: `flag --nmi-port: invalid integer ${JSON.stringify(s)}` },
+      JSON.stringify(s));
+  }
+  t.throws(() => parseFlags(['--nmi-port=65536']), { name: 'FlagError', message: 'flag --nmi-port: 65536 is outside 0..65535' });
+  t.throws(() => parseFlags(['--metadata-port=-1']), { name: 'FlagError', message: /^flag --metadata-port: -1 is outside 0\.\.65535$/ });
+  t.throws(() => parseFlags(['--ipt-update-interval-sec=0']), { message: /^flag --ipt-update-interval-sec: 0 is outside 1\.\.3600$/ });
+  t.throws(() => parseFlags(['--pod-wait-ms', '30001']), { message: /^flag --pod-wait-ms: 30001 is outside 0\.\.30000$/ });
+  t.throws(() => parseFlags(['--max-connections=99999999999999999999999']), { message: /^flag --max-connections: .* is outside 1\.\.65535$/ });
+  t.equal(values(['--nmi-port=0'])['nmi-port'], 0, 'the bounds themselves are allowed');
+  t.equal(values(['--nmi-port=65535'])['nmi-port'], 65535);
+  t.equal(values(['--pod-wait-ms=007'])['pod-wait-ms'], 7, 'leading zeros are decimal');
+});
+
+t.test('unknown flags and missing values', async (t) => {
+  for (const [argv, message] of [
+    [['--bogus'], 'unknown flag --bogus'],
+    [['--bogus=1'], 'unknown flag --bogus'],
+    [['-bogus'], 'unknown flag --bogus'],
+    [['---node=x'], 'unknown flag ---node'],
+    [['--Node=x'], 'unknown flag --Node'],
+    [['--forcenamespaced'], 'unknown flag --forcenamespaced'],
+    [['--node=ok', '--nope', 'v'], 'unknown flag --nope'],
+    [['--node'], 'flag --node needs a value'],
+    [['--nmi-port'], 'flag --nmi-port needs a value'],
+    [['--manage-iptables', '--log-format'], 'flag --log-format needs a value'],
+    [['--v'], 'flag --v needs a value'],
+  ] as const) {
+    t.throws(() => parseFlags(argv), { name: 'FlagError', message }, argv.join(' '));
+  }
+  t.throws(() => parseFlags(['--bogus']), FlagError);
+});
+
+t.test('environment fallbacks', async (t) => {
+  const env = { NODE_NAME: 'env-node', FORCENAMESPACED: 'false', KUBECONFIG: '/env/kubeconfig' };
+  const fromEnv = parseFlags([], env);
+  t.equal(fromEnv.values.node, 'env-node');
+  t.equal(fromEnv.values.forceNamespaced, false);
+  t.equal(fromEnv.values.kubeconfig, '/env/kubeconfig');
+  t.same([...fromEnv.given].sort(), ['forceNamespaced', 'kubeconfig', 'node'], 'env counts as given');
+
+  const overridden = parseFlags(['--node=flag-node', '--forceNamespaced', '--kubeconfig', '/flag/kc'], env);
+  t.equal(overridden.values.node, 'flag-node', 'the flag wins over NODE_NAME');
+  t.equal(overridden.values.forceNamespaced, true, 'the flag wins over FORCENAMESPACED');
+  t.equal(overridden.values.kubeconfig, '/flag/kc', 'the flag wins over KUBECONFIG');
+
+  const empty = parseFlags([], { NODE_NAME: '', FORCENAMESPACED: '' });
+  t.equal(empty.values.node, '', 'an empty variable is not a value');
+  t.equal(empty.values.forceNamespaced, true);
+  t.equal(empty.given.size, 0);
+
+  t.equal(values([], { FORCENAMESPACED: 'T' }).forceNamespaced, true, 'Go bools from the environment too');
+  t.throws(() => parseFlags([], { FORCENAMESPACED: 'maybe' }),
+    { name: 'FlagError', message: 'environment variable FORCENAMESPACED: invalid boolean "maybe"' });
+  t.equal(values([], { NMI_PORT: '1', nmi_port: '1', node: 'x' }).node, '', 'only the declared variables are read');
+});
+
+t.test('ignored NMI flags warn and do not fail', async (t) => {
+  const parsed = parseFlags([
+    '--v=4', '--retry-attempts-for-created', '16', '--kubelet-config', '/etc/default/kubelet', '--logtostderr',
+    '--enable-scale-features=true', '-alsologtostderr', '--cloud-config=/etc/kubernetes/azure.json', '--node=n1', 'pos',
+  ]);
+  t.equal(parsed.values.node, 'n1');
+  t.same(parsed.positionals, ['pos'], 'the separate values of ignored non-bool flags are consumed');
+  const names = ['v', 'retry-attempts-for-created', 'kubelet-config', 'logtostderr', 'enable-scale-features', 'alsologtostderr', 'cloud-config'];
+  t.equal(parsed.warnings.length, names.length, 'one warning each');
+  names.forEach((n, i) => t.match(parsed.warnings[i], `flag --${n} `, `warning names --${n}`));
+  for (const n of names) t.notOk(n in parsed.values, `${n} has no value`);
+  t.same([...parsed.given], ['node']);
+  for (const [name, type] of IGNORED_FLAGS) {
+    const argv = type === 'bool' ? [`--${name}`] : [`--${name}`, 'x'];
+    t.doesNotThrow(() => parseFlags(argv), `${argv.join(' ')} is accepted`);
+    t.equal(parseFlags(argv).warnings.length, 1);
+    t.equal(parseFlags([`--${name}=anything`]).warnings.length, 1, `--${name}=anything is accepted`);
+  }
+});
+
+t.test('choices', async (t) => {
+  t.throws(() => parseFlags(['--log-format=xml']), { name: 'FlagError', message: 'flag --log-format: "xml" is not one of text, json' });
+  t.throws(() => parseFlags(['--log-level', 'verbose']), { name: 'FlagError', message: /^flag --log-level: "verbose" is not one of / });
+  t.throws(() => parseFlags(['--operation-mode=Managed']), { name: 'FlagError', message: /^flag --operation-mode: "Managed"/ });
+  t.equal(values(['--log-format=json'])['log-format'], 'json');
+  t.equal(values(['--log-level=silent'])['log-level'], 'silent');
+});
+
+t.test('toDaemonConfig: a full configuration', async (t) => {
+  const config = toDaemonConfig(values([
+    '--cluster-state=/s.yaml', '--node=n1', '--nmi-listen-address=::1', '--nmi-port=1', '--metadata-ip=127.0.0.2', '--metadata-port=2',
+    '--http-probe-port=3', '--prometheus-port=4', '--probe-listen-address=127.0.0.1', '--block-instance-metadata',
+    '--metadata-header-required=false', '--ipt-update-interval-sec=5', '--manage-iptables', '--enable-conntrack-deletion',
+    '--pod-wait-ms=6', '--upstream-connect-timeout-ms=7', '--upstream-timeout-ms=8', '--token-cache=false', '--max-connections=9',
+    '--shutdown-grace-ms=10', '--log-format=json', '--log-level=debug', '--kubeconfig=/kc',
+  ]));
+  t.strictSame(config, {
+    node: 'n1', listenAddress: '::1', listenPort: 1, metadataIp: '127.0.0.2', metadataPort: 2, probePort: 3, metricsPort: 4,
+    probeListenAddress: '127.0.0.1', blockInstanceMetadata: true, metadataHeaderRequired: false, iptUpdateIntervalSec: 5,
+    manageIptables: true, conntrackFlush: true, clusterStateFile: '/s.yaml', kubeconfig: '/kc', podWaitMs: 6,
+    upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, shutdownGraceMs: 10,
+    logFormat: 'json', logLevel: 'debug',
+  });
+  const defaults = toDaemonConfig(values(STATE));
+  t.equal(defaults.listenAddress, '127.0.0.1');
+  t.equal(defaults.listenPort, 2579);
+  t.equal(defaults.metadataIp, '169.254.169.254');
+  t.equal(defaults.metadataHeaderRequired, true);
+  t.equal(defaults.tokenCache, true);
+  t.equal(defaults.blockInstanceMetadata, false);
+  t.equal(defaults.manageIptables, false);
+  t.equal(defaults.node, '', 'no node needed with a state file');
+  t.equal(defaults.logFormat, 'text');
+});
+
+t.test('toDaemonConfig: refusals', async (t) => {
+  t.throws(() => toDaemonConfig(values([...STATE, '--operation-mode=standard'])),
+    { name: 'FlagError', message: /^flag --operation-mode: standard mode .*not supported/ });
+  t.throws(() => toDaemonConfig(values([...STATE, '--forceNamespaced=false'])),
+    { name: 'FlagError', message: /^flag --forceNamespaced: .*false is not supported$/ });
+  t.throws(() => toDaemonConfig(values(STATE, { FORCENAMESPACED: 'false' })), { message: /^flag --forceNamespaced/ }, 'from the environment too');
+  t.doesNotThrow(() => toDaemonConfig(values([...STATE, '--forceNamespaced=true', '--operation-mode=managed'])));
+
+  t.throws(() => toDaemonConfig(values([]), {}), { name: 'FlagError', message: /^no cluster state: give --cluster-state FILE or --kubeconfig FILE/ });
+  t.throws(() => toDaemonConfig(values(['--node=n1']), {}), { message: /^no cluster state/ }, 'a node alone is not a source');
+  t.throws(() => toDaemonConfig(values(['--kubeconfig=/kc'])), { name: 'FlagError', message: 'flag --node (or NODE_NAME) is required with the Kubernetes API' });
+  t.throws(() => toDaemonConfig(values([]), { KUBERNETES_SERVICE_HOST: '10.96.0.1' }), { message: /^flag --node/ }, 'in cluster without a node');
+  t.equal(toDaemonConfig(values(['--kubeconfig=/kc'], { NODE_NAME: 'n1' })).node, 'n1');
+  t.equal(toDaemonConfig(values([], { NODE_NAME: 'n1' }), { KUBERNETES_SERVICE_HOST: '10.96.0.1' }).kubeconfig, '', 'in-cluster');
+  t.equal(toDaemonConfig(values([], { KUBECONFIG: '/kc', NODE_NAME: 'n' })).kubeconfig, '/kc', 'KUBECONFIG is a source');
+
+  for (const name of ['nmi-listen-address', 'metadata-ip', 'probe-listen-address']) {
+    for (const bad of ['localhost', '', '1.2.3', '256.1.1.1', '[::1]', '10.0.0.1:80', ' 127.0.0.1']) {
+      t.throws(() => toDaemonConfig(values([...STATE, `--${name}=${bad}`])),
+        { name: 'FlagError', message: `flag --${name}: ${JSON.stringify(bad)} is not an IP address` }, `--${name}=${bad}`);
+    }
+    t.doesNotThrow(() => toDaemonConfig(values([...STATE, `--${name}=fd00::1`])), `--${name} takes IPv6`);
+  }
+});
+
+t.test('flagHelp', async (t) => {
+  const help = flagHelp();
+  for (const spec of FLAGS) {
+    t.match(help, new RegExp(`^  --${spec.name}( |$)`, 'm'), `--${spec.name}`);
+    if (spec.env !== undefined) t.match(help, `env ${spec.env}`);
+  }
+  t.match(help, '--nmi-port int', 'types of non-bool flags');
+  t.match(help, '(default 2579)');
+  t.match(help, '(default true, env FORCENAMESPACED)');
+  for (const name of IGNORED_FLAGS.keys()) t.notMatch(help, new RegExp(`--${name}\\b`), `ignored --${name} is not advertised`);
+});
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[]): Promise<Run> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of ['KUBERNETES_SERVICE_HOST', 'KUBERNETES_SERVICE_PORT', 'NODE_NAME', 'KUBECONFIG', 'FORCENAMESPACED', 'NODE_OPTIONS']) delete env[k];
+  // Loopback and ephemeral ports first, in case a start got further than intended; the tested flags come after.
+  const safe = ['--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0', '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1'];
+  return new Promise((resolve) => {
+    execFile(join(ROOT, 'node_modules/.bin/node'), ['src/cli.ts', ...safe, ...args], { cwd: ROOT, env, timeout: 20_000, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
+        resolve({ code, stdout, stderr });
+      });
+  });
+}
+
+function lines(text: string): string[] {
+  return text.split('\n').filter((l) => l !== '');
+}
+
+t.test('CLI', async (t) => {
+  const dir = t.testdir({
+    'bad.yaml': 'kind: Pod\nmetadata: {name: p}\n---\nkind: Deployment\nmetadata: {name: d}\n',
+    'broken.yaml': 'kind: Pod\nmetadata: {name: p}\n---\nkind: [\n',
+  });
+
+  const bogus = await cli(['--bogus']);
+  t.equal(bogus.code, 2, '--bogus exits 2');
+  t.same(lines(bogus.stderr), ['nmi: unknown flag --bogus'], 'one line naming it');
+
+  const port = await cli(['--nmi-port=abc']);
+  t.equal(port.code, 2);
+  t.same(lines(port.stderr), ['nmi: flag --nmi-port: invalid integer "abc"']);
+
+  const missing = await cli(['--cluster-state=/nonexistent/state.yaml']);
+  t.equal(missing.code, 2, 'a missing state file exits 2');
+  t.equal(lines(missing.stderr).length, 1);
+  t.match(missing.stderr, /^nmi: \/nonexistent\/state\.yaml: ENOENT\n$/);
+
+  const bad = join(dir, 'bad.yaml');
+  const badRun = await cli([`--cluster-state=${bad}`]);
+  t.equal(badRun.code, 2);
+  t.same(lines(badRun.stderr), [`nmi: ${bad}: document 2: unsupported kind "Deployment"`]);
+
+  const broken = join(dir, 'broken.yaml');
+  const brokenRun = await cli([`--cluster-state=${broken}`]);
+  t.equal(brokenRun.code, 2);
+  t.equal(lines(brokenRun.stderr).length, 1);
+  t.match(brokenRun.stderr, `nmi: ${broken}: document 2: `);
+
+  const positional = await cli(['--cluster-state=/nonexistent', 'extra']);
+  t.equal(positional.code, 2);
+  t.same(lines(positional.stderr), ['nmi: unexpected argument "extra"']);
+
+  const standard = await cli(['--cluster-state=/nonexistent', '--operation-mode=standard']);
+  t.equal(standard.code, 2);
+  t.match(standard.stderr, /^nmi: flag --operation-mode: .*not supported/);
+
+  const noSource = await cli([]);
+  t.equal(noSource.code, 2, 'no cluster state at all');
+  t.match(noSource.stderr, /^nmi: no cluster state/);
+
+  const help = await cli(['--help']);
+  t.equal(help.code, 0, '--help exits 0');
+  t.equal(help.stderr, '');
+  t.match(help.stdout, /^Usage:/);
+  for (const spec of FLAGS) t.match(help.stdout, `--${spec.name}`, `help lists --${spec.name}`);
+});
