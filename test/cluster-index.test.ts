@@ -266,8 +266,8 @@ t.test('convert: pod IPs', async (t) => {
 });
 
 t.test('convert: IPv6 with a zone index', async (t) => {
-  // isIP() accepts a zone ("fe80::1%eth0"), but canonicalIp hands it to `new URL`, which throws a
-  // A zone index must not become a TypeError: every field is hostile, and hostile means ConversionError or left out.
+  // isIP() accepts a zone ("fe80::1%eth0") and `new URL` rejects it: it must be left out or a
+  // ConversionError, never a TypeError, because every field is hostile.
   let thrown: unknown;
   let ips: readonly string[] | undefined;
   try {
