@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# podid-nmi image: `docker build -t podid-nmi:0.1.0 .`
+
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+# Dependencies first, so that source edits reuse the npm ci layer.
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build \
+ && npm prune --omit=dev \
+ && chmod +x dist/cli.js
+
+FROM node:24-bookworm-slim
+# iptables brings both iptables-nft and iptables-legacy (the daemon picks the node's flavour
+# at start, as kube-proxy's images do); conntrack deletes stale entries to the metadata address.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables conntrack \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+ENV NODE_ENV=production
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+# `kubectl exec … -- nmi cleanup-iptables` and friends.
+RUN ln -s /app/dist/cli.js /usr/local/bin/nmi
+# Root, not the image's `node` user: iptables, iptables-restore and conntrack must run as uid 0
+# in the node's network namespace with CAP_NET_ADMIN/CAP_NET_RAW; a non-root process would only
+# get those through file capabilities, which need allowPrivilegeEscalation. The DaemonSet drops
+# every other capability and mounts the root filesystem read-only.
+USER 0
+# Not shipped: daemonset/examples, which only `nmi demo` reads (a local demo, not for nodes).
+ENTRYPOINT ["node", "/app/dist/cli.js"]
