@@ -463,3 +463,15 @@ t.test('waitForIp', async (t) => {
     t.equal(parkedCount(), 0);
   });
 });
+
+t.test('convert: spec fields in any case, as Go\'s encoding/json read them for NMI', async (t) => {
+  const id = toAzureIdentity({ metadata: { name: 'i' }, spec: { Type: 0, ClientID: 'c-1', ResourceId: '/r/1' } });
+  t.same([id.type, id.clientID, id.resourceID], [0, 'c-1', '/r/1']);
+  const exact = toAzureIdentity({ metadata: { name: 'i' }, spec: { clientID: 'exact', ClientID: 'other' } });
+  t.equal(exact.clientID, 'exact', 'the exact key wins');
+  t.throws(() => toAzureIdentity({ metadata: { name: 'i' }, spec: { ClientID: 'a', CLIENTID: 'b' } }), ConversionError, 'two case variants without the exact key are ambiguous');
+  const b = toAzureIdentityBinding({ metadata: { name: 'b' }, spec: { AzureIdentity: 'i', Selector: 's' } });
+  t.same([b.azureIdentity, b.selector], ['i', 's']);
+  const e = toAzurePodIdentityException({ metadata: { name: 'e' }, spec: { PodLabels: { app: 'x' } } });
+  t.same(e.podLabels, { app: 'x' });
+});

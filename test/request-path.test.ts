@@ -1,24 +1,19 @@
 // The whole request path against the real emulator: every route, every refusal (status, body,
 // reason), every upstream failure, and what reaches IMDS asserted on the emulator's side.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { connect } from 'node:net';
 import { REFUSALS, type Reason } from '../src/decision/reasons.ts';
 import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
 import { META, type Answer } from './helpers/http.ts';
 import { IDS, startStack, TOKEN } from './helpers/stack.ts';
 
-function refused(t: Tap.Test, a: Answer, reason: Reason, what: string): void {
+function refused(t: Test, a: Answer, reason: Reason, what: string): void {
   const spec = REFUSALS[reason];
   t.equal(a.status, spec.status, `${what}: status`);
   t.same(a.json, { error: spec.error, error_description: spec.description, reason }, `${what}: body`);
   t.equal(a.headers['x-podid-nmi-reason'], reason, `${what}: reason header`);
   t.equal(a.headers['content-type'], 'application/json; charset=utf-8', `${what}: content type`);
   if ('retryAfter' in spec) t.equal(a.headers['retry-after'], String(spec.retryAfter), `${what}: Retry-After`);
-}
-
-declare global {
-  // eslint-disable-next-line @typescript-eslint/no-namespace
-  namespace Tap { type Test = import('tap').Test }
 }
 
 const tokenRequests = (s: { emulator: { requests: Array<{ url: string }> } }) =>

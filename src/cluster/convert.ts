@@ -59,6 +59,19 @@ function unmapIpv4(compressed: string): string {
   return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
 
+/**
+ * A spec field as Go's encoding/json finds it, which NMI used: the exact key, else the one
+ * key equal to it case-insensitively (`ClientID`, `Selector` from old manifests). Two such
+ * keys with no exact one are ambiguous: refused rather than guessed.
+ */
+function field(spec: Raw, name: string): unknown {
+  if (Object.hasOwn(spec, name)) return spec[name];
+  const lower = name.toLowerCase();
+  const matches = Object.keys(spec).filter((k) => k.toLowerCase() === lower);
+  if (matches.length > 1) throw new ConversionError(`spec.${name} is given as ${matches.join(' and ')}`);
+  return matches.length === 1 ? spec[matches[0]!] : undefined;
+}
+
 function metadataOf(raw: Raw): { namespace: string; name: string; labels: Record<string, string>; uid: string } {
   const meta = asRecord(raw.metadata, 'metadata');
   return {
@@ -98,14 +111,14 @@ export function toPodInfo(raw: Raw): PodInfo {
 export function toAzureIdentity(raw: Raw): AzureIdentity {
   const meta = metadataOf(raw);
   const spec = asRecord(raw.spec, 'spec');
-  const type = spec.type ?? 0;
+  const type = field(spec, 'type') ?? 0;
   if (typeof type !== 'number' || !Number.isInteger(type)) throw new ConversionError('spec.type must be an integer');
   return {
     namespace: meta.namespace,
     name: meta.name,
     type,
-    clientID: asString(spec.clientID, 'spec.clientID'),
-    resourceID: asString(spec.resourceID, 'spec.resourceID'),
+    clientID: asString(field(spec, 'clientID'), 'spec.clientID'),
+    resourceID: asString(field(spec, 'resourceID'), 'spec.resourceID'),
   };
 }
 
@@ -115,15 +128,15 @@ export function toAzureIdentityBinding(raw: Raw): AzureIdentityBinding {
   return {
     namespace: meta.namespace,
     name: meta.name,
-    azureIdentity: asString(spec.azureIdentity ?? spec.AzureIdentity, 'spec.azureIdentity'),
-    selector: asString(spec.selector ?? spec.Selector, 'spec.selector'),
+    azureIdentity: asString(field(spec, 'azureIdentity'), 'spec.azureIdentity'),
+    selector: asString(field(spec, 'selector'), 'spec.selector'),
   };
 }
 
 export function toAzurePodIdentityException(raw: Raw): AzurePodIdentityException {
   const meta = metadataOf(raw);
   const spec = asRecord(raw.spec, 'spec');
-  return { namespace: meta.namespace, name: meta.name, podLabels: asStringMap(spec.podLabels ?? spec.PodLabels, 'spec.podLabels') };
+  return { namespace: meta.namespace, name: meta.name, podLabels: asStringMap(field(spec, 'podLabels'), 'spec.podLabels') };
 }
 
 /** Converts any supported object by its `kind`; undefined for kinds the daemon does not read. */

@@ -73,7 +73,7 @@ export class InformerMetrics {
   }
 
   /** Creates a resource's series at zero, so dashboards see them before the first error. */
-  declare(resource: string): void {
+  initResource(resource: string): void {
     for (const type of ['added', 'modified', 'deleted', 'bookmark', 'error', 'malformed'] as const) this.#events.inc({ resource, type }, 0);
     this.#lists.inc({ resource }, 0);
     this.#errors.inc({ resource, operation: 'list' }, 0);

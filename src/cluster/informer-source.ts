@@ -75,8 +75,9 @@ export class InformerClusterState extends IndexedClusterState {
       pageSize: opts.pageSize ?? 500,
     };
     const metrics = new InformerMetrics(opts.registry, () => state.#informers);
+    const shared = { kc, http, tuning, metrics, log };
     for (const spec of state.#specs(opts.nodeName)) {
-      state.#informers.push(new ResilientInformer(kc, http, spec, tuning, metrics, log, () => state.#onSynced()));
+      state.#informers.push(new ResilientInformer(shared, spec, () => state.#onSynced()));
     }
     log.info({ server: http.server, node: opts.nodeName }, 'starting informers');
     for (const informer of state.#informers) informer.start();

@@ -120,12 +120,13 @@ export class KubeHttp {
     };
     const arm = (ms: number, make: () => Error): void => {
       clearTimeout(timer);
-      timer = setTimeout(() => finish(make(), true), ms);
+      if (!ended) timer = setTimeout(() => finish(make(), true), ms);
     };
     controller.signal.addEventListener('abort', () => finish(null, false), { once: true });
     if (this.#closed) finish(null, false);
 
     const run = async (): Promise<void> => {
+      if (ended) return;
       const url = this.url(path, query);
       arm(opts.connectTimeoutMs, () => new KubeApiError(`watch ${path}: no response within ${opts.connectTimeoutMs} ms`));
       const { headers, dispatcher } = await this.prepare(url);
@@ -144,13 +145,15 @@ export class KubeHttp {
         if (ended) return;
         idle();
         buf += decoder.decode(chunk, { stream: true });
+        let start = 0;
         let nl: number;
-        while ((nl = buf.indexOf('\n')) !== -1) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
+        while ((nl = buf.indexOf('\n', start)) !== -1) {
+          const line = buf.slice(start, nl);
+          start = nl + 1;
           if (line.trim() !== '') opts.onLine(line);
           if (ended) return;
         }
+        buf = buf.slice(start);
         if (buf.length > MAX_LINE_CHARS) throw new KubeApiError(`watch ${path}: event line over ${MAX_LINE_CHARS} characters`);
       }
       // A partial last line means the stream was cut; it is passed on to be counted as malformed.

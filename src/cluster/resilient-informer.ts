@@ -43,11 +43,23 @@ export interface ResourceSpec {
   count(): number;
 }
 
-/** What ListWatch caches per object: the key fields and the converted entry, not the raw object. */
+/** What the four informers of one source share. */
+export interface InformerShared {
+  kc: KubeConfig;
+  http: KubeHttp;
+  tuning: InformerTuning;
+  metrics: InformerMetrics;
+  log: Logger;
+}
+
+/**
+ * What ListWatch caches per object: only the key. The converted entry rides along until it
+ * is applied, then the index is its only holder (a relist would otherwise leave ListWatch's
+ * cache holding the previous copy of every unchanged object).
+ */
 interface Item {
-  metadata: { name: string; namespace: string; resourceVersion?: string };
-  ref: ObjectRef;
-  entry?: ClusterObject;
+  metadata: ObjectRef & { resourceVersion?: string };
+  entry?: ClusterObject | undefined;
 }
 
 /** Above this, a reconnect after a watch the server closed cleanly is not delayed further. */
@@ -75,7 +87,8 @@ export class ResilientInformer implements InformerGaugeSource {
   #failingSince = 0;
   #lastWarning = 0;
 
-  constructor(kc: KubeConfig, http: KubeHttp, spec: ResourceSpec, tuning: InformerTuning, metrics: InformerMetrics, log: Logger, onSynced: () => void) {
+  constructor(shared: InformerShared, spec: ResourceSpec, onSynced: () => void) {
+    const { kc, http, tuning, metrics, log } = shared;
     this.resource = spec.resource;
     this.#spec = spec;
     this.#tuning = tuning;
@@ -84,7 +97,7 @@ export class ResilientInformer implements InformerGaugeSource {
     this.#log = log.child({ resource: spec.resource });
     this.#onSynced = onSynced;
     this.#backoff = new Backoff(tuning.backoff);
-    metrics.declare(spec.resource);
+    metrics.initResource(spec.resource);
     this.#watch = new InformerWatch<Item>(kc, http, {
       connectTimeoutMs: tuning.connectTimeoutMs,
       idleTimeoutMs: tuning.idleTimeoutMs,
@@ -162,7 +175,7 @@ export class ResilientInformer implements InformerGaugeSource {
         this.#metrics.rejected(this.resource, rejected);
         this.#log.warn({ count: rejected }, 'list held items without metadata.name; skipped');
       }
-      this.#spec.sink.replaceAll(items);
+      this.#spec.sink.replaceAll(items.map((i) => ({ ref: i.metadata, entry: i.entry })));
       this.#metrics.listed(this.resource);
       this.#heard();
       this.#healthy();
@@ -199,26 +212,28 @@ export class ResilientInformer implements InformerGaugeSource {
         this.#log.warn({ namespace, name, err: (err as Error).message }, 'malformed object ignored; whatever was known under its name is dropped');
       }
     }
-    const item: Item = { metadata: { name, namespace }, ref: { namespace, name, uid } };
+    const item: Item = { metadata: { namespace, name, uid }, entry };
     if (resourceVersion !== undefined) item.metadata.resourceVersion = resourceVersion;
-    if (entry !== undefined) item.entry = entry;
     return item;
   }
 
+  /** ListWatch hands over only fresh items here; one without an entry failed conversion. */
   #apply(item: Item): void {
+    const entry = item.entry;
+    item.entry = undefined;
     try {
-      if (item.entry !== undefined) this.#spec.sink.upsert(item.ref, item.entry);
-      else this.#spec.sink.remove(item.ref);
+      if (entry !== undefined) this.#spec.sink.upsert(item.metadata, entry);
+      else this.#spec.sink.remove(item.metadata);
     } catch (err) {
-      this.#log.error({ err, namespace: item.ref.namespace, name: item.ref.name }, 'applying an object to the state failed');
+      this.#log.error({ err, namespace: item.metadata.namespace, name: item.metadata.name }, 'applying an object to the state failed');
     }
   }
 
   #remove(item: Item): void {
     try {
-      this.#spec.sink.remove(item.ref);
+      this.#spec.sink.remove(item.metadata);
     } catch (err) {
-      this.#log.error({ err, namespace: item.ref.namespace, name: item.ref.name }, 'removing an object from the state failed');
+      this.#log.error({ err, namespace: item.metadata.namespace, name: item.metadata.name }, 'removing an object from the state failed');
     }
   }
 

@@ -1,0 +1,446 @@
+// A fake Kubernetes API server on 127.0.0.1 that speaks what the informers use: lists (with
+// resourceVersion, limit/continue, field selectors), streaming watches (JSON lines, headers
+// flushed at once, bookmarks, 410 as an ERROR event after compaction), bearer-token auth;
+// and the faults a real one shows: 5xx answers, stalls, dropped watches, restarts.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { FieldSelectorError, parseFieldSelector } from './field-selector.ts';
+import type { FieldSelector } from './field-selector.ts';
+import { RESOURCES, resolvePath } from './resources.ts';
+import type { ResourceInfo, ResourceName, ResourcePath } from './resources.ts';
+import { ObjectStore, StoreError } from './store.ts';
+import type { Obj, StoreEvent } from './store.ts';
+import { selfSignedCert } from './tls-cert.ts';
+import type { SelfSignedCert } from './tls-cert.ts';
+
+export type { Obj } from './store.ts';
+export type { ResourceName } from './resources.ts';
+
+export interface FakeApiServerOptions {
+  /** Serve HTTPS with a fresh self-signed certificate (needs the openssl CLI) instead of HTTP + insecure-skip-tls-verify. */
+  tls?: boolean;
+  /** Bookmarks to every watch that allows them, this often (0, the default: only on sendBookmarks()). */
+  bookmarkIntervalMs?: number;
+}
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly query: Readonly<Record<string, string>>;
+  readonly watch: boolean;
+  readonly resource?: string;
+}
+
+export interface FaultMatch {
+  /** Only requests for this resource (plural); all when omitted. */
+  resource?: ResourceName;
+  /** Only watches (true) or only lists and gets (false); both when omitted. */
+  watch?: boolean;
+}
+
+interface FaultRule extends FaultMatch {
+  action: 'error' | 'stall';
+  status: number;
+  remaining: number;
+}
+
+interface Watcher {
+  readonly res: ServerResponse;
+  readonly resource: ResourceInfo;
+  readonly namespace: string | undefined;
+  readonly selector: FieldSelector;
+  readonly bookmarks: boolean;
+  timer?: NodeJS.Timeout;
+}
+
+const MAX_RECORDED = 10_000;
+const MAX_SNAPSHOTS = 1_000;
+
+function status(code: number, reason: string, message: string): Obj {
+  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
+}
+
+const REASONS: Record<number, string> = {
+  400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 405: 'MethodNotAllowed',
+  410: 'Expired', 429: 'TooManyRequests', 500: 'InternalError', 503: 'ServiceUnavailable', 504: 'Timeout',
+};
+
+export class FakeApiServer {
+  readonly store = new ObjectStore();
+  readonly requests: RecordedRequest[] = [];
+  readonly token = randomBytes(16).toString('hex');
+  readonly #tls: SelfSignedCert | undefined;
+  readonly #bookmarkIntervalMs: number;
+  readonly #dir = mkdtempSync(join(tmpdir(), 'fake-apiserver-'));
+  readonly #sockets = new Set<Socket>();
+  readonly #watchers = new Set<Watcher>();
+  readonly #stalled = new Set<ServerResponse>();
+  readonly #snapshots = new Map<string, { rv: number; items: Obj[] }>();
+  readonly #brokenItems = new Map<string, unknown[]>();
+  #faults: FaultRule[] = [];
+  #server: Server | undefined;
+  #bookmarkTimer: NodeJS.Timeout | undefined;
+  #port = 0;
+
+  private constructor(opts: FakeApiServerOptions) {
+    if (opts.tls === true) {
+      this.#tls = selfSignedCert();
+      if (this.#tls === undefined) throw new Error('tls requested but the openssl CLI is not available');
+    }
+    this.#bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 0;
+    this.store.onEvent((event) => {
+      for (const w of this.#watchers) if (w.resource === event.resource) this.#deliver(w, event);
+    });
+  }
+
+  static async start(opts: FakeApiServerOptions = {}): Promise<FakeApiServer> {
+    const server = new FakeApiServer(opts);
+    await server.restart();
+    return server;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  get url(): string {
+    return `${this.#tls ? 'https' : 'http'}://127.0.0.1:${this.#port}`;
+  }
+
+  get running(): boolean {
+    return this.#server !== undefined;
+  }
+
+  /** Writes (again) and returns the path of a kubeconfig for this server. */
+  kubeconfig(): string {
+    const cluster: Obj = { server: this.url };
+    if (this.#tls) cluster['certificate-authority-data'] = Buffer.from(this.#tls.cert).toString('base64');
+    else cluster['insecure-skip-tls-verify'] = true;
+    const file = join(this.#dir, 'kubeconfig.yaml');
+    writeFileSync(file, stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'fake', cluster }],
+      users: [{ name: 'fake', user: { token: this.token } }],
+      contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'fake' } }],
+      'current-context': 'fake',
+    }));
+    return file;
+  }
+
+  // ---- objects ----
+
+  create(resource: ResourceName, obj: Obj): Obj {
+    return this.store.create(resource, obj);
+  }
+  update(resource: ResourceName, obj: Obj): Obj {
+    return this.store.update(resource, obj);
+  }
+  modify(resource: ResourceName, namespace: string, name: string, change: (obj: Obj) => void): Obj {
+    return this.store.modify(resource, namespace, name, change);
+  }
+  delete(resource: ResourceName, namespace: string, name: string): Obj | undefined {
+    return this.store.delete(resource, namespace, name);
+  }
+  /** Drops the event history: watches resuming from an older resourceVersion get 410 Gone. */
+  compact(): void {
+    this.store.compact();
+    this.#snapshots.clear();
+  }
+  /** An item served in every list of `resource` though it is not a valid stored object. */
+  addBrokenListItem(resource: ResourceName, item: unknown): void {
+    const list = this.#brokenItems.get(resource) ?? [];
+    list.push(item);
+    this.#brokenItems.set(resource, list);
+  }
+
+  // ---- faults ----
+
+  /** The next `count` matching requests are answered with `status` (default 500) and a Status body. */
+  failNext(count: number, opts: FaultMatch & { status?: number } = {}): void {
+    this.#faults.push({ ...opts, action: 'error', status: opts.status ?? 500, remaining: count });
+  }
+
+  /** Matching requests are accepted and never answered, until unstall() (default: every request). */
+  stall(opts: FaultMatch & { count?: number } = {}): void {
+    this.#faults.push({ ...opts, action: 'stall', status: 0, remaining: opts.count ?? Infinity });
+  }
+
+  /** New requests are served again; those already stalled stay unanswered until the client gives up. */
+  unstall(): void {
+    this.#faults = this.#faults.filter((f) => f.action !== 'stall');
+  }
+
+  stalledCount(): number {
+    return this.#stalled.size;
+  }
+
+  /** Ends open watches cleanly (as the server does at its timeout); returns how many. */
+  dropWatches(resource?: ResourceName): number {
+    let n = 0;
+    for (const w of [...this.#watchers]) {
+      if (resource !== undefined && w.resource.plural !== resource) continue;
+      this.#endWatch(w);
+      n++;
+    }
+    return n;
+  }
+
+  watchCount(resource?: ResourceName): number {
+    let n = 0;
+    for (const w of this.#watchers) if (resource === undefined || w.resource.plural === resource) n++;
+    return n;
+  }
+
+  /** A BOOKMARK at the current resourceVersion to every watch that allows them; returns how many. */
+  sendBookmarks(): number {
+    let n = 0;
+    for (const w of this.#watchers) {
+      if (!w.bookmarks) continue;
+      this.#write(w, { type: 'BOOKMARK', object: { kind: w.resource.kind, apiVersion: w.resource.apiVersion, metadata: { resourceVersion: String(this.store.resourceVersion) } } });
+      n++;
+    }
+    return n;
+  }
+
+  /** Writes one raw line (malformed JSON, odd events) to the watches of `resource`. */
+  sendRaw(resource: ResourceName, line: string): number {
+    let n = 0;
+    for (const w of this.#watchers) {
+      if (w.resource.plural !== resource) continue;
+      w.res.write(`${line}\n`);
+      n++;
+    }
+    return n;
+  }
+
+  sendEvent(resource: ResourceName, event: unknown): number {
+    return this.sendRaw(resource, JSON.stringify(event));
+  }
+
+  // ---- lifecycle ----
+
+  /** The API server goes away: the listener closes and every connection is cut. */
+  async stop(): Promise<void> {
+    const server = this.#server;
+    if (server === undefined) return;
+    this.#server = undefined;
+    clearInterval(this.#bookmarkTimer);
+    this.#bookmarkTimer = undefined;
+    for (const w of this.#watchers) clearTimeout(w.timer);
+    this.#watchers.clear();
+    this.#stalled.clear();
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of this.#sockets) s.destroy();
+    this.#sockets.clear();
+    await closed;
+  }
+
+  /** Starts listening (again), on the same port as before. */
+  async restart(): Promise<void> {
+    if (this.#server !== undefined) return;
+    const handler = (req: IncomingMessage, res: ServerResponse): void => this.#handle(req, res);
+    const server: Server = this.#tls ? createHttpsServer({ cert: this.#tls.cert, key: this.#tls.key }, handler) : createHttpServer(handler);
+    server.on('connection', (s: Socket) => {
+      this.#sockets.add(s);
+      s.on('close', () => this.#sockets.delete(s));
+    });
+    server.on('secureConnection', (s: Socket) => {
+      this.#sockets.add(s);
+      s.on('close', () => this.#sockets.delete(s));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port: this.#port, host: '127.0.0.1' }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#port = (server.address() as { port: number }).port;
+    this.#server = server;
+    if (this.#bookmarkIntervalMs > 0) this.#bookmarkTimer = setInterval(() => this.sendBookmarks(), this.#bookmarkIntervalMs);
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+
+  // ---- protocol ----
+
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    try {
+      const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+      const query = Object.fromEntries(url.searchParams);
+      const watch = query.watch === 'true' || query.watch === '1';
+      const rp = resolvePath(url.pathname);
+      this.#record({ method: req.method ?? '', path: url.pathname, query, watch, ...(rp ? { resource: rp.resource.plural } : {}) });
+      if (req.headers.authorization !== `Bearer ${this.token}`) return this.#fail(res, 401, 'Unauthorized');
+      const fault = this.#takeFault(rp?.resource.plural, watch);
+      if (fault?.action === 'stall') {
+        this.#stalled.add(res);
+        res.on('close', () => this.#stalled.delete(res));
+        return;
+      }
+      if (fault?.action === 'error') return this.#fail(res, fault.status, `injected fault ${fault.status}`);
+      if (url.pathname === '/version') return this.#json(res, 200, { major: '1', minor: '31', gitVersion: 'v1.31.0-fake' });
+      if (rp === undefined) return this.#fail(res, 404, `the server could not find the requested resource (${url.pathname})`);
+      if (req.method !== 'GET') return this.#fail(res, 405, `${req.method} is not supported by the fake API server`);
+      if (watch) return this.#watch(res, rp, query);
+      if (rp.name !== undefined) return this.#get(res, rp);
+      return this.#list(res, rp, query);
+    } catch (err) {
+      if (err instanceof FieldSelectorError) return this.#fail(res, 400, err.message);
+      if (err instanceof StoreError) return this.#fail(res, err.code, err.message);
+      if (!res.headersSent) this.#fail(res, 500, (err as Error).message);
+      else res.destroy();
+    }
+  }
+
+  #get(res: ServerResponse, rp: ResourcePath): void {
+    const obj = this.store.get(rp.resource.plural as ResourceName, rp.namespace ?? 'default', rp.name!);
+    if (obj === undefined) return this.#fail(res, 404, `${rp.resource.plural} "${rp.name}" not found`);
+    this.#json(res, 200, obj);
+  }
+
+  #list(res: ServerResponse, rp: ResourcePath, query: Record<string, string>): void {
+    const info = rp.resource;
+    const selector = parseFieldSelector(query.fieldSelector ?? '', info);
+    const limit = Number(query.limit ?? 0);
+    let rv: number;
+    let items: unknown[];
+    if (query.continue !== undefined && query.continue !== '') {
+      const snap = this.#snapshots.get(query.continue);
+      if (snap === undefined || snap.rv < this.store.compactedRv) {
+        return this.#fail(res, 410, 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.');
+      }
+      this.#snapshots.delete(query.continue);
+      ({ rv, items } = snap);
+    } else {
+      rv = this.store.resourceVersion;
+      items = this.store.snapshot(info.plural as ResourceName).filter((o) => this.#matches(o, rp.namespace, selector));
+      items.push(...(this.#brokenItems.get(info.plural) ?? []));
+    }
+    const meta: Obj = { resourceVersion: String(rv) };
+    let page = items;
+    if (Number.isInteger(limit) && limit > 0 && items.length > limit) {
+      page = items.slice(0, limit);
+      const token = randomUUID();
+      this.#snapshots.set(token, { rv, items: items.slice(limit) as Obj[] });
+      if (this.#snapshots.size > MAX_SNAPSHOTS) this.#snapshots.delete(this.#snapshots.keys().next().value!);
+      meta.continue = token;
+      meta.remainingItemCount = items.length - limit;
+    }
+    const out = info.itemsCarryKind ? page : page.map((o) => withoutKind(o));
+    this.#json(res, 200, { kind: info.listKind, apiVersion: info.apiVersion, metadata: meta, items: out });
+  }
+
+  #watch(res: ServerResponse, rp: ResourcePath, query: Record<string, string>): void {
+    const info = rp.resource;
+    const selector = parseFieldSelector(query.fieldSelector ?? '', info);
+    const rvText = query.resourceVersion ?? '';
+    let from: number | undefined;
+    if (rvText !== '' && rvText !== '0') {
+      from = Number(rvText);
+      if (!Number.isSafeInteger(from) || from < 0) return this.#fail(res, 400, `invalid resourceVersion ${rvText}`);
+    }
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private' });
+    // The client awaits the headers before the informer's start resolves.
+    res.flushHeaders();
+    const w: Watcher = { res, resource: info, namespace: rp.namespace, selector, bookmarks: query.allowWatchBookmarks === 'true' };
+    if (from === undefined) {
+      for (const obj of this.store.snapshot(info.plural as ResourceName)) {
+        if (this.#matches(obj, w.namespace, selector)) this.#write(w, { type: 'ADDED', object: obj });
+      }
+    } else {
+      const events = this.store.historySince(from);
+      if (events === undefined) {
+        this.#write(w, { type: 'ERROR', object: status(410, 'Expired', `too old resource version: ${from} (${this.store.compactedRv})`) });
+        res.end();
+        return;
+      }
+      for (const event of events) if (event.resource === info) this.#deliver(w, event);
+    }
+    this.#watchers.add(w);
+    const timeout = Number(query.timeoutSeconds ?? 0);
+    if (Number.isFinite(timeout) && timeout > 0) w.timer = setTimeout(() => this.#endWatch(w), timeout * 1000);
+    res.on('close', () => {
+      clearTimeout(w.timer);
+      this.#watchers.delete(w);
+    });
+  }
+
+  /** What a filtered watch sees of a change: objects entering or leaving the filter are ADDED / DELETED. */
+  #deliver(w: Watcher, event: StoreEvent): void {
+    const now = this.#matches(event.object, w.namespace, w.selector);
+    const before = event.previous !== undefined && this.#matches(event.previous, w.namespace, w.selector);
+    let type: string | undefined;
+    switch (event.type) {
+      case 'ADDED':
+        type = now ? 'ADDED' : undefined;
+        break;
+      case 'MODIFIED':
+        type = before && now ? 'MODIFIED' : now ? 'ADDED' : before ? 'DELETED' : undefined;
+        break;
+      case 'DELETED':
+        type = before ? 'DELETED' : undefined;
+        break;
+    }
+    if (type !== undefined) this.#write(w, { type, object: event.object });
+  }
+
+  #matches(obj: Obj, namespace: string | undefined, selector: FieldSelector): boolean {
+    if (namespace !== undefined && (obj.metadata as Obj | undefined)?.namespace !== namespace) return false;
+    return selector(obj);
+  }
+
+  #write(w: Watcher, event: unknown): void {
+    if (!w.res.writableEnded) w.res.write(`${JSON.stringify(event)}\n`);
+  }
+
+  #endWatch(w: Watcher): void {
+    clearTimeout(w.timer);
+    this.#watchers.delete(w);
+    w.res.end();
+  }
+
+  #takeFault(resource: string | undefined, watch: boolean): FaultRule | undefined {
+    const rule = this.#faults.find((f) => f.remaining > 0
+      && (f.resource === undefined || f.resource === resource)
+      && (f.watch === undefined || f.watch === watch));
+    if (rule === undefined) return undefined;
+    rule.remaining--;
+    if (rule.remaining <= 0) this.#faults = this.#faults.filter((f) => f !== rule);
+    return rule;
+  }
+
+  #fail(res: ServerResponse, code: number, message: string): void {
+    this.#json(res, code, status(code, REASONS[code] ?? 'Unknown', message));
+  }
+
+  #json(res: ServerResponse, code: number, body: unknown): void {
+    const text = JSON.stringify(body);
+    res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  #record(r: RecordedRequest): void {
+    if (this.requests.length >= MAX_RECORDED) this.requests.splice(0, this.requests.length - MAX_RECORDED + 1);
+    this.requests.push(r);
+  }
+}
+
+function withoutKind(obj: unknown): unknown {
+  if (typeof obj !== 'object' || obj === null) return obj;
+  const { kind: _kind, apiVersion: _apiVersion, ...rest } = obj as Obj;
+  return rest;
+}
+
+export { RESOURCES };

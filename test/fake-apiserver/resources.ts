@@ -1,0 +1,63 @@
+// The resources the fake API server serves, and how request paths map onto them.
+
+export interface ResourceInfo {
+  readonly plural: string;
+  readonly kind: string;
+  readonly listKind: string;
+  readonly apiVersion: string;
+  /** Built-in lists omit kind/apiVersion on items; custom resource lists carry them. */
+  readonly itemsCarryKind: boolean;
+  /** Field selector labels the real API server accepts for this resource. */
+  readonly fields: ReadonlySet<string>;
+}
+
+const COMMON_FIELDS = ['metadata.name', 'metadata.namespace'];
+const AAD = 'aadpodidentity.k8s.io/v1';
+
+function crd(plural: string, kind: string): ResourceInfo {
+  return { plural, kind, listKind: `${kind}List`, apiVersion: AAD, itemsCarryKind: true, fields: new Set(COMMON_FIELDS) };
+}
+
+export const RESOURCES: Readonly<Record<string, ResourceInfo>> = {
+  pods: {
+    plural: 'pods',
+    kind: 'Pod',
+    listKind: 'PodList',
+    apiVersion: 'v1',
+    itemsCarryKind: false,
+    fields: new Set([
+      ...COMMON_FIELDS, 'spec.nodeName', 'spec.restartPolicy', 'spec.schedulerName', 'spec.serviceAccountName',
+      'spec.hostNetwork', 'status.phase', 'status.podIP', 'status.nominatedNodeName',
+    ]),
+  },
+  azureidentities: crd('azureidentities', 'AzureIdentity'),
+  azureidentitybindings: crd('azureidentitybindings', 'AzureIdentityBinding'),
+  azurepodidentityexceptions: crd('azurepodidentityexceptions', 'AzurePodIdentityException'),
+  azureassignedidentities: crd('azureassignedidentities', 'AzureAssignedIdentity'),
+};
+
+export type ResourceName = 'pods' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions' | 'azureassignedidentities';
+
+export interface ResourcePath {
+  resource: ResourceInfo;
+  namespace?: string;
+  name?: string;
+}
+
+const SEGMENT = '([a-z0-9]([-a-z0-9.]*[a-z0-9])?)';
+const CORE = new RegExp(`^/api/v1(?:/namespaces/${SEGMENT})?/(pods)(?:/${SEGMENT})?$`);
+const CUSTOM = new RegExp(`^/apis/aadpodidentity\\.k8s\\.io/v1(?:/namespaces/${SEGMENT})?/([a-z]+)(?:/${SEGMENT})?$`);
+
+/** undefined for a path that names no served resource. */
+export function resolvePath(path: string): ResourcePath | undefined {
+  const core = CORE.exec(path);
+  const m = core ?? CUSTOM.exec(path);
+  if (m === null) return undefined;
+  const resource = RESOURCES[m[3]!];
+  // Pods live only under /api/v1, the custom resources only under their group.
+  if (resource === undefined || (core === null) !== (resource.plural !== 'pods')) return undefined;
+  const out: ResourcePath = { resource };
+  if (m[1] !== undefined) out.namespace = m[1];
+  if (m[4] !== undefined) out.name = m[4];
+  return out;
+}
