@@ -104,12 +104,14 @@ spec: {nodeName: node-1}
 status: {phase: Succeeded, podIPs: [{ip: 127.0.0.16}]}
 `;
 
-export async function startStack(t: Test, o: { flags?: string[]; emulator?: Partial<EmulatorOptions>; stateYaml?: string } = {}): Promise<Stack> {
+/** `kubeconfig` makes the daemon read the Kubernetes API instead of a state file. */
+export async function startStack(t: Test, o: { flags?: string[]; emulator?: Partial<EmulatorOptions>; stateYaml?: string; kubeconfig?: string } = {}): Promise<Stack> {
   const emulator = await startImdsEmulator({ identities: Object.values(IDS), rateLimit: false, ...o.emulator });
   t.teardown(() => emulator.close());
   const dir = t.testdir({ 'state.yaml': o.stateYaml ?? STATE_YAML });
+  const source = o.kubeconfig === undefined ? `--cluster-state=${dir}/state.yaml` : `--kubeconfig=${o.kubeconfig}`;
   const parsed = parseFlags([
-    `--cluster-state=${dir}/state.yaml`, '--node=node-1', '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0',
+    source, '--node=node-1', '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0',
     '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1', `--metadata-port=${emulator.port}`, '--pod-wait-ms=200',
     '--log-format=json', '--log-level=info', ...(o.flags ?? []),
   ]);

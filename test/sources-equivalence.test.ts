@@ -1,0 +1,60 @@
+// The two cluster-state sources must decide alike: one table of requests, run against the
+// daemon reading a manifests file and against the daemon reading the (fake) Kubernetes API.
+import t from 'tap';
+import { parseAllDocuments, type Document } from 'yaml';
+import { FakeApiServer, type Obj, type ResourceName } from './fake-apiserver/fake-apiserver.ts';
+import { META } from './helpers/http.ts';
+import { IDS, startStack, STATE_YAML, TOKEN, type Stack } from './helpers/stack.ts';
+
+const PLURAL: Record<string, ResourceName> = {
+  Pod: 'pods',
+  AzureIdentity: 'azureidentities',
+  AzureIdentityBinding: 'azureidentitybindings',
+  AzurePodIdentityException: 'azurepodidentityexceptions',
+};
+
+/** [what, source address, request, status, reason or granted client id] */
+const TABLE: Array<[string, string, string, number, string]> = [
+  ['bound pod', '127.0.0.10', TOKEN, 200, IDS.reader!.clientID],
+  ['bound pod naming its identity by resource id', '127.0.0.10', `${TOKEN}&msi_res_id=${IDS.reader!.resourceID}`, 200, IDS.reader!.clientID],
+  ['other bound pod', '127.0.0.13', TOKEN, 200, IDS.writer!.clientID],
+  ['another pod\'s identity', '127.0.0.10', `${TOKEN}&client_id=${IDS.writer!.clientID}`, 403, 'identity_not_bound'],
+  ['unlabelled pod beside an empty-selector binding', '127.0.0.11', TOKEN, 400, 'pod_unlabeled'],
+  ['excepted pod', '127.0.0.12', `${TOKEN}&client_id=${IDS.agent!.clientID}`, 200, IDS.agent!.clientID],
+  ['two live pods on one address', '127.0.0.14', TOKEN, 503, 'pod_ip_conflict'],
+  ['pod of another node', '127.0.0.15', TOKEN, 503, 'pod_unknown'],
+  ['finished pod', '127.0.0.16', TOKEN, 503, 'pod_unknown'],
+  ['unknown address', '127.0.0.77', TOKEN, 503, 'pod_unknown'],
+  ['object_id', '127.0.0.13', `${TOKEN}&object_id=o-2`, 403, 'object_id_unverifiable'],
+];
+
+async function outcomes(s: Stack): Promise<Array<[number, string]>> {
+  const out: Array<[number, string]> = [];
+  for (const [, from, path] of TABLE) {
+    const a = await s.ask(path, { from, headers: META });
+    out.push([a.status, String(a.status === 200 ? a.json?.client_id : a.json?.reason)]);
+  }
+  return out;
+}
+
+t.test('the manifests file and the Kubernetes API give the same answers', async (t) => {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
+    const obj = doc.toJS() as Obj;
+    api.create(PLURAL[String(obj.kind)]!, obj);
+  }
+  const fromFile = await startStack(t);
+  const fromApi = await startStack(t, { kubeconfig: api.kubeconfig() });
+  const deadline = Date.now() + 10_000;
+  while (!fromApi.daemon.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.ok(fromApi.daemon.isReady(), 'the API-backed daemon becomes ready');
+  t.same(fromApi.daemon.state.counts(), fromFile.daemon.state.counts(), 'same objects held (other node\'s and finished pods left out by both)');
+
+  const file = await outcomes(fromFile);
+  const kube = await outcomes(fromApi);
+  TABLE.forEach(([what, , , status, expect], i) => {
+    t.same(file[i], [status, expect], `file: ${what}`);
+    t.same(kube[i], [status, expect], `api: ${what}`);
+  });
+});
