@@ -316,3 +316,16 @@ t.test('example-managed: identity, binding and a pod that uses it', async (t) =>
   t.equal(examplePod.object.labels.aadpodidbinding, binding.object.selector, 'the pod carries the binding\'s selector');
   t.equal(new Set([identity.object.namespace, binding.object.namespace, examplePod.object.namespace]).size, 1, 'all in one namespace');
 });
+
+t.test('uninstall/cleanup-iptables.yaml: valid, runs the cleanup subcommand with the same least privilege', async (t) => {
+  const [cleanup, ...rest] = parseYaml(await readFile(new URL('uninstall/cleanup-iptables.yaml', ROOT), 'utf8'), 'uninstall/cleanup-iptables.yaml');
+  t.equal(rest.length, 0);
+  t.same(validateObject(cleanup!, []), [], 'valid DaemonSet');
+  const spec: Obj = cleanup!.spec.template.spec;
+  t.equal(spec.hostNetwork, true, 'the node\'s nat table');
+  t.same(spec.tolerations, [{ operator: 'Exists' }], 'every node');
+  const c: Obj = spec.containers[0];
+  t.match(c.command.join(' '), /nmi cleanup-iptables/);
+  t.same(c.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+  t.equal(c.image, container.image, 'the same image as the daemon');
+});
