@@ -72,39 +72,25 @@ export class PodSink implements KindSink {
   }
 }
 
-export class IdentitySink implements KindSink {
-  readonly kind = 'AzureIdentity';
+/** AzureIdentity and AzurePodIdentityException: keyed by namespace/name, nothing else to track. */
+export class NamedSink implements KindSink {
+  readonly kind: 'AzureIdentity' | 'AzurePodIdentityException';
   readonly #index: ClusterIndex;
-  constructor(index: ClusterIndex) {
-    this.#index = index;
-  }
-  replaceAll(items: readonly SinkItem[]): void {
-    this.#index.replaceKind('AzureIdentity', entriesOf(items, 'AzureIdentity'));
-  }
-  upsert(ref: ObjectRef, entry: ClusterObject): void {
-    if (entry.kind === 'AzureIdentity') this.#index.upsertIdentity(entry.object);
-    else this.remove(ref);
-  }
-  remove(ref: ObjectRef): void {
-    this.#index.deleteIdentity(ref.namespace, ref.name);
-  }
-}
 
-export class ExceptionSink implements KindSink {
-  readonly kind = 'AzurePodIdentityException';
-  readonly #index: ClusterIndex;
-  constructor(index: ClusterIndex) {
+  constructor(index: ClusterIndex, kind: NamedSink['kind']) {
     this.#index = index;
+    this.kind = kind;
   }
   replaceAll(items: readonly SinkItem[]): void {
-    this.#index.replaceKind('AzurePodIdentityException', entriesOf(items, 'AzurePodIdentityException'));
+    this.#index.replaceKind(this.kind, entriesOf(items, this.kind));
   }
   upsert(ref: ObjectRef, entry: ClusterObject): void {
-    if (entry.kind === 'AzurePodIdentityException') this.#index.upsertException(entry.object);
+    if (entry.kind === this.kind) this.#index.upsert(entry);
     else this.remove(ref);
   }
   remove(ref: ObjectRef): void {
-    this.#index.deleteException(ref.namespace, ref.name);
+    if (this.kind === 'AzureIdentity') this.#index.deleteIdentity(ref.namespace, ref.name);
+    else this.#index.deleteException(ref.namespace, ref.name);
   }
 }
 

@@ -9,7 +9,7 @@ import type { BackoffOptions } from './backoff.ts';
 import {
   CRD_GROUP, toAzureIdentity, toAzureIdentityBinding, toAzurePodIdentityException, toPodInfo,
 } from './convert.ts';
-import { BindingSink, ExceptionSink, IdentitySink, PodSink } from './index-sinks.ts';
+import { BindingSink, NamedSink, PodSink } from './index-sinks.ts';
 import { IndexedClusterState } from './indexed-state.ts';
 import { InformerMetrics } from './informer-metrics.ts';
 import { loadKubeConfig } from './kube-config.ts';
@@ -133,7 +133,7 @@ export class InformerClusterState extends IndexedClusterState {
         resource: 'azureidentities',
         path: `${AAD_PATH}/azureidentities`,
         convert: (raw) => ({ kind: 'AzureIdentity', object: toAzureIdentity(raw) }),
-        sink: new IdentitySink(index),
+        sink: new NamedSink(index, 'AzureIdentity'),
         count: () => index.counts().identities,
       },
       {
@@ -147,7 +147,7 @@ export class InformerClusterState extends IndexedClusterState {
         resource: 'azurepodidentityexceptions',
         path: `${AAD_PATH}/azurepodidentityexceptions`,
         convert: (raw) => ({ kind: 'AzurePodIdentityException', object: toAzurePodIdentityException(raw) }),
-        sink: new ExceptionSink(index),
+        sink: new NamedSink(index, 'AzurePodIdentityException'),
         count: () => index.counts().exceptions,
       },
     ];

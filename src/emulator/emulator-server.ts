@@ -8,6 +8,7 @@ import { isLoopbackHost } from './loopback.ts';
 import { ErrorText, sendError, sendJson, sendRaw, JSON_CONTENT_TYPE } from './imds-responses.ts';
 import { selectIdentity } from './identity-selection.ts';
 import { TokenRateLimiter } from './rate-limiter.ts';
+import { readBody } from '../listener/read-body.ts';
 import { tokenResponseBody } from './fake-token.ts';
 import {
   API_VERSIONS,
@@ -67,25 +68,6 @@ function resolveRoute(path: string): Route | undefined {
     return { name: 'instance', methods: get, needsApiVersion: true, subpath: segments };
   }
   return undefined;
-}
-
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        resolve('too-large');
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
 }
 
 function urlHost(host: string): string {
@@ -189,7 +171,7 @@ export async function startImdsEmulator(opts: EmulatorOptions): Promise<ImdsEmul
   async function handleScheduledEvents(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method === 'GET') return sendJson(res, 200, { DocumentIncarnation: 1, Events: [] });
     const body = await readBody(req, MAX_POST_BODY_BYTES);
-    if (body === 'too-large') return sendError(res, 413, 'invalid_request', 'Request body too large');
+    if (body === undefined) return sendError(res, 413, 'invalid_request', 'Request body too large');
     try {
       JSON.parse(body.toString('utf8'));
     } catch {
