@@ -45,8 +45,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   let probes: ProbeServer | undefined;
   let metricsServer: ProbeServer | undefined;
   // With route_localnet 0 a DNAT to 127.0.0.1 is dropped: the rules exist but intercept into nothing.
-  const ready = (): boolean => !closing && state.isReady()
-    && (interception === undefined || (interception.status.rulesInstalled && interception.status.routeLocalnet !== false));
+  const intercepting = (): boolean => !config.manageIptables
+    || (interception !== undefined && interception.status.rulesInstalled && interception.status.routeLocalnet !== false);
+  const ready = (): boolean => !closing && state.isReady() && intercepting();
   try {
     listener = await listen({ host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections }, handler.handle);
     metrics.gauge('podid_nmi_pods_waiting', 'Token requests parked until their pod appears', parkedCount);

@@ -58,3 +58,26 @@ t.test('the manifests file and the Kubernetes API give the same answers', async 
     t.same(kube[i], [status, expect], `api: ${what}`);
   });
 });
+
+t.test('until every informer has listed, token requests wait, then get a retryable 503, never a definitive refusal', async (t) => {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
+    const obj = doc.toJS() as Obj;
+    api.create(PLURAL[String(obj.kind)]!, obj);
+  }
+  // Pods list at once; bindings only after the informer's backoff.
+  api.failNext(3, { resource: 'azureidentitybindings', watch: false, status: 500 });
+  const s = await startStack(t, { kubeconfig: api.kubeconfig(), flags: ['--pod-wait-ms=100'] });
+  const early = await s.ask(TOKEN, { from: '127.0.0.10', headers: META });
+  t.equal(early.status, 503);
+  t.equal(early.json?.reason, 'state_not_ready');
+  t.equal(early.headers['retry-after'], '1');
+  const { ask } = await import('./helpers/http.ts');
+  t.equal((await ask(s.daemon.probes.address.port, '/readyz')).status, 503, 'not ready meanwhile');
+  const deadline = Date.now() + 15_000;
+  while (!s.daemon.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const later = await s.ask(TOKEN, { from: '127.0.0.10', headers: META });
+  t.equal(later.status, 200, 'granted once the bindings are listed');
+  t.equal(later.json?.client_id, IDS.reader!.clientID);
+});

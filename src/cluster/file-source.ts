@@ -71,5 +71,9 @@ export class FileClusterState extends IndexedClusterState {
     return true;
   }
 
+  whenReady(): Promise<void> {
+    return Promise.resolve();
+  }
+
   async close(): Promise<void> {}
 }

@@ -9,6 +9,7 @@ export abstract class IndexedClusterState implements ClusterState {
   readonly index = new ClusterIndex();
 
   abstract isReady(): boolean;
+  abstract whenReady(signal?: AbortSignal): Promise<void>;
   abstract close(): Promise<void>;
 
   podsAt(ip: string): readonly PodInfo[] {

@@ -22,6 +22,8 @@ export interface ObjectCounts {
 export interface ClusterState extends ClusterView {
   /** True once every source has delivered a complete first state. */
   isReady(): boolean;
+  /** Resolves once ready; rejects when `signal` aborts or the state closes first. */
+  whenReady(signal?: AbortSignal): Promise<void>;
   /**
    * Resolves true as soon as some pod claims `ip`, false after `timeoutMs` or when `signal` aborts.
    * Woken by the event that brings the pod, never by polling.

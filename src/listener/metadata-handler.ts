@@ -75,6 +75,11 @@ export class MetadataHandler {
     if (typeof request === 'string') return this.#refuse(res, 'token', request, started);
     const id = ++requestCounter;
     const signal = hangUpSignal(res);
+    // Right after a restart the old rules already send pods here. Deciding from a half-listed
+    // state would give a bound pod a final "binding missing"; a short wait or a retryable 503 does not.
+    if (!o.state.isReady() && !(await readyWithin(o.state, o.podWaitMs, signal))) {
+      return this.#refuse(res, 'token', 'state_not_ready', started);
+    }
     const ip = sourceIp(req.socket.remoteAddress);
     const waited = o.state.podsAt(ip).length === 0;
     const found = await lookupPod(o.state, ip, o.podWaitMs, signal);
@@ -154,6 +159,10 @@ export class MetadataHandler {
     writeRefusal(res, reason, allow);
     this.#o.metrics.request(route, decision, refusalStatus(reason), reason, (performance.now() - started) / 1000);
   }
+}
+
+function readyWithin(state: ClusterState, ms: number, signal: AbortSignal): Promise<boolean> {
+  return state.whenReady(AbortSignal.any([signal, AbortSignal.timeout(ms)])).then(() => true, () => false);
 }
 
 function isMetadataTrue(value: string | string[] | undefined): boolean {

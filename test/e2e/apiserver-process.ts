@@ -1,0 +1,96 @@
+// The fake Kubernetes API server as a process, for the end-to-end test: it runs inside the
+// node's network namespace (on that namespace's 127.0.0.1), where the test process cannot
+// connect, so the test drives it through JSON lines:
+//   stdin:  {"id":1,"op":"create"|"update","resource":"pods","object":{...}}
+//           {"id":2,"op":"delete","resource":"pods","namespace":"default","name":"a"}
+//           {"id":3,"op":"watchCount"}
+//           {"id":4,"op":"failNext","count":3,"resource":"azureidentitybindings","watch":false,"status":500}
+//   stdout: {"event":"ready","url":"http://127.0.0.1:PORT","kubeconfig":"FILE","dir":"its temp dir"} once, then
+//           {"id":1,"ok":true,...} or {"id":1,"ok":false,"error":"..."} per command.
+// Usage: node apiserver-process.ts --kubeconfig-out FILE
+// It stops when stdin closes, or on SIGTERM/SIGINT.
+import { copyFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { createInterface } from 'node:readline';
+import { FakeApiServer } from '../fake-apiserver/fake-apiserver.ts';
+import type { Obj, ResourceName } from '../fake-apiserver/fake-apiserver.ts';
+
+const RESOURCES: readonly ResourceName[] = ['pods', 'azureidentities', 'azureidentitybindings', 'azurepodidentityexceptions', 'azureassignedidentities'];
+
+function print(line: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+function resourceOf(value: unknown): ResourceName {
+  if (typeof value !== 'string' || !(RESOURCES as readonly string[]).includes(value)) throw new Error(`unknown resource ${JSON.stringify(value)}`);
+  return value as ResourceName;
+}
+
+function stringOf(value: unknown, what: string): string {
+  if (typeof value !== 'string' || value === '') throw new Error(`${what} must be a non-empty string`);
+  return value;
+}
+
+const outIndex = process.argv.indexOf('--kubeconfig-out');
+const kubeconfigOut = outIndex === -1 ? undefined : process.argv[outIndex + 1];
+if (kubeconfigOut === undefined) {
+  process.stderr.write('usage: apiserver-process.ts --kubeconfig-out FILE\n');
+  process.exit(2);
+}
+
+const api = await FakeApiServer.start();
+const ownKubeconfig = api.kubeconfig();
+copyFileSync(ownKubeconfig, kubeconfigOut);
+
+let stopping = false;
+async function stop(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  await api.close();
+  process.exit(0);
+}
+process.once('SIGTERM', () => void stop());
+process.once('SIGINT', () => void stop());
+
+const rl = createInterface({ input: process.stdin });
+rl.on('line', (text) => {
+  if (text.trim() === '') return;
+  let id: unknown;
+  try {
+    const cmd = JSON.parse(text) as Record<string, unknown>;
+    id = cmd.id;
+    switch (cmd.op) {
+      case 'create':
+        print({ id, ok: true, object: api.create(resourceOf(cmd.resource), cmd.object as Obj) });
+        break;
+      case 'update':
+        print({ id, ok: true, object: api.update(resourceOf(cmd.resource), cmd.object as Obj) });
+        break;
+      case 'delete':
+        print({ id, ok: true, object: api.delete(resourceOf(cmd.resource), stringOf(cmd.namespace, 'namespace'), stringOf(cmd.name, 'name')) ?? null });
+        break;
+      case 'failNext': {
+        // The next `count` matching requests get `status` (default 500), as a struggling API server.
+        const count = Number(cmd.count);
+        if (!Number.isInteger(count) || count < 1) throw new Error('count must be a positive integer');
+        api.failNext(count, {
+          ...(cmd.resource !== undefined ? { resource: resourceOf(cmd.resource) } : {}),
+          ...(typeof cmd.watch === 'boolean' ? { watch: cmd.watch } : {}),
+          ...(typeof cmd.status === 'number' ? { status: cmd.status } : {}),
+        });
+        print({ id, ok: true });
+        break;
+      }
+      case 'watchCount':
+        print({ id, ok: true, value: api.watchCount() });
+        break;
+      default:
+        throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
+    }
+  } catch (err) {
+    print({ id, ok: false, error: (err as Error).message });
+  }
+});
+rl.on('close', () => void stop());
+
+print({ event: 'ready', url: api.url, kubeconfig: kubeconfigOut, dir: dirname(ownKubeconfig) });
