@@ -297,3 +297,33 @@ async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number
   }
   throw new Error('condition not met in time');
 }
+
+t.test('the remaining entitlement refusals, over HTTP', async (t) => {
+  const pod = (ip: string, name: string, label: string) => `
+apiVersion: v1
+kind: Pod
+metadata: {name: ${name}, namespace: lab, uid: u-${name}, labels: {aadpodidbinding: ${label}}}
+spec: {nodeName: node-1}
+status: {phase: Running, podIPs: [{ip: ${ip}}]}`;
+  const s = await startStack(t, {
+    stateYaml: [
+      pod('127.0.0.30', 'nobinding', 'nothing-selects-me'),
+      pod('127.0.0.31', 'noidentity', 'ghost'),
+      pod('127.0.0.32', 'sp', 'sp'),
+      pod('127.0.0.33', 'noids', 'empty'),
+      'apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentityBinding\nmetadata: {name: ghost, namespace: lab}\nspec: {azureIdentity: missing, selector: ghost}',
+      'apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentity\nmetadata: {name: sp, namespace: lab}\nspec: {type: 1, clientID: 44444444-4444-4444-8444-444444444444, tenantID: t}',
+      'apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentityBinding\nmetadata: {name: sp, namespace: lab}\nspec: {azureIdentity: sp, selector: sp}',
+      'apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentity\nmetadata: {name: empty, namespace: lab}\nspec: {type: 0}',
+      'apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentityBinding\nmetadata: {name: empty, namespace: lab}\nspec: {azureIdentity: empty, selector: empty}',
+    ].join('\n---\n'),
+  });
+  const cases: Array<[string, Reason]> = [
+    ['127.0.0.30', 'binding_missing'],
+    ['127.0.0.31', 'identity_missing'],
+    ['127.0.0.32', 'identity_type_unsupported'],
+    ['127.0.0.33', 'identity_incomplete'],
+  ];
+  for (const [from, reason] of cases) refused(t, await s.ask(TOKEN, { from, headers: META }), reason, reason);
+  t.equal(s.emulator.requests.length, 0, 'IMDS never asked');
+});

@@ -81,3 +81,30 @@ t.test('until every informer has listed, token requests wait, then get a retryab
   t.equal(later.status, 200, 'granted once the bindings are listed');
   t.equal(later.json?.client_id, IDS.reader!.clientID);
 });
+
+t.test('the pod-start race through the informers: woken by the pod\'s watch event, or refused when it never comes', async (t) => {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
+    const obj = doc.toJS() as Obj;
+    if (obj.kind !== 'Pod') api.create(PLURAL[String(obj.kind)]!, obj);
+  }
+  const s = await startStack(t, { kubeconfig: api.kubeconfig(), flags: ['--pod-wait-ms=3000'] });
+  const deadline = Date.now() + 10_000;
+  while (!s.daemon.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const started = performance.now();
+  const pending = s.ask(TOKEN, { from: '127.0.0.40', headers: META });
+  setTimeout(() => api.create('pods', {
+    apiVersion: 'v1', kind: 'Pod',
+    metadata: { name: 'newborn', namespace: 'shop', labels: { aadpodidbinding: 'orders' } },
+    spec: { nodeName: 'node-1' },
+    status: { phase: 'Pending', podIPs: [{ ip: '127.0.0.40' }] },
+  }), 150);
+  const a = await pending;
+  t.equal(a.status, 200, 'granted once the pod arrives');
+  t.equal(a.json?.client_id, IDS.reader!.clientID);
+  t.ok(performance.now() - started < 2_500, 'woken by the event, before the wait ran out');
+  const never = await s.ask(TOKEN, { from: '127.0.0.41', headers: META });
+  t.equal(never.status, 503);
+  t.equal(never.json?.reason, 'pod_unknown', 'a pod that never comes is refused with a reason');
+});
