@@ -1,6 +1,6 @@
 // The two cluster-state sources must decide alike: one table of requests, run against the
 // daemon reading a manifests file and against the daemon reading the (fake) Kubernetes API.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { parseAllDocuments, type Document } from 'yaml';
 import { FakeApiServer, type Obj, type ResourceName } from './fake-apiserver/fake-apiserver.ts';
 import { META } from './helpers/http.ts';
@@ -28,6 +28,17 @@ const TABLE: Array<[string, string, string, number, string]> = [
   ['object_id', '127.0.0.13', `${TOKEN}&object_id=o-2`, 403, 'object_id_unverifiable'],
 ];
 
+/** A fake API server holding the objects of STATE_YAML (those `keep` accepts). */
+async function seededApi(t: Test, keep: (obj: Obj) => boolean = () => true): Promise<FakeApiServer> {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
+    const obj = doc.toJS() as Obj;
+    if (keep(obj)) api.create(PLURAL[String(obj.kind)]!, obj);
+  }
+  return api;
+}
+
 async function outcomes(s: Stack): Promise<Array<[number, string]>> {
   const out: Array<[number, string]> = [];
   for (const [, from, path] of TABLE) {
@@ -38,12 +49,7 @@ async function outcomes(s: Stack): Promise<Array<[number, string]>> {
 }
 
 t.test('the manifests file and the Kubernetes API give the same answers', async (t) => {
-  const api = await FakeApiServer.start();
-  t.teardown(() => api.close());
-  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
-    const obj = doc.toJS() as Obj;
-    api.create(PLURAL[String(obj.kind)]!, obj);
-  }
+  const api = await seededApi(t);
   const fromFile = await startStack(t);
   const fromApi = await startStack(t, { kubeconfig: api.kubeconfig() });
   const deadline = Date.now() + 10_000;
@@ -60,12 +66,7 @@ t.test('the manifests file and the Kubernetes API give the same answers', async 
 });
 
 t.test('until every informer has listed, token requests wait, then get a retryable 503, never a definitive refusal', async (t) => {
-  const api = await FakeApiServer.start();
-  t.teardown(() => api.close());
-  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
-    const obj = doc.toJS() as Obj;
-    api.create(PLURAL[String(obj.kind)]!, obj);
-  }
+  const api = await seededApi(t);
   // Pods list at once; bindings only after the informer's backoff.
   api.failNext(3, { resource: 'azureidentitybindings', watch: false, status: 500 });
   const s = await startStack(t, { kubeconfig: api.kubeconfig(), flags: ['--pod-wait-ms=100'] });
@@ -83,12 +84,7 @@ t.test('until every informer has listed, token requests wait, then get a retryab
 });
 
 t.test('the pod-start race through the informers: woken by the pod\'s watch event, or refused when it never comes', async (t) => {
-  const api = await FakeApiServer.start();
-  t.teardown(() => api.close());
-  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
-    const obj = doc.toJS() as Obj;
-    if (obj.kind !== 'Pod') api.create(PLURAL[String(obj.kind)]!, obj);
-  }
+  const api = await seededApi(t, (obj) => obj.kind !== 'Pod');
   const s = await startStack(t, { kubeconfig: api.kubeconfig(), flags: ['--pod-wait-ms=3000'] });
   const deadline = Date.now() + 10_000;
   while (!s.daemon.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));

@@ -11,15 +11,11 @@
 // It stops when stdin closes, or on SIGTERM/SIGINT.
 import { copyFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { createInterface } from 'node:readline';
 import { FakeApiServer } from '../fake-apiserver/fake-apiserver.ts';
 import type { Obj, ResourceName } from '../fake-apiserver/fake-apiserver.ts';
+import { print, serveCommands } from './command-loop.ts';
 
 const RESOURCES: readonly ResourceName[] = ['pods', 'azureidentities', 'azureidentitybindings', 'azurepodidentityexceptions', 'azureassignedidentities'];
-
-function print(line: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(line)}\n`);
-}
 
 function resourceOf(value: unknown): ResourceName {
   if (typeof value !== 'string' || !(RESOURCES as readonly string[]).includes(value)) throw new Error(`unknown resource ${JSON.stringify(value)}`);
@@ -42,55 +38,30 @@ const api = await FakeApiServer.start();
 const ownKubeconfig = api.kubeconfig();
 copyFileSync(ownKubeconfig, kubeconfigOut);
 
-let stopping = false;
-async function stop(): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  await api.close();
-  process.exit(0);
-}
-process.once('SIGTERM', () => void stop());
-process.once('SIGINT', () => void stop());
-
-const rl = createInterface({ input: process.stdin });
-rl.on('line', (text) => {
-  if (text.trim() === '') return;
-  let id: unknown;
-  try {
-    const cmd = JSON.parse(text) as Record<string, unknown>;
-    id = cmd.id;
-    switch (cmd.op) {
-      case 'create':
-        print({ id, ok: true, object: api.create(resourceOf(cmd.resource), cmd.object as Obj) });
-        break;
-      case 'update':
-        print({ id, ok: true, object: api.update(resourceOf(cmd.resource), cmd.object as Obj) });
-        break;
-      case 'delete':
-        print({ id, ok: true, object: api.delete(resourceOf(cmd.resource), stringOf(cmd.namespace, 'namespace'), stringOf(cmd.name, 'name')) ?? null });
-        break;
-      case 'failNext': {
-        // The next `count` matching requests get `status` (default 500), as a struggling API server.
-        const count = Number(cmd.count);
-        if (!Number.isInteger(count) || count < 1) throw new Error('count must be a positive integer');
-        api.failNext(count, {
-          ...(cmd.resource !== undefined ? { resource: resourceOf(cmd.resource) } : {}),
-          ...(typeof cmd.watch === 'boolean' ? { watch: cmd.watch } : {}),
-          ...(typeof cmd.status === 'number' ? { status: cmd.status } : {}),
-        });
-        print({ id, ok: true });
-        break;
-      }
-      case 'watchCount':
-        print({ id, ok: true, value: api.watchCount() });
-        break;
-      default:
-        throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
+serveCommands((cmd) => {
+  switch (cmd.op) {
+    case 'create':
+      return { object: api.create(resourceOf(cmd.resource), cmd.object as Obj) };
+    case 'update':
+      return { object: api.update(resourceOf(cmd.resource), cmd.object as Obj) };
+    case 'delete':
+      return { object: api.delete(resourceOf(cmd.resource), stringOf(cmd.namespace, 'namespace'), stringOf(cmd.name, 'name')) ?? null };
+    case 'failNext': {
+      // The next `count` matching requests get `status` (default 500), as a struggling API server.
+      const count = Number(cmd.count);
+      if (!Number.isInteger(count) || count < 1) throw new Error('count must be a positive integer');
+      api.failNext(count, {
+        ...(cmd.resource !== undefined ? { resource: resourceOf(cmd.resource) } : {}),
+        ...(typeof cmd.watch === 'boolean' ? { watch: cmd.watch } : {}),
+        ...(typeof cmd.status === 'number' ? { status: cmd.status } : {}),
+      });
+      return {};
     }
-  } catch (err) {
-    print({ id, ok: false, error: (err as Error).message });
+    case 'watchCount':
+      return { value: api.watchCount() };
+    default:
+      throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
   }
-});
-rl.on('close', () => void stop());
+}, () => api.close());
 
 print({ event: 'ready', url: api.url, kubeconfig: kubeconfigOut, dir: dirname(ownKubeconfig) });

@@ -7,9 +7,9 @@
 // Usage: node imds-process.ts --identities JSON [--host H] [--port P]
 //   JSON: {"identities":[{clientID,resourceID,objectID}],"systemAssigned"?:{...}}
 // It stops when stdin closes, or on SIGTERM/SIGINT.
-import { createInterface } from 'node:readline';
 import { startImdsEmulator } from '../../src/emulator/imds-emulator.ts';
 import type { EmulatedIdentity, RecordedRequest } from '../../src/emulator/imds-emulator.ts';
+import { print, serveCommands } from './command-loop.ts';
 
 function arg(name: string, fallback?: string): string {
   const i = process.argv.indexOf(name);
@@ -21,9 +21,6 @@ function arg(name: string, fallback?: string): string {
   return value;
 }
 
-function print(line: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(line)}\n`);
-}
 
 const config = JSON.parse(arg('--identities')) as { identities: EmulatedIdentity[]; systemAssigned?: EmulatedIdentity };
 const emulator = await startImdsEmulator({
@@ -54,32 +51,14 @@ function drain(): void {
 }
 const timer = setInterval(drain, 10);
 
-let stopping = false;
-async function stop(): Promise<void> {
-  if (stopping) return;
-  stopping = true;
+serveCommands((cmd) => {
+  if (cmd.op !== 'flush') throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
+  drain();
+  return { count: printed };
+}, async () => {
   clearInterval(timer);
   drain();
   await emulator.close();
-  process.exit(0);
-}
-process.once('SIGTERM', () => void stop());
-process.once('SIGINT', () => void stop());
-
-const rl = createInterface({ input: process.stdin });
-rl.on('line', (text) => {
-  if (text.trim() === '') return;
-  let id: unknown;
-  try {
-    const cmd = JSON.parse(text) as Record<string, unknown>;
-    id = cmd.id;
-    if (cmd.op !== 'flush') throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
-    drain();
-    print({ id, ok: true, count: printed });
-  } catch (err) {
-    print({ id, ok: false, error: (err as Error).message });
-  }
 });
-rl.on('close', () => void stop());
 
 print({ event: 'ready', url: emulator.url });
