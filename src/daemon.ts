@@ -1,6 +1,7 @@
 // Assembles the daemon from its rooms and adapters, and takes it apart again on shutdown.
 import type { Logger } from 'pino';
 import { FileClusterState } from './cluster/file-source.ts';
+import { EMPTY_SELECTOR_WARNING } from './cluster/objects.ts';
 import type { ClusterState } from './cluster/view.ts';
 import { parkedCount } from './cluster/wait-for-ip.ts';
 import type { DaemonConfig } from './config/daemon-config.ts';
@@ -98,7 +99,7 @@ async function openClusterState(config: DaemonConfig, log: Logger, metrics: Daem
   if (config.clusterStateFile !== '') {
     const state = await FileClusterState.load(config.clusterStateFile, config.node);
     for (const b of state.index.bindingsWithEmptySelector()) {
-      log.warn({ binding: `${b.namespace}/${b.name}` }, 'AzureIdentityBinding has an empty selector and matches no pod (NMI let it grant every unlabelled pod)');
+      log.warn({ namespace: b.namespace, binding: b.name, azureIdentity: b.azureIdentity }, EMPTY_SELECTOR_WARNING);
     }
     return state;
   }

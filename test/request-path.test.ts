@@ -114,6 +114,8 @@ t.test('entitlement refusals, with the pod named in the log', async (t) => {
   const lines = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.decision === 'refused');
   t.equal(lines.length, cases.length, 'one log line per token decision');
   t.match(lines[0], { pod: 'shop/web', uid: 'u-11', reason: 'pod_unlabeled', status: 400, decision: 'refused' });
+  const warning = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => String(l.msg).includes('empty selector'));
+  t.match(warning, { namespace: 'shop', binding: 'catch-all', azureIdentity: 'writer' }, 'the empty-selector binding is warned about at start');
 });
 
 t.test('an excepted pod passes through with its own selector, rebuilt', async (t) => {

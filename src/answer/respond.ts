@@ -22,11 +22,6 @@ export function refusalStatus(reason: Reason): number {
   return REFUSALS[reason].status;
 }
 
-/** The body a refusal carries, for tests and for the README table. */
-export function refusalBody(reason: Reason): string {
-  return PREPARED.get(reason)!.body.toString('utf8');
-}
-
 export function writeRefusal(res: ServerResponse, reason: Reason, allow?: readonly string[]): void {
   if (res.headersSent || res.destroyed) return;
   const p = PREPARED.get(reason)!;

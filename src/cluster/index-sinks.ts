@@ -3,6 +3,7 @@
 // removing an object removes whatever this key held, whichever uid it had.
 import type { Logger } from 'pino';
 import type { ClusterIndex } from './cluster-index.ts';
+import { EMPTY_SELECTOR_WARNING } from './objects.ts';
 import type { AzureIdentityBinding, ClusterObject } from './objects.ts';
 
 export interface ObjectRef {
@@ -137,10 +138,7 @@ export class BindingSink implements KindSink {
     }
     if (this.#warned.has(key)) return;
     this.#warned.add(key);
-    this.#log.warn(
-      { namespace: binding.namespace, binding: binding.name, azureIdentity: binding.azureIdentity },
-      'AzureIdentityBinding has an empty selector: it matches no pod here (aad-pod-identity NMI let it grant every unlabelled pod of its namespace)',
-    );
+    this.#log.warn({ namespace: binding.namespace, binding: binding.name, azureIdentity: binding.azureIdentity }, EMPTY_SELECTOR_WARNING);
   }
 }
 

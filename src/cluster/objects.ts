@@ -15,6 +15,10 @@ export interface PodInfo {
   readonly nodeName: string;
 }
 
+/** Logged once per such binding by either source: it grants nothing here, unlike in NMI. */
+export const EMPTY_SELECTOR_WARNING =
+  'AzureIdentityBinding has an empty selector: it matches no pod here (aad-pod-identity NMI let it grant every unlabelled pod of its namespace)';
+
 /** AzureIdentity spec.type: 0 user-assigned managed identity, 1 service principal + secret, 2 + certificate. */
 export const USER_ASSIGNED_MSI = 0;
 

@@ -1,6 +1,7 @@
 // The command line, Go-style as NMI's was (`--flag=value`, `--flag value`, `-flag`, bare
 // `--flag` for true), so the old chart's args work unchanged. One table drives parsing,
 // defaults, environment fallbacks and --help.
+import { LOG_LEVELS } from '../observability/logger.ts';
 
 export type FlagType = 'string' | 'int' | 'bool';
 
@@ -35,14 +36,14 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'enable-conntrack-deletion', type: 'bool', default: false, help: 'Delete conntrack entries to the metadata address after installing the rules' },
   { name: 'cluster-state', type: 'string', default: '', help: 'YAML file of Pods, AzureIdentities, bindings and exceptions (instead of the Kubernetes API)' },
   { name: 'kubeconfig', type: 'string', default: '', env: 'KUBECONFIG', help: 'kubeconfig for the Kubernetes API; in-cluster configuration when empty' },
-  { name: 'pod-wait-ms', type: 'int', default: 2000, min: 0, max: 30000, help: 'How long a token request from an unknown address waits for its pod to appear' },
+  { name: 'pod-wait-ms', type: 'int', default: 2000, min: 0, max: 30000, help: 'How long a token request waits for its pod to appear, or for cluster state to load after a start' },
   { name: 'upstream-connect-timeout-ms', type: 'int', default: 1000, min: 1, max: 60000, help: 'Connect timeout to the metadata service' },
   { name: 'upstream-timeout-ms', type: 'int', default: 10000, min: 1, max: 120000, help: 'Timeout for the metadata service\'s answer' },
   { name: 'token-cache', type: 'bool', default: true, help: 'Keep granted tokens until 15 minutes before expiry and share concurrent fetches' },
   { name: 'max-connections', type: 'int', default: 1024, min: 1, max: 65535, help: 'Concurrent connections the listener accepts' },
   { name: 'shutdown-grace-ms', type: 'int', default: 5000, min: 0, max: 60000, help: 'How long in-flight requests may finish after SIGTERM' },
   { name: 'log-format', type: 'string', default: 'text', choices: ['text', 'json'], help: 'Log format' },
-  { name: 'log-level', type: 'string', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], help: 'Log level' },
+  { name: 'log-level', type: 'string', default: 'info', choices: LOG_LEVELS, help: 'Log level' },
   { name: 'help', type: 'bool', default: false, help: 'Print this help' },
 ];
 

@@ -99,7 +99,7 @@ function header(value: string | string[] | undefined): string | undefined {
 
 function classify(err: unknown): UpstreamFailure {
   if (err instanceof UpstreamFailure) return err;
-  const e = err as { code?: string; name?: string; message?: string };
+  const e = err as { code?: string; message?: string };
   const message = e.message ?? String(err);
   if (err instanceof errors.ConnectTimeoutError || err instanceof errors.HeadersTimeoutError || err instanceof errors.BodyTimeoutError) {
     return new UpstreamFailure('timeout', message, { cause: err });
