@@ -12,6 +12,11 @@ import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { ImdsClient } from './upstream/imds-client.ts';
 import { TokenCache } from './upstream/token-cache.ts';
 import { InterceptionRules } from './iptables/index.ts';
+import { ownCgroupFrom } from './iptables/host-cgroups.ts';
+import { CallerRoom } from './pods/caller.ts';
+import { podCgroupOf } from './pods/kubelet-cgroup.ts';
+import { SocketCgroupReader } from './pods/socket-cgroup.ts';
+import { readFileSync } from 'node:fs';
 
 export interface Daemon {
   readonly listener: Listener;
@@ -34,11 +39,19 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     responseTimeoutMs: config.upstreamTimeoutMs,
   });
   const tokens = config.tokenCache ? new TokenCache(imds) : undefined;
+  const ownCgroup = readOwnCgroup();
+  const sockets = new SocketCgroupReader();
+  const callers = new CallerRoom({
+    state, nodeName: config.node, sockets, cgroupParent: config.kubepodsCgroupParent,
+    selfUid: podCgroupOf(ownCgroup, config.kubepodsCgroupParent)?.uid, podWaitMs: config.podWaitMs,
+  });
   const handler = new MetadataHandler({
-    state, imds, tokens, metrics, log,
+    state, imds, tokens, metrics, log, callers,
     blockInstanceMetadata: config.blockInstanceMetadata,
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,
+    interceptHostNetwork: config.interceptHostNetwork,
+    hostTokenCallers: config.hostTokenCallers,
   });
   let closing = false;
   let interception: InterceptionRules | undefined;
@@ -67,8 +80,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
         targetIp: config.listenAddress, targetPort: listener.address.port,
         intervalSec: config.iptUpdateIntervalSec, conntrackFlush: config.conntrackFlush,
         log, registry: metrics.registry,
+        hostNetwork: config.interceptHostNetwork
+          ? { cgroupRoot: config.cgroupRoot, cgroupParent: config.kubepodsCgroupParent, ownCgroup }
+          : undefined,
       });
     }
+    metrics.gauge('podid_nmi_socket_cgroup_lookups_pending', 'Socket-cgroup lookups running or queued', () => sockets.pending);
   } catch (err) {
     await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), imds.close(), state.close()]);
     throw err;
@@ -82,6 +99,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   const l = listener;
   const p = probes;
   const m = metricsServer;
+  const untaint = new AbortController();
+  if (config.removeNodeTaint !== '') void removeStartupTaint(config, log, ready, untaint.signal);
   return {
     listener: l, state, metrics, probes: p, metricsServer: m,
     isReady: ready,
@@ -89,10 +108,34 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       if (closing) return;
       closing = true;
       interception?.stop();
+      untaint.abort();
       await l.close(config.shutdownGraceMs);
       await Promise.allSettled([p.close(), m?.close(), imds.close(), state.close()]);
     },
   };
+}
+
+/** The daemon's own cgroup (cgroup v2), to exclude its pod from the hostNetwork rules. */
+function readOwnCgroup(): string {
+  try {
+    return ownCgroupFrom(readFileSync('/proc/self/cgroup', 'utf8'));
+  } catch {
+    return '';
+  }
+}
+
+async function removeStartupTaint(config: DaemonConfig, log: Logger, ready: () => boolean, signal: AbortSignal): Promise<void> {
+  const { loadKubeConfig } = await import('./cluster/kube-config.ts');
+  const { KubeHttp } = await import('./cluster/kube-http.ts');
+  const { removeTaintWhenReady } = await import('./cluster/node-taint.ts');
+  const http = new KubeHttp(loadKubeConfig(config.kubeconfig === '' ? undefined : config.kubeconfig));
+  try {
+    await removeTaintWhenReady({ http, node: config.node, key: config.removeNodeTaint, ready, log, signal });
+  } catch (err) {
+    log.error({ err, taint: config.removeNodeTaint }, 'startup taint removal stopped');
+  } finally {
+    await http.close();
+  }
 }
 
 async function openClusterState(config: DaemonConfig, log: Logger, metrics: DaemonMetrics): Promise<ClusterState> {

@@ -6,6 +6,7 @@ import type {
   AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, ClusterObject, PodInfo,
 } from './objects.ts';
 import type { ClusterView, ObjectCounts } from './view.ts';
+import { PodDirectory } from './pod-directory.ts';
 
 const NONE: readonly never[] = Object.freeze([]);
 
@@ -48,11 +49,21 @@ export class ClusterIndex implements ClusterView {
   readonly #exceptions = new Map<string, AzurePodIdentityException>();
   readonly #exceptionsByNs = new MultiMap<AzurePodIdentityException>();
   readonly #ipWaiters = new Map<string, Set<Waiter>>();
+  /** Live pods by UID and name, hostNetwork ones included (socket-cgroup attribution, /host/token). */
+  readonly pods = new PodDirectory();
 
   // ---- reads (request path) ----
 
   podsAt(ip: string): readonly PodInfo[] {
     return this.#podsByIp.get(ip);
+  }
+
+  podByUid(uid: string): PodInfo | undefined {
+    return this.pods.byUid(uid);
+  }
+
+  podNamed(namespace: string, name: string): PodInfo | undefined {
+    return this.pods.byName(namespace, name);
   }
 
   bindingsFor(namespace: string, selector: string): readonly AzureIdentityBinding[] {
@@ -92,7 +103,8 @@ export class ClusterIndex implements ClusterView {
   // ---- writes (sources) ----
 
   upsertPod(pod: PodInfo): void {
-    this.deletePod(pod.uid);
+    this.pods.upsert(pod);
+    this.deletePod(pod.uid, false);
     // Only live pods are held: a Succeeded pod that still lists its IP must not shadow,
     // nor conflict with, the new pod that got the address.
     if (!isInterceptable(pod)) return;
@@ -107,7 +119,8 @@ export class ClusterIndex implements ClusterView {
     }
   }
 
-  deletePod(uid: string): void {
+  deletePod(uid: string, fromDirectory = true): void {
+    if (fromDirectory) this.pods.delete(uid);
     const old = this.#podsByUid.get(uid);
     if (old === undefined) return;
     this.#podsByUid.delete(uid);
@@ -165,6 +178,7 @@ export class ClusterIndex implements ClusterView {
     switch (kind) {
       case 'Pod':
         for (const uid of [...this.#podsByUid.keys()]) this.deletePod(uid);
+        this.pods.clear();
         break;
       case 'AzureIdentity':
         this.#identities.clear();

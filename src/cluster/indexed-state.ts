@@ -24,6 +24,12 @@ export abstract class IndexedClusterState implements ClusterState {
   exceptionsIn(namespace: string): readonly AzurePodIdentityException[] {
     return this.index.exceptionsIn(namespace);
   }
+  podByUid(uid: string): PodInfo | undefined {
+    return this.index.podByUid(uid);
+  }
+  podNamed(namespace: string, name: string): PodInfo | undefined {
+    return this.index.podNamed(namespace, name);
+  }
   waitForIp(ip: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     return waitForIp(this.index, ip, timeoutMs, signal);
   }

@@ -105,6 +105,28 @@ export class KubeHttp {
     }
   }
 
+  /** One JSON PATCH (RFC 6902) on `path`; resolves with the patched object. */
+  async patchJson(path: string, ops: readonly unknown[], timeoutMs: number): Promise<unknown> {
+    const url = this.url(path, {});
+    const ac = this.#track();
+    const timer = setTimeout(() => ac.abort(new KubeApiError(`PATCH ${path} timed out after ${timeoutMs} ms`)), timeoutMs);
+    try {
+      const { headers, dispatcher } = await this.prepare(url);
+      const res = await fetch(url, {
+        method: 'PATCH', body: JSON.stringify(ops), dispatcher, signal: ac.signal,
+        headers: { ...headers, 'Content-Type': 'application/json-patch+json' },
+      });
+      const text = await res.text();
+      if (res.status !== 200) throw new KubeApiError(`PATCH ${path}: ${statusMessage(res.status, text)}`, res.status);
+      return JSON.parse(text) as unknown;
+    } catch (err) {
+      throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
+    } finally {
+      clearTimeout(timer);
+      this.#inflight.delete(ac);
+    }
+  }
+
   stream(path: string, query: Query, opts: StreamOptions): StreamHandle {
     const controller = new AbortController();
     const inner = this.#track();

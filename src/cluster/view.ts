@@ -9,6 +9,10 @@ export interface ClusterView {
   bindingsFor(namespace: string, selector: string): readonly AzureIdentityBinding[];
   identity(namespace: string, name: string): AzureIdentity | undefined;
   exceptionsIn(namespace: string): readonly AzurePodIdentityException[];
+  /** A live pod of this node by UID, hostNetwork pods included. */
+  podByUid(uid: string): PodInfo | undefined;
+  /** A live pod of this node by namespace and name, hostNetwork pods included. */
+  podNamed(namespace: string, name: string): PodInfo | undefined;
 }
 
 export interface ObjectCounts {

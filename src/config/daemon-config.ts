@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import type { LevelWithSilent } from 'pino';
 import type { LogFormat } from '../observability/logger.ts';
 import { FlagError, type FlagValues } from './flags.ts';
+import { parseHostTokenCallers, type CallerRule } from '../pods/host-token-callers.ts';
 
 export interface DaemonConfig {
   node: string;
@@ -28,6 +29,11 @@ export interface DaemonConfig {
   shutdownGraceMs: number;
   logFormat: LogFormat;
   logLevel: LevelWithSilent;
+  interceptHostNetwork: boolean;
+  cgroupRoot: string;
+  kubepodsCgroupParent: string;
+  hostTokenCallers: CallerRule[];
+  removeNodeTaint: string;
 }
 
 export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): DaemonConfig {
@@ -47,6 +53,14 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): Daem
   }
   const node = String(v.node);
   if (clusterStateFile === '' && node === '') throw new FlagError('flag --node (or NODE_NAME) is required with the Kubernetes API');
+  const removeNodeTaint = String(v['remove-node-taint'] ?? '');
+  if (removeNodeTaint !== '' && clusterStateFile !== '') throw new FlagError('flag --remove-node-taint needs the Kubernetes API, not --cluster-state');
+  let hostTokenCallers: CallerRule[];
+  try {
+    hostTokenCallers = parseHostTokenCallers(String(v['host-token-callers'] ?? ''));
+  } catch (err) {
+    throw new FlagError(`flag --host-token-callers: ${(err as Error).message}`);
+  }
   return {
     node,
     listenAddress: String(v['nmi-listen-address']),
@@ -71,5 +85,10 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): Daem
     shutdownGraceMs: Number(v['shutdown-grace-ms']),
     logFormat: v['log-format'] as LogFormat,
     logLevel: v['log-level'] as LevelWithSilent,
+    interceptHostNetwork: v['intercept-host-network'] === true,
+    cgroupRoot: String(v['cgroup-root'] ?? '/sys/fs/cgroup'),
+    kubepodsCgroupParent: String(v['kubepods-cgroup-parent'] ?? ''),
+    hostTokenCallers,
+    removeNodeTaint,
   };
 }

@@ -33,6 +33,15 @@ export const REFUSALS = {
   state_not_ready: { status: 503, error: 'service_unavailable', description: 'podid-nmi is still loading cluster state', retryAfter: 1 },
   pod_unknown: { status: 503, error: 'service_unavailable', description: 'No running pod is known for this source address yet', retryAfter: 1 },
   pod_ip_conflict: { status: 503, error: 'service_unavailable', description: 'Several live pods claim this source address', retryAfter: 1 },
+  // the calling pod, by its socket's cgroup (connections from the node's own addresses)
+  caller_not_in_pod: { status: 403, error: 'access_denied', description: 'The calling socket belongs to no pod of this node: node processes get nothing here' },
+  caller_pod_unknown: { status: 503, error: 'service_unavailable', description: 'The calling socket\'s cgroup names no running pod of this node yet', retryAfter: 1 },
+  caller_unattributable: { status: 503, error: 'service_unavailable', description: 'The calling socket\'s cgroup could not be read', retryAfter: 1 },
+  caller_is_self: { status: 503, error: 'service_unavailable', description: 'podid-nmi\'s own request came back to it while its rules are rewritten', retryAfter: 1 },
+  // /host/token
+  host_token_forbidden: { status: 403, error: 'access_denied', description: 'Only the pods allowed by --host-token-callers may use /host/token' },
+  host_token_pod_missing: { status: 400, error: 'invalid_request', description: "missing 'podname' and 'podns' from request header" },
+  host_token_pod_unknown: { status: 404, error: 'not_found', description: 'podns/podname name no running pod of this node' },
   // entitlement: "Identity not found" leads, as IMDS's own text, for SDKs and people who search for it
   pod_unlabeled: { status: 400, error: 'invalid_request', description: 'Identity not found: the pod has no aadpodidbinding label' },
   binding_missing: { status: 400, error: 'invalid_request', description: 'Identity not found: no AzureIdentityBinding in the pod\'s namespace selects its aadpodidbinding label' },

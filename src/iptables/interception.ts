@@ -12,8 +12,11 @@ import { interceptionMetrics } from './metrics.ts';
 import type { InterceptionMetrics } from './metrics.ts';
 import { ensureRouteLocalnet, ROUTE_LOCALNET_HELP, sysctlViaCommand, sysctlViaProc } from './route-localnet.ts';
 import type { SysctlAccess } from './route-localnet.ts';
-import { appendLines, CHAIN, desiredChainRules, isJump, planRepair } from './rules.ts';
+import { appendLines, CHAIN, desiredChainRules, isJump, planChain, restoreInput } from './rules.ts';
 import type { NatState } from './rules.ts';
+import { HOST_CHAIN } from './host-rules.ts';
+import { hostRuleInput, type HostNetworkOptions } from './host-cgroups.ts';
+import { desiredHostRules } from './host-rules.ts';
 import { CommandError, commandRunner } from './run-command.ts';
 import type { CommandRunner } from './run-command.ts';
 
@@ -35,6 +38,8 @@ export interface InterceptionOptions {
   commandPrefix?: string[];
   /** Default: detected at start, as kube-proxy's images do. */
   backend?: Backend;
+  /** --intercept-host-network: also DNAT hostNetwork pods' traffic (OUTPUT, by socket cgroup). */
+  hostNetwork?: HostNetworkOptions;
 }
 
 export type CleanupOptions = Pick<InterceptionOptions, 'log' | 'commandPrefix' | 'backend'>;
@@ -71,13 +76,23 @@ async function step<T>(operation: string, fn: () => Promise<T>): Promise<T> {
 
 async function readNatState(run: CommandRunner, bin: BackendBinaries): Promise<NatState> {
   const prerouting = appendLines((await run(bin.iptables, [...WAIT, '-t', 'nat', '-S', 'PREROUTING'])).stdout, 'PREROUTING');
+  return { chain: await readChain(run, bin, CHAIN), prerouting };
+}
+
+/** The hostNetwork chain and OUTPUT, in the same shape (`prerouting` holds OUTPUT's lines). */
+async function readHostState(run: CommandRunner, bin: BackendBinaries): Promise<NatState> {
+  const output = appendLines((await run(bin.iptables, [...WAIT, '-t', 'nat', '-S', 'OUTPUT'])).stdout, 'OUTPUT');
+  return { chain: await readChain(run, bin, HOST_CHAIN), prerouting: output };
+}
+
+async function readChain(run: CommandRunner, bin: BackendBinaries, chain: string): Promise<string[] | null> {
   try {
-    const listing = await run(bin.iptables, [...WAIT, '-t', 'nat', '-S', CHAIN]);
-    return { chain: appendLines(listing.stdout, CHAIN), prerouting };
+    const listing = await run(bin.iptables, [...WAIT, '-t', 'nat', '-S', chain]);
+    return appendLines(listing.stdout, chain);
   } catch (err) {
     // Exit 1 is how both flavours report a missing chain (nft's message even says
     // "incompatible"). Anything else that is wrong makes the rewrite fail and is reported there.
-    if (err instanceof CommandError && err.result.code === 1) return { chain: null, prerouting };
+    if (err instanceof CommandError && err.result.code === 1) return null;
     throw err;
   }
 }
@@ -223,30 +238,47 @@ export class InterceptionRules {
   }
 
   async #ensureRules(): Promise<boolean> {
-    const before = await step('read_rules', () => readNatState(this.#run, this.#bin));
-    const plan = planRepair(before, this.#desired);
-    if (plan.restoreInput === null) {
+    // Which kubepods roots exist and where the daemon's own pod is are read on every pass:
+    // a node whose kubelet starts after us, or a new pod of ours, changes them.
+    const hostDesired = this.#opts.hostNetwork === undefined ? undefined
+      : desiredHostRules(this.#opts, await step('host_cgroups', () => hostRuleInput(this.#opts.hostNetwork!)));
+    const read = async (): Promise<{ pod: NatState; host: NatState | undefined }> => ({
+      pod: await readNatState(this.#run, this.#bin),
+      host: hostDesired === undefined ? undefined : await readHostState(this.#run, this.#bin),
+    });
+    const planFor = (state: { pod: NatState; host: NatState | undefined }): { drift: string[]; lines: string[] } => {
+      const pod = planChain({ chain: CHAIN, hook: 'PREROUTING' }, state.pod.chain, state.pod.prerouting, this.#desired);
+      if (state.host === undefined || hostDesired === undefined) return pod;
+      const host = planChain({ chain: HOST_CHAIN, hook: 'OUTPUT' }, state.host.chain, state.host.prerouting, hostDesired);
+      return { drift: [...pod.drift, ...host.drift.map((d) => `host_${d}`)], lines: [...pod.lines, ...host.lines] };
+    };
+    const before = await step('read_rules', read);
+    const plan = planFor(before);
+    if (plan.lines.length === 0) {
       this.#everInstalled = true;
       return false;
     }
-    const input = plan.restoreInput;
+    // Both chains in one transaction: no moment where one is new and the other stale.
+    const input = restoreInput(plan.lines);
     await step('write_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input }));
-    const after = await step('verify_rules', () => readNatState(this.#run, this.#bin));
-    const left = planRepair(after, this.#desired);
-    if (left.restoreInput !== null) {
+    const after = await step('verify_rules', read);
+    const left = planFor(after);
+    if (left.lines.length !== 0) {
       // iptables printing the rules differently from NMI's form would otherwise rewrite
       // the chain on every tick without anyone noticing.
       throw new StepError('verify_rules', new Error(
-        `rules still differ after rewriting them (${left.drift.join(', ')}): chain=${JSON.stringify(after.chain)} ` +
-        `prerouting=${JSON.stringify(after.prerouting)} desired=${JSON.stringify(this.#desired)}`));
+        `rules still differ after rewriting them (${left.drift.join(', ')}): found=${JSON.stringify(after)} ` +
+        `desired=${JSON.stringify({ pod: this.#desired, host: hostDesired })}`));
     }
     for (const reason of plan.drift) this.#metrics.repairs.inc({ reason });
-    const fresh = !this.#everInstalled && before.chain === null && !before.prerouting.some(isJump);
+    const fresh = !this.#everInstalled && before.pod.chain === null && !before.pod.prerouting.some((l) => isJump(l))
+      && (before.host === undefined || before.host.chain === null);
     this.#everInstalled = true;
+    const rules = hostDesired === undefined ? this.#desired : [...this.#desired, ...hostDesired];
     if (fresh) {
-      this.#log.info({ backend: this.#backend, rules: this.#desired }, 'interception rules installed');
+      this.#log.info({ backend: this.#backend, rules }, 'interception rules installed');
     } else {
-      this.#log.warn({ backend: this.#backend, drift: plan.drift, found: before, rules: this.#desired },
+      this.#log.warn({ backend: this.#backend, drift: plan.drift, found: before, rules },
         'interception rules had drifted and were repaired');
     }
     return true;
@@ -271,16 +303,18 @@ export async function cleanupInterception(opts: CleanupOptions): Promise<void> {
   const backend = opts.backend ?? (await detectBackend(run)).backend;
   const bin = binariesFor(backend);
   const state = await readNatState(run, bin);
-  const jumps = state.prerouting.filter(isJump);
-  if (state.chain === null && jumps.length === 0) {
+  const host = await readHostState(run, bin);
+  const jumps = state.prerouting.filter((l) => isJump(l));
+  const hostJumps = host.prerouting.filter((l) => isJump(l, HOST_CHAIN));
+  if (state.chain === null && jumps.length === 0 && host.chain === null && hostJumps.length === 0) {
     log.info({ backend }, 'no interception rules to remove');
     return;
   }
   // iptables-restore parses the quoting of `-S` lines, so foreign jumps with comments go too.
-  const lines = ['*nat', ...jumps.map((jump) => `-D${jump.slice(2)}`)];
+  const lines = [...jumps, ...hostJumps].map((jump) => `-D${jump.slice(2)}`);
   if (state.chain !== null) lines.push(`:${CHAIN} - [0:0]`, `-X ${CHAIN}`);
-  lines.push('COMMIT', '');
-  await run(bin.restore, [...WAIT, '--noflush'], { input: lines.join('\n') });
-  log.warn({ backend, removed: { jumps, chain: state.chain } },
+  if (host.chain !== null) lines.push(`:${HOST_CHAIN} - [0:0]`, `-X ${HOST_CHAIN}`);
+  await run(bin.restore, [...WAIT, '--noflush'], { input: restoreInput(lines) });
+  log.warn({ backend, removed: { jumps, chain: state.chain, hostJumps, hostChain: host.chain } },
     'interception rules removed: pods on this node now reach the metadata endpoint directly');
 }

@@ -38,10 +38,10 @@ export function appendLines(listing: string, chain: string): string[] {
 }
 
 /** Whether a PREROUTING rule sends packets to our chain (with or without extra matches). */
-export function isJump(line: string): boolean {
+export function isJump(line: string, chain: string = CHAIN): boolean {
   const tokens = line.split(' ');
   for (let i = 0; i < tokens.length - 1; i++) {
-    if ((tokens[i] === '-j' || tokens[i] === '-g' || tokens[i] === '--jump' || tokens[i] === '--goto') && tokens[i + 1] === CHAIN) return true;
+    if ((tokens[i] === '-j' || tokens[i] === '-g' || tokens[i] === '--jump' || tokens[i] === '--goto') && tokens[i + 1] === chain) return true;
   }
   return false;
 }
@@ -59,26 +59,40 @@ export interface RepairPlan {
 // jumps are removed in the same commit that inserts the one at position 1, so no packet ever
 // sees an empty chain or a missing jump (a "flush, then add" sequence would fail open).
 export function planRepair(state: NatState, desired: readonly string[]): RepairPlan {
+  const plan = planChain({ chain: CHAIN, hook: 'PREROUTING' }, state.chain, state.prerouting, desired);
+  return { drift: plan.drift, restoreInput: plan.lines.length === 0 ? null : restoreInput(plan.lines) };
+}
+
+/** A chain of ours and the built-in chain that jumps to it at position 1. */
+export interface ChainSpec {
+  chain: string;
+  hook: 'PREROUTING' | 'OUTPUT';
+}
+
+/** The restore lines (without `*nat`/`COMMIT`) that put `desired` in `spec.chain` and its jump first in `spec.hook`. */
+export function planChain(spec: ChainSpec, chain: string[] | null, hook: string[], desired: readonly string[]): { drift: Drift[]; lines: string[] } {
   const drift: Drift[] = [];
-  const rewriteChain = state.chain === null || !sameLines(state.chain, desired);
-  if (state.chain === null) drift.push('chain_missing');
+  const rewriteChain = chain === null || !sameLines(chain, desired);
+  if (chain === null) drift.push('chain_missing');
   else if (rewriteChain) drift.push('chain_changed');
 
-  const jumps = state.prerouting.filter(isJump);
-  const jumpOk = jumps.length === 1 && state.prerouting[0] === JUMP_RULE;
+  const jumps = hook.filter((line) => isJump(line, spec.chain));
+  const jumpOk = jumps.length === 1 && hook[0] === `-A ${spec.hook} -j ${spec.chain}`;
   if (jumps.length === 0) drift.push('jump_missing');
   else if (jumps.length > 1) drift.push('jump_duplicate');
   else if (!jumpOk) drift.push('jump_misplaced');
 
-  if (!rewriteChain && jumpOk) return { drift, restoreInput: null };
-  const lines = ['*nat'];
-  if (rewriteChain) lines.push(`:${CHAIN} - [0:0]`, ...desired);
+  const lines: string[] = [];
+  if (rewriteChain) lines.push(`:${spec.chain} - [0:0]`, ...desired);
   if (!jumpOk) {
     for (const jump of jumps) lines.push(`-D${jump.slice(2)}`);
-    lines.push(`-I PREROUTING 1 -j ${CHAIN}`);
+    lines.push(`-I ${spec.hook} 1 -j ${spec.chain}`);
   }
-  lines.push('COMMIT', '');
-  return { drift, restoreInput: lines.join('\n') };
+  return { drift, lines };
+}
+
+export function restoreInput(lines: readonly string[]): string {
+  return ['*nat', ...lines, 'COMMIT', ''].join('\n');
 }
 
 function sameLines(a: readonly string[], b: readonly string[]): boolean {

@@ -10,7 +10,9 @@ import { isApiVersion, parseTokenRequest } from '../decision/token-request.ts';
 import { formatQuery, parseQuery } from '../matcher/query.ts';
 import { matchTarget, type MatchedTarget } from '../matcher/request-target.ts';
 import type { DaemonMetrics, DecisionLabel } from '../observability/metrics.ts';
-import { lookupPod, sourceIp } from '../pods/pod-lookup.ts';
+import type { CallerRoom } from '../pods/caller.ts';
+import type { CallerRule } from '../pods/host-token-callers.ts';
+import { handleHostToken, isHostTokenTarget, type HostTokenOptions } from './host-token.ts';
 import { readBody } from './read-body.ts';
 import { UpstreamFailure, type ImdsClient, type UpstreamAnswer } from '../upstream/imds-client.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
@@ -27,6 +29,12 @@ export interface HandlerOptions {
   metadataHeaderRequired: boolean;
   podWaitMs: number;
   maxBodyBytes?: number;
+  /** Which pod is calling (source IP, or socket cgroup for the node's own addresses). */
+  callers: CallerRoom;
+  /** --intercept-host-network: metadata requests from node addresses are attributed by socket cgroup. */
+  interceptHostNetwork: boolean;
+  /** --host-token-callers */
+  hostTokenCallers: readonly CallerRule[];
 }
 
 const UPSTREAM_REASON: Record<UpstreamFailure['kind'], Reason> = {
@@ -42,15 +50,22 @@ let requestCounter = 0;
 export class MetadataHandler {
   readonly #o: HandlerOptions;
   readonly #maxBody: number;
+  readonly #hostToken: HostTokenOptions;
 
   constructor(options: HandlerOptions) {
     this.#o = options;
     this.#maxBody = options.maxBodyBytes ?? 64 * 1024;
+    this.#hostToken = {
+      ...options, allowed: options.hostTokenCallers, hangUpSignal,
+      refuse: (...args) => this.#refuse(...args),
+      upstreamFailed: (...args) => this.#upstreamFailed(...args),
+    };
   }
 
   handle = (req: IncomingMessage, res: ServerResponse): void => {
     const started = performance.now();
     const o = this.#o;
+    if (isHostTokenTarget(req.url ?? '')) return void handleHostToken(this.#hostToken, req, res, started);
     const matched = matchTarget(req.url ?? '', o.blockInstanceMetadata);
     if (typeof matched === 'string') return this.#refuse(res, 'unknown', matched, started);
     const route = matched.route;
@@ -80,18 +95,15 @@ export class MetadataHandler {
     if (!o.state.isReady() && !(await readyWithin(o.state, o.podWaitMs, signal))) {
       return this.#refuse(res, 'token', 'state_not_ready', started);
     }
-    const ip = sourceIp(req.socket.remoteAddress);
-    const waited = o.state.podsAt(ip).length === 0;
-    const found = await lookupPod(o.state, ip, o.podWaitMs, signal);
-    if (waited && !signal.aborted) o.metrics.podWait(found.kind === 'pod' ? 'found' : 'timeout');
+    const found = await o.callers.identify(req.socket, signal, o.interceptHostNetwork, (ok) => o.metrics.podWait(ok ? 'found' : 'timeout'));
     if (found.kind === 'refuse') {
       this.#refuse(res, 'token', found.reason, started);
-      o.log.info({ req: id, ip, resource: request.resource, decision: 'refused', reason: found.reason, status: refusalStatus(found.reason), ms: ms(started) }, 'token request refused');
+      o.log.info({ req: id, ip: req.socket.remoteAddress, via: found.via, resource: request.resource, decision: 'refused', reason: found.reason, status: refusalStatus(found.reason), ms: ms(started) }, 'token request refused');
       return;
     }
     const pod = found.pod;
     const decision = decideToken(pod, o.state, request);
-    const who = { req: id, pod: `${pod.namespace}/${pod.name}`, uid: pod.uid, resource: request.resource };
+    const who = { req: id, pod: `${pod.namespace}/${pod.name}`, uid: pod.uid, via: found.via, resource: request.resource };
     if (decision.kind === 'refuse') {
       this.#refuse(res, 'token', decision.reason, started);
       o.log.info({ ...who, requested: request.selector, decision: 'refused', reason: decision.reason, status: refusalStatus(decision.reason), ms: ms(started) }, 'token request refused');

@@ -1,0 +1,57 @@
+// What the hostNetwork rules need from the cgroup hierarchy: which kubepods roots exist (the
+// cgroup match refuses a path that does not) and the daemon's own pod cgroup, to exclude.
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { kubepodsRoots, podCgroupOf } from '../pods/kubelet-cgroup.ts';
+import type { HostRuleInput } from './host-rules.ts';
+
+export interface HostNetworkOptions {
+  /** Where cgroup v2 is mounted (--cgroup-root). */
+  cgroupRoot: string;
+  /** Where kubelet's kubepods root sits below it ('' for the top). */
+  cgroupParent: string;
+  /** The daemon's own cgroup as /proc/self/cgroup's `0::` line names it. */
+  ownCgroup: string;
+}
+
+/** Paths go into the rules quoted; keep them to what kubelet and systemd produce. */
+const SAFE_PATH = /^[A-Za-z0-9_.@:\/-]*$/;
+
+export async function hostRuleInput(o: HostNetworkOptions): Promise<HostRuleInput> {
+  if (!SAFE_PATH.test(o.cgroupParent)) throw new Error(`cgroup parent ${JSON.stringify(o.cgroupParent)} has characters kubelet never uses`);
+  const roots = kubepodsRoots(o.cgroupParent);
+  const kubepods: string[] = [];
+  for (const root of [roots.systemd, roots.cgroupfs]) {
+    if (await isDir(join(o.cgroupRoot, root))) kubepods.push(root);
+  }
+  if (kubepods.length === 0) {
+    throw new Error(`neither ${roots.systemd} nor ${roots.cgroupfs} exists under ${o.cgroupRoot}: wrong --cgroup-root, `
+      + 'or the daemon runs in a private cgroup namespace (it needs the node\'s, see the DaemonSet)');
+  }
+  const own = podCgroupOf(o.ownCgroup, o.cgroupParent);
+  const ownPath = trim(o.ownCgroup);
+  if (own === undefined && kubepods.some((root) => ownPath === root || ownPath.startsWith(`${root}/`))) {
+    // Inside kubepods but in no pod: no rule could exclude the daemon without excluding others.
+    throw new Error(`the daemon's cgroup ${o.ownCgroup} is under kubepods but in no pod cgroup; cannot exclude it from interception`);
+  }
+  if (own !== undefined && !SAFE_PATH.test(own.podPath)) throw new Error(`own pod cgroup ${JSON.stringify(own.podPath)} cannot be written into a rule`);
+  return { kubepods, ownPodPath: own?.podPath };
+}
+
+/** The `0::<path>` line of /proc/self/cgroup (cgroup v2), or '' when there is none. */
+export function ownCgroupFrom(procSelfCgroup: string): string {
+  for (const line of procSelfCgroup.split('\n')) if (line.startsWith('0::')) return line.slice(3);
+  return '';
+}
+
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function trim(path: string): string {
+  return path.replace(/^\/+|\/+$/g, '');
+}

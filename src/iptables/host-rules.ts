@@ -1,0 +1,26 @@
+// hostNetwork interception: hostNetwork pods share the node's network namespace, so their
+// packets to the metadata address leave through OUTPUT, never PREROUTING, and NMI's chain
+// never saw them. This chain DNATs them too, selected by the socket's cgroup: only sockets in
+// kubelet's pod cgroups, so kubelet and the other node components outside kubepods keep
+// their direct access, and never the daemon's own pod, which must reach IMDS itself.
+import type { RuleTarget } from './rules.ts';
+
+export const HOST_CHAIN = 'aad-metadata-host';
+
+export interface HostRuleInput {
+  /** kubepods roots that exist, relative to the cgroup2 root (e.g. `kubepods.slice`). */
+  kubepods: readonly string[];
+  /** The daemon's own pod cgroup when it lies under kubepods (relative, no leading slash). */
+  ownPodPath: string | undefined;
+}
+
+/** The chain's rules as `iptables -t nat -S aad-metadata-host` prints them (both flavours quote the path). */
+export function desiredHostRules(t: RuleTarget, input: HostRuleInput): string[] {
+  const rules: string[] = [];
+  if (input.ownPodPath !== undefined) rules.push(`-A ${HOST_CHAIN} -m cgroup --path "${input.ownPodPath}" -j RETURN`);
+  for (const root of input.kubepods) {
+    rules.push(`-A ${HOST_CHAIN} -d ${t.metadataIp}/32 -p tcp -m tcp --dport ${t.metadataPort} -m cgroup --path "${root}" -j DNAT --to-destination ${t.targetIp}:${t.targetPort}`);
+  }
+  rules.push(`-A ${HOST_CHAIN} -j RETURN`);
+  return rules;
+}
