@@ -62,8 +62,11 @@ function systemd(segs: string[], prefix: string): PodCgroup | undefined {
 
 function sliceUid(seg: string, head: string): string | undefined {
   if (!seg.startsWith(head) || !seg.endsWith('.slice')) return undefined;
-  // systemd reserves '-' as the slice separator, so kubelet writes the UID's dashes as '_'.
-  const uid = seg.slice(head.length, -'.slice'.length).replaceAll('_', '-');
+  // systemd reserves '-' as the slice separator, so kubelet writes the UID's dashes as '_';
+  // a name with '-' there is not one kubelet made.
+  const raw = seg.slice(head.length, -'.slice'.length);
+  if (raw.includes('-')) return undefined;
+  const uid = raw.replaceAll('_', '-');
   return UID.test(uid) ? uid : undefined;
 }
 
