@@ -292,6 +292,7 @@ export class FakeApiServer {
       if (fault?.action === 'error') return this.#fail(res, fault.status, `injected fault ${fault.status}`);
       if (url.pathname === '/version') return this.#json(res, 200, { major: '1', minor: '31', gitVersion: 'v1.31.0-fake' });
       if (rp === undefined) return this.#fail(res, 404, `the server could not find the requested resource (${url.pathname})`);
+      if (req.method === 'PATCH' && rp.name !== undefined) return void this.#patch(req, res, rp);
       if (req.method !== 'GET') return this.#fail(res, 405, `${req.method} is not supported by the fake API server`);
       if (watch) return this.#watch(res, rp, query);
       if (rp.name !== undefined) return this.#get(res, rp);
@@ -301,6 +302,51 @@ export class FakeApiServer {
       if (err instanceof StoreError) return this.#fail(res, err.code, err.message);
       if (!res.headersSent) this.#fail(res, 500, (err as Error).message);
       else res.destroy();
+    }
+  }
+
+  /** Runs once before the next PATCH is applied (a concurrent writer, for conflict tests). */
+  beforeNextPatch: (() => void) | undefined;
+
+  /** RFC 6902 JSON patch: test, replace, add, remove; a failed test is 422, as the API server answers. */
+  async #patch(req: IncomingMessage, res: ServerResponse, rp: ResourcePath): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    try {
+      if (req.headers['content-type'] !== 'application/json-patch+json') return this.#fail(res, 415, `unsupported patch type ${String(req.headers['content-type'])}`);
+      const hook = this.beforeNextPatch;
+      this.beforeNextPatch = undefined;
+      hook?.();
+      const ops = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Array<{ op: string; path: string; value?: unknown }>;
+      const resource = rp.resource.plural as ResourceName;
+      const obj = this.store.get(resource, rp.namespace ?? 'default', rp.name!);
+      if (obj === undefined) return this.#fail(res, 404, `${rp.resource.plural} "${rp.name}" not found`);
+      for (const op of ops) {
+        const keys = op.path.split('/').slice(1).map((k) => k.replaceAll('~1', '/').replaceAll('~0', '~'));
+        const last = keys.pop()!;
+        let parent: Obj = obj;
+        for (const k of keys) {
+          if (typeof parent[k] !== 'object' || parent[k] === null) {
+            if (op.op === 'add') parent[k] = {};
+            else return this.#fail(res, 422, `path ${op.path} does not exist`);
+          }
+          parent = parent[k] as Obj;
+        }
+        if (op.op === 'test') {
+          if (JSON.stringify(parent[last]) !== JSON.stringify(op.value)) return this.#fail(res, 422, `the server rejected our request due to an error in our request: testing value ${op.path} failed`);
+        } else if (op.op === 'replace' || op.op === 'add') {
+          if (op.op === 'replace' && !(last in parent)) return this.#fail(res, 422, `replace: missing value at ${op.path}`);
+          parent[last] = op.value;
+        } else if (op.op === 'remove') {
+          delete parent[last];
+        } else {
+          return this.#fail(res, 422, `unsupported op ${op.op}`);
+        }
+      }
+      this.#json(res, 200, this.store.update(resource, obj));
+    } catch (err) {
+      if (err instanceof StoreError) return this.#fail(res, err.code, err.message);
+      this.#fail(res, 400, (err as Error).message);
     }
   }
 

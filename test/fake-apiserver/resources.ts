@@ -30,13 +30,18 @@ export const RESOURCES: Readonly<Record<string, ResourceInfo>> = {
       'spec.hostNetwork', 'status.phase', 'status.podIP', 'status.nominatedNodeName',
     ]),
   },
+  // Cluster-scoped; served for the startup-taint removal (get and JSON patch).
+  nodes: {
+    plural: 'nodes', kind: 'Node', listKind: 'NodeList', apiVersion: 'v1', itemsCarryKind: false,
+    fields: new Set(['metadata.name', 'spec.unschedulable']),
+  },
   azureidentities: crd('azureidentities', 'AzureIdentity'),
   azureidentitybindings: crd('azureidentitybindings', 'AzureIdentityBinding'),
   azurepodidentityexceptions: crd('azurepodidentityexceptions', 'AzurePodIdentityException'),
   azureassignedidentities: crd('azureassignedidentities', 'AzureAssignedIdentity'),
 };
 
-export type ResourceName = 'pods' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions' | 'azureassignedidentities';
+export type ResourceName = 'pods' | 'nodes' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions' | 'azureassignedidentities';
 
 export interface ResourcePath {
   resource: ResourceInfo;
@@ -45,7 +50,7 @@ export interface ResourcePath {
 }
 
 const SEGMENT = '([a-z0-9]([-a-z0-9.]*[a-z0-9])?)';
-const CORE = new RegExp(`^/api/v1(?:/namespaces/${SEGMENT})?/(pods)(?:/${SEGMENT})?$`);
+const CORE = new RegExp(`^/api/v1(?:/namespaces/${SEGMENT})?/(pods|nodes)(?:/${SEGMENT})?$`);
 const CUSTOM = new RegExp(`^/apis/aadpodidentity\\.k8s\\.io/v1(?:/namespaces/${SEGMENT})?/([a-z]+)(?:/${SEGMENT})?$`);
 
 /** undefined for a path that names no served resource. */
@@ -54,8 +59,10 @@ export function resolvePath(path: string): ResourcePath | undefined {
   const m = core ?? CUSTOM.exec(path);
   if (m === null) return undefined;
   const resource = RESOURCES[m[3]!];
-  // Pods live only under /api/v1, the custom resources only under their group.
-  if (resource === undefined || (core === null) !== (resource.plural !== 'pods')) return undefined;
+  // Pods and nodes live only under /api/v1, the custom resources only under their group; nodes have no namespace.
+  const coreKind = resource?.plural === 'pods' || resource?.plural === 'nodes';
+  if (resource === undefined || (core === null) === coreKind) return undefined;
+  if (resource.plural === 'nodes' && m[1] !== undefined) return undefined;
   const out: ResourcePath = { resource };
   if (m[1] !== undefined) out.namespace = m[1];
   if (m[4] !== undefined) out.name = m[4];
