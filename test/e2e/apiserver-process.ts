@@ -3,7 +3,7 @@
 // connect, so the test drives it through JSON lines:
 //   stdin:  {"id":1,"op":"create"|"update","resource":"pods","object":{...}}
 //           {"id":2,"op":"delete","resource":"pods","namespace":"default","name":"a"}
-//           {"id":3,"op":"watchCount"}
+//           {"id":3,"op":"watchCount"}   {"op":"get","resource":"nodes","namespace":"default","name":"n"}
 //           {"id":4,"op":"failNext","count":3,"resource":"azureidentitybindings","watch":false,"status":500}
 //   stdout: {"event":"ready","url":"http://127.0.0.1:PORT","kubeconfig":"FILE","dir":"its temp dir"} once, then
 //           {"id":1,"ok":true,...} or {"id":1,"ok":false,"error":"..."} per command.
@@ -15,7 +15,7 @@ import { FakeApiServer } from '../fake-apiserver/fake-apiserver.ts';
 import type { Obj, ResourceName } from '../fake-apiserver/fake-apiserver.ts';
 import { print, serveCommands } from './command-loop.ts';
 
-const RESOURCES: readonly ResourceName[] = ['pods', 'azureidentities', 'azureidentitybindings', 'azurepodidentityexceptions', 'azureassignedidentities'];
+const RESOURCES: readonly ResourceName[] = ['pods', 'nodes', 'azureidentities', 'azureidentitybindings', 'azurepodidentityexceptions', 'azureassignedidentities'];
 
 function resourceOf(value: unknown): ResourceName {
   if (typeof value !== 'string' || !(RESOURCES as readonly string[]).includes(value)) throw new Error(`unknown resource ${JSON.stringify(value)}`);
@@ -44,6 +44,8 @@ serveCommands((cmd) => {
       return { object: api.create(resourceOf(cmd.resource), cmd.object as Obj) };
     case 'update':
       return { object: api.update(resourceOf(cmd.resource), cmd.object as Obj) };
+    case 'get':
+      return { object: api.store.get(resourceOf(cmd.resource), stringOf(cmd.namespace, 'namespace'), stringOf(cmd.name, 'name')) ?? null };
     case 'delete':
       return { object: api.delete(resourceOf(cmd.resource), stringOf(cmd.namespace, 'namespace'), stringOf(cmd.name, 'name')) ?? null };
     case 'failNext': {

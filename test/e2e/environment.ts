@@ -78,6 +78,8 @@ export class E2E {
   readonly daemons: DaemonRun[] = [];
   /** Rewrites the daemon's flags before each start (e.g. drop --manage-iptables to watch the test catch a bypass). */
   daemonFlags: (flags: string[]) => string[] = (f) => f;
+  /** Starts the daemon's process in the node (hostNetwork tests put it in a pod cgroup with nsenter instead). */
+  launchDaemon: (cmd: string, args: string[], env: Record<string, string>) => NsProcess = (cmd, args, env) => this.node.spawn(cmd, args, env);
   #destroyed = false;
 
   private constructor(node: NetnsNode, dir: string) {
@@ -139,7 +141,7 @@ export class E2E {
       '--http-probe-port', String(PROBE_PORT), '--prometheus-port', String(METRICS_PORT),
       '--probe-listen-address', '127.0.0.1', '--log-format', 'json',
     ]);
-    const run: DaemonRun = { proc: this.node.spawn(nodeBinary, [CLI, ...flags], PROCESS_ENV), startedAt: performance.now(), startedAtEpoch: Date.now() };
+    const run: DaemonRun = { proc: this.launchDaemon(nodeBinary, [CLI, ...flags], PROCESS_ENV), startedAt: performance.now(), startedAtEpoch: Date.now() };
     this.daemons.push(run);
     return run;
   }
