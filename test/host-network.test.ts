@@ -131,3 +131,52 @@ if (why !== null) {
 } else {
   await suite();
 }
+
+// The refusals a file-backed daemon cannot reach on its own: its own pod calling itself, and
+// a socket whose cgroup cannot be read. A handler with its caller room set up for them.
+t.test('caller_is_self and caller_unattributable over HTTP; the lookup queue is bounded', { skip: why ?? false }, async (t) => {
+  const { FileClusterState } = await import('../src/cluster/file-source.ts');
+  const { MetadataHandler } = await import('../src/listener/metadata-handler.ts');
+  const { listen } = await import('../src/listener/listener.ts');
+  const { CallerRoom } = await import('../src/pods/caller.ts');
+  const { SocketCgroupReader } = await import('../src/pods/socket-cgroup.ts');
+  const { ImdsClient } = await import('../src/upstream/imds-client.ts');
+  const { DaemonMetrics } = await import('../src/observability/metrics.ts');
+  const { createLogger } = await import('../src/observability/logger.ts');
+  const { Writable } = await import('node:stream');
+  const cg = new TestCgroups(t);
+  const dir = t.testdir({ 'state.yaml': HOST_STATE });
+  const state = await FileClusterState.load(`${dir}/state.yaml`, 'node-1');
+  const imds = new ImdsClient({ host: '127.0.0.1', port: 9, connectTimeoutMs: 100, responseTimeoutMs: 100 });
+  t.teardown(() => imds.close());
+  const serve = async (sockets: InstanceType<typeof SocketCgroupReader>, selfUid: string | undefined) => {
+    const callers = new CallerRoom({ state, nodeName: 'node-1', sockets, cgroupParent: cg.parent, selfUid, podWaitMs: 100 });
+    const handler = new MetadataHandler({
+      state, imds, tokens: undefined, metrics: new DaemonMetrics(), callers, podWaitMs: 100,
+      log: createLogger('json', 'silent', new Writable({ write: (_c, _e, d) => d() })),
+      blockInstanceMetadata: false, metadataHeaderRequired: true, interceptHostNetwork: true, hostTokenCallers: [],
+    });
+    const l = await listen({ host: '127.0.0.1', port: 0, maxConnections: 16 }, handler.handle);
+    t.teardown(() => l.close(0));
+    return l.address.port;
+  };
+  const ask = async (port: number, from: string) => {
+    const r = await cg.run(from, 'curl', ['-s', '--max-time', '8', '-H', 'Metadata: true', '-w', '\n@@%{http_code}', `http://127.0.0.1:${port}${TOKEN}`], { prefix: ['env', '-i', 'PATH=/usr/bin:/bin'] });
+    return parseCurlOut(r.stdout);
+  };
+  const orders = cg.podContainer('systemd', 'burstable', UID.hostOrders);
+
+  const self = await ask(await serve(new SocketCgroupReader(), UID.hostOrders), orders);
+  t.equal(self.status, 503);
+  t.equal(self.json?.reason, 'caller_is_self', 'the daemon\'s own pod is never a caller (a rule loop while rules are rewritten)');
+
+  const broken = await ask(await serve(new SocketCgroupReader({ commandPrefix: ['false'] }), undefined), orders);
+  t.equal(broken.status, 503);
+  t.equal(broken.json?.reason, 'caller_unattributable', 'ss failing is a retryable refusal, never a guess');
+
+  // One at a time, one waiting: the third concurrent lookup is refused at once.
+  const slow = new SocketCgroupReader({ commandPrefix: ['sh', '-c', 'sleep 0.3; exec "$@"', 'sh'], maxConcurrent: 1, maxQueued: 1 });
+  const results = await Promise.all([slow.lookup('127.0.0.1', 1), slow.lookup('127.0.0.1', 2), slow.lookup('127.0.0.1', 3)]);
+  t.same(results.map((r) => (r.kind === 'unavailable' ? r.why : r.kind)), ['missing', 'missing', 'busy']);
+  t.equal(slow.pending, 0, 'the slots are all given back');
+});
