@@ -174,9 +174,12 @@ t.test('caller_is_self and caller_unattributable over HTTP; the lookup queue is 
   t.equal(broken.status, 503);
   t.equal(broken.json?.reason, 'caller_unattributable', 'ss failing is a retryable refusal, never a guess');
 
-  // One at a time, one waiting: the third concurrent lookup is refused at once.
-  const slow = new SocketCgroupReader({ commandPrefix: ['sh', '-c', 'sleep 0.3; exec "$@"', 'sh'], maxConcurrent: 1, maxQueued: 1 });
-  const results = await Promise.all([slow.lookup('127.0.0.1', 1), slow.lookup('127.0.0.1', 2), slow.lookup('127.0.0.1', 3)]);
-  t.same(results.map((r) => (r.kind === 'unavailable' ? r.why : r.kind)), ['missing', 'missing', 'busy']);
-  t.equal(slow.pending, 0, 'the slots are all given back');
+  // One ss at a time; lookups that arrive meanwhile share the next run; a full waiting room is busy.
+  const runs = `${t.testdirName}/runs`;
+  const slow = new SocketCgroupReader({ commandPrefix: ['sh', '-c', `echo run >> ${runs}; sleep 0.3; exec "$@"`, 'sh'], maxQueued: 3 });
+  const results = await Promise.all([1, 2, 3, 4, 5].map((port) => slow.lookup('127.0.0.1', port)));
+  t.same(results.map((r) => (r.kind === 'unavailable' ? r.why : r.kind)), ['missing', 'missing', 'missing', 'missing', 'busy']);
+  const { readFileSync } = await import('node:fs');
+  t.equal(readFileSync(runs, 'utf8').trim().split('\n').length, 2, 'five lookups, two ss runs: the first alone, the next three together');
+  t.equal(slow.pending, 0, 'nothing left waiting');
 });

@@ -9,7 +9,7 @@ import { desiredHostRules, HOST_CHAIN } from '../src/iptables/host-rules.ts';
 import { planChain } from '../src/iptables/rules.ts';
 import { podCgroupOf } from '../src/pods/kubelet-cgroup.ts';
 import { isAllowedCaller, parseHostTokenCallers } from '../src/pods/host-token-callers.ts';
-import { parseSsCgroups } from '../src/pods/socket-cgroup.ts';
+import { endpointKey, parseSsCgroups } from '../src/pods/socket-cgroup.ts';
 import { pod } from './helpers/objects.ts';
 
 const U = '8a6bd2c5-49f3-4c3e-9f0e-2b1c3d4e5f60';
@@ -49,13 +49,24 @@ t.test('anything else names no pod', async (t) => {
 });
 
 t.test('ss output', async (t) => {
-  const line = (port: number, cg: string) => `0      0      127.0.0.1:${port} 169.254.169.254:80 cgroup:${cg}   `;
-  t.same(parseSsCgroups(`${line(40000, '/kubepods/pod1/c')}\n`), { kind: 'cgroup', path: '/kubepods/pod1/c' });
-  t.same(parseSsCgroups(`${line(40000, '/a')}\n${line(40000, '/a')}\n`), { kind: 'cgroup', path: '/a' }, 'the same socket twice (v4 and mapped) is fine');
-  t.same(parseSsCgroups(`${line(40000, '/a')}\n${line(40000, '/b')}\n`), { kind: 'unavailable', why: 'ambiguous' });
-  t.same(parseSsCgroups(''), { kind: 'unavailable', why: 'missing' });
-  t.same(parseSsCgroups(line(1, 'unreachable:1f2e')), { kind: 'unavailable', why: 'failed' });
-  t.same(parseSsCgroups('0 0 127.0.0.1:1 127.0.0.1:2\n'), { kind: 'unavailable', why: 'missing' }, 'a kernel without socket cgroup ids');
+  const out = [
+    'ESTAB 0 0 127.0.0.1:40000 169.254.169.254:80 cgroup:/kubepods/pod1/c',
+    'ESTAB 0 0 [::ffff:127.0.0.1]:40001 [::ffff:127.0.0.1]:2579 cgroup:/kubepods/pod2/c   ',
+    'TIME-WAIT 0 0 127.0.0.1:40002 169.254.169.254:80',
+    'ESTAB 0 0 10.0.0.4:40003 169.254.169.254:80 cgroup:/a',
+    'ESTAB 0 0 10.0.0.4:40003 169.254.169.9:80 cgroup:/b',
+    'ESTAB 0 0 10.0.0.4%eth0:40004 169.254.169.254:80 cgroup:unreachable:1f2e',
+    'ESTAB 0 0 [fd00::4]:40005 [fd00::1]:80 cgroup:/with space/c',
+  ].join('\n');
+  const m = parseSsCgroups(out);
+  t.same(m.get('127.0.0.1:40000'), { kind: 'cgroup', path: '/kubepods/pod1/c' });
+  t.same(m.get('127.0.0.1:40001'), { kind: 'cgroup', path: '/kubepods/pod2/c' }, 'IPv4-mapped folded to IPv4');
+  t.equal(m.get('127.0.0.1:40002'), undefined, 'a socket without a cgroup (TIME-WAIT) names nothing');
+  t.same(m.get('10.0.0.4:40003'), { kind: 'unavailable', why: 'ambiguous' }, 'one local endpoint, two cgroups');
+  t.same(m.get('10.0.0.4:40004'), { kind: 'unavailable', why: 'failed' }, 'ss could not resolve the id');
+  t.same(m.get('fd00::4:40005'), { kind: 'cgroup', path: '/with space/c' });
+  t.equal(endpointKey('::ffff:10.0.0.4', 1), '10.0.0.4:1');
+  t.equal(parseSsCgroups('').size, 0);
 });
 
 t.test('--host-token-callers', async (t) => {
