@@ -145,6 +145,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     '--metadata-header-required=false', '--ipt-update-interval-sec=5', '--manage-iptables', '--enable-conntrack-deletion',
     '--pod-wait-ms=6', '--upstream-connect-timeout-ms=7', '--upstream-timeout-ms=8', '--token-cache=false', '--max-connections=9',
     '--shutdown-grace-ms=10', '--log-format=json', '--log-level=debug', '--kubeconfig=/kc',
+    '--intercept-host-network', '--cgroup-root=/host/cgroup', '--kubepods-cgroup-parent=kubelet', '--host-token-callers=ops/app=v,tier=x;kube-system/app=csi',
   ]));
   t.strictSame(config, {
     node: 'n1', listenAddress: '::1', listenPort: 1, metadataIp: '127.0.0.2', metadataPort: 2, probePort: 3, metricsPort: 4,
@@ -152,6 +153,8 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     manageIptables: true, conntrackFlush: true, clusterStateFile: '/s.yaml', kubeconfig: '/kc', podWaitMs: 6,
     upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, shutdownGraceMs: 10,
     logFormat: 'json', logLevel: 'debug',
+    interceptHostNetwork: true, cgroupRoot: '/host/cgroup', kubepodsCgroupParent: 'kubelet', removeNodeTaint: '',
+    hostTokenCallers: [{ namespace: 'ops', labels: [['app', 'v'], ['tier', 'x']] }, { namespace: 'kube-system', labels: [['app', 'csi']] }],
   });
   const defaults = toDaemonConfig(values(STATE));
   t.equal(defaults.listenAddress, '127.0.0.1');
@@ -163,9 +166,18 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
   t.equal(defaults.manageIptables, false);
   t.equal(defaults.node, '', 'no node needed with a state file');
   t.equal(defaults.logFormat, 'text');
+  t.equal(defaults.interceptHostNetwork, false);
+  t.equal(defaults.cgroupRoot, '/sys/fs/cgroup');
+  t.same(defaults.hostTokenCallers, [{ namespace: 'kube-system', labels: [['app', 'csi-secrets-store-provider-azure']] }], 'the CSI provider by default');
+  t.equal(defaults.removeNodeTaint, '');
+  t.equal(toDaemonConfig(values(['--kubeconfig=/kc', '--node=n', '--remove-node-taint=k'])).removeNodeTaint, 'k');
 });
 
 t.test('toDaemonConfig: refusals', async (t) => {
+  t.throws(() => toDaemonConfig(values([...STATE, '--remove-node-taint=k'])),
+    { name: 'FlagError', message: 'flag --remove-node-taint needs the Kubernetes API, not --cluster-state' });
+  t.throws(() => toDaemonConfig(values([...STATE, '--host-token-callers=kube-system/app!=x'])),
+    { name: 'FlagError', message: /^flag --host-token-callers: "kube-system\/app!=x": "app!=x" is not label=value$/ });
   t.throws(() => toDaemonConfig(values([...STATE, '--operation-mode=standard'])),
     { name: 'FlagError', message: /^flag --operation-mode: standard mode .*not supported/ });
   t.throws(() => toDaemonConfig(values([...STATE, '--forceNamespaced=false'])),
