@@ -99,6 +99,17 @@ t.test('hostNetwork pods in pod cgroups: intercepted, attributed by socket cgrou
     t.same(node.spec.taints, [OTHER_TAINT], 'only the startup taint went');
   });
 
+  await t.test('the hostNetwork chain is repaired on drift', async (t) => {
+    const run = env.daemons.at(-1)!;
+    await env.iptables('-D', 'OUTPUT', '-j', 'aad-metadata-host');
+    await env.iptables('-F', 'aad-metadata-host');
+    const repaired = await env.waitDaemonLog(run, (l) => l.msg === 'interception rules had drifted and were repaired', 'the repair', 15_000);
+    t.same(repaired.drift, ['host_chain_changed', 'host_jump_missing']);
+    const output = (await env.iptables('-S', 'OUTPUT')).stdout.split('\n').filter((l) => l.startsWith('-A'));
+    t.equal(output[0], '-A OUTPUT -j aad-metadata-host', 'jump back at position 1');
+    t.match((await env.iptables('-S', 'aad-metadata-host')).stdout, /DNAT/, 'rules back');
+  });
+
   await t.test('each hostNetwork pod gets its own bound identity and nothing else', async (t) => {
     const a = await curl(cgs.a, TOKEN);
     t.equal(a.status, 200, a.body.slice(0, 200));
