@@ -35,7 +35,8 @@ for (const d of [parent, `${parent}/kubepods`, `${parent}/kubepods/besteffort`, 
 const children: ChildProcess[] = [];
 const cleanup = (): void => {
   for (const c of children) c.kill('SIGKILL');
-  for (const d of made.reverse()) { try { rmdirSync(join(CG_ROOT, d)); } catch { /* still emptying */ } }
+  // Deepest first; only the client, which has exited by now, was ever moved in.
+  for (const d of [...made].reverse()) { try { rmdirSync(join(CG_ROOT, d)); } catch { /* gone, or still emptying */ } }
 };
 process.on('exit', cleanup);
 
