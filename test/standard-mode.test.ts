@@ -2,7 +2,7 @@
 // AzureAssignedIdentities (as MIC v1.8.17 writes them) from the fake API server.
 import t, { type Test } from 'tap';
 import { FakeApiServer, type Obj } from './fake-apiserver/fake-apiserver.ts';
-import { binding, identity, pod } from './fake-apiserver/fixtures.ts';
+import { assignedIdentity, binding, identity, pod } from './fake-apiserver/fixtures.ts';
 import { META } from './helpers/http.ts';
 import { IDS, startStack, TOKEN, type Stack } from './helpers/stack.ts';
 
@@ -12,26 +12,8 @@ const reader = identity({ name: 'reader', namespace: 'shop', ...IDS.reader! });
 const writer = identity({ name: 'writer', namespace: 'shop', ...IDS.writer! });
 const far = identity({ name: 'far', namespace: 'platform', ...IDS.agent! });
 
-/**
- * An AAI as MIC writes it (pkg/mic makeAssignedIDs): name <pod>-<podNamespace>-<identity>,
- * namespace `default` unless namespaced, the only label `nodename`, embedded copies of the
- * identity and the binding, status.status Created then Assigned.
- */
-function assigned(o: { pod: string; podNamespace?: string; id: Obj; selector: string; state?: string; node?: string; namespace?: string }): Obj {
-  const id = structuredClone(o.id);
-  const idMeta = id.metadata as { name: string; namespace: string };
-  const podNamespace = o.podNamespace ?? 'shop';
-  const status: Obj = { availableReplicas: 1 };
-  if (o.state !== '') status.status = o.state ?? 'Assigned';
-  return {
-    metadata: { name: `${o.pod}-${podNamespace}-${idMeta.name}`, namespace: o.namespace ?? 'default', labels: { nodename: o.node ?? NODE } },
-    spec: {
-      azureIdentityRef: id,
-      azureBindingRef: binding({ name: `${idMeta.name}-binding`, namespace: idMeta.namespace, azureIdentity: idMeta.name, selector: o.selector }),
-      pod: o.pod, podNamespace, nodename: o.node ?? NODE,
-    },
-    status,
-  };
+function assigned(o: { pod: string; podNamespace?: string; id: Obj; selector: string; state?: string; node?: string }): Obj {
+  return assignedIdentity({ ...o, podNamespace: o.podNamespace ?? 'shop', identity: o.id, node: o.node ?? NODE });
 }
 
 const PODS: Array<[string, string, Record<string, string>]> = [
