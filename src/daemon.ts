@@ -52,6 +52,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     podWaitMs: config.podWaitMs,
     interceptHostNetwork: config.interceptHostNetwork,
     hostTokenCallers: config.hostTokenCallers,
+    policy: { mode: config.operationMode, forceNamespaced: config.operationMode === 'managed' || config.forceNamespaced },
+    assignmentWaitMs: config.assignmentWaitMs,
   });
   let closing = false;
   let interception: InterceptionRules | undefined;
@@ -151,6 +153,7 @@ async function openClusterState(config: DaemonConfig, log: Logger, metrics: Daem
   return InformerClusterState.start({
     kubeconfig: config.kubeconfig === '' ? undefined : config.kubeconfig,
     nodeName: config.node,
+    assignedIdentities: config.operationMode === 'standard',
     log,
     registry: metrics.registry,
   });

@@ -143,6 +143,7 @@ t.test('caller_is_self and caller_unattributable over HTTP; the lookup queue is 
   const { ImdsClient } = await import('../src/upstream/imds-client.ts');
   const { DaemonMetrics } = await import('../src/observability/metrics.ts');
   const { createLogger } = await import('../src/observability/logger.ts');
+  const { MANAGED } = await import('../src/decision/decide.ts');
   const { Writable } = await import('node:stream');
   const cg = new TestCgroups(t);
   const dir = t.testdir({ 'state.yaml': HOST_STATE });
@@ -155,6 +156,7 @@ t.test('caller_is_self and caller_unattributable over HTTP; the lookup queue is 
       state, imds, tokens: undefined, metrics: new DaemonMetrics(), callers, podWaitMs: 100,
       log: createLogger('json', 'silent', new Writable({ write: (_c, _e, d) => d() })),
       blockInstanceMetadata: false, metadataHeaderRequired: true, interceptHostNetwork: true, hostTokenCallers: [],
+      policy: MANAGED, assignmentWaitMs: 0,
     });
     const l = await listen({ host: '127.0.0.1', port: 0, maxConnections: 16 }, handler.handle);
     t.teardown(() => l.close(0));

@@ -7,7 +7,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { ClusterState } from '../cluster/view.ts';
-import { decideToken } from '../decision/decide.ts';
+import type { DecisionPolicy } from '../decision/decide.ts';
+import { decideAwaitingAssignment } from './await-assignment.ts';
 import type { Reason } from '../decision/reasons.ts';
 import { parseTokenRequest } from '../decision/token-request.ts';
 import { parseQuery } from '../matcher/query.ts';
@@ -40,6 +41,8 @@ export interface HostTokenOptions {
   metrics: DaemonMetrics;
   log: Logger;
   podWaitMs: number;
+  policy: DecisionPolicy;
+  assignmentWaitMs: number;
   /** The metadata handler's refusal writer (answer + metrics). */
   refuse(res: ServerResponse, route: string, reason: Reason, started: number, allow?: readonly string[], decision?: DecisionLabel): void;
   /** Classifies a failed upstream call (metrics) into its refusal. */
@@ -79,8 +82,10 @@ export async function handleHostToken(o: HostTokenOptions, req: IncomingMessage,
   const pod = o.state.podNamed(podns, podname);
   if (pod === undefined) return refuse('host_token_pod_unknown', { caller: by, pod: `${podns}/${podname}` });
   const who = { route, caller: by, pod: `${pod.namespace}/${pod.name}`, uid: pod.uid, resource: request.resource };
-  const decision = decideToken(pod, o.state, request);
+  // The named pod's own rule, standard mode's wait for MIC included.
+  const decision = await decideAwaitingAssignment(o.state, pod, request, o.policy, o.assignmentWaitMs, signal);
   if (decision.kind === 'refuse') return refuse(decision.reason, who);
+  if (decision.kind === 'pending') return refuse('assignment_pending', who);
 
   const label: DecisionLabel = decision.kind === 'grant' ? 'granted' : 'passed_through';
   const path = tokenPath(request.apiVersion, request.resource, decision.upstream);

@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { ClusterState } from '../cluster/view.ts';
 import { writeRefusal, writeUpstream, refusalStatus } from '../answer/respond.ts';
-import { decideToken } from '../decision/decide.ts';
+import type { DecisionPolicy } from '../decision/decide.ts';
 import type { Reason } from '../decision/reasons.ts';
 import { isApiVersion, parseTokenRequest } from '../decision/token-request.ts';
 import { formatQuery, parseQuery } from '../matcher/query.ts';
@@ -13,6 +13,7 @@ import type { DaemonMetrics, DecisionLabel } from '../observability/metrics.ts';
 import type { CallerRoom } from '../pods/caller.ts';
 import type { CallerRule } from '../pods/host-token-callers.ts';
 import { handleHostToken, isHostTokenTarget, type HostTokenOptions } from './host-token.ts';
+import { decideAwaitingAssignment } from './await-assignment.ts';
 import { readBody } from './read-body.ts';
 import { UpstreamFailure, type ImdsClient, type UpstreamAnswer } from '../upstream/imds-client.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
@@ -28,6 +29,10 @@ export interface HandlerOptions {
   /** NMI's --metadata-header-required: false lets token requests through without the header. */
   metadataHeaderRequired: boolean;
   podWaitMs: number;
+  /** Mode and namespace rule of the decision. */
+  policy: DecisionPolicy;
+  /** Standard mode: how long a request waits for MIC to assign the pod's identity. */
+  assignmentWaitMs: number;
   maxBodyBytes?: number;
   /** Which pod is calling (source IP, or socket cgroup for the node's own addresses). */
   callers: CallerRoom;
@@ -102,11 +107,12 @@ export class MetadataHandler {
       return;
     }
     const pod = found.pod;
-    const decision = decideToken(pod, o.state, request);
+    const decision = await decideAwaitingAssignment(o.state, pod, request, o.policy, o.assignmentWaitMs, signal);
     const who = { req: id, pod: `${pod.namespace}/${pod.name}`, uid: pod.uid, via: found.via, resource: request.resource };
-    if (decision.kind === 'refuse') {
-      this.#refuse(res, 'token', decision.reason, started);
-      o.log.info({ ...who, requested: request.selector, decision: 'refused', reason: decision.reason, status: refusalStatus(decision.reason), ms: ms(started) }, 'token request refused');
+    if (decision.kind === 'refuse' || decision.kind === 'pending') {
+      const reason = decision.kind === 'refuse' ? decision.reason : 'assignment_pending';
+      this.#refuse(res, 'token', reason, started);
+      o.log.info({ ...who, requested: request.selector, decision: 'refused', reason, status: refusalStatus(reason), ms: ms(started) }, 'token request refused');
       return;
     }
     const path = tokenPath(request.apiVersion, request.resource, decision.upstream);
