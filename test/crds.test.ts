@@ -53,14 +53,17 @@ for (const e of EXPECTED) {
   });
 }
 
-t.test('rbac.yaml: read-only access to exactly the watched resources', async (t) => {
+t.test('rbac.yaml: read-only access to exactly the watched resources, and get/patch on nodes for the startup taint', async (t) => {
   const docs = load('rbac.yaml');
   const sa = docs.find((d) => d.kind === 'ServiceAccount');
   const role = docs.find((d) => d.kind === 'ClusterRole');
   const binding = docs.find((d) => d.kind === 'ClusterRoleBinding');
   t.match(sa, { metadata: { name: 'podid-nmi', namespace: 'kube-system' } });
   t.match(role, { metadata: { name: 'podid-nmi' } });
-  const rules = (role?.rules ?? []) as Node[];
+  const all = (role?.rules ?? []) as Node[];
+  const isNodes = (r: Node): boolean => (r.resources as string[]).includes('nodes');
+  t.same(all.filter(isNodes).map((r) => [r.apiGroups, r.resources, r.verbs]), [[[''], ['nodes'], ['get', 'patch']]], '--remove-node-taint: get and patch nodes, nothing else on them');
+  const rules = all.filter((r) => !isNodes(r));
   for (const rule of rules) t.same(rule.verbs, ['get', 'list', 'watch'], 'read-only');
   const granted = rules.flatMap((r) => (r.resources as string[]).map((res) => `${(r.apiGroups as string[])[0]}/${res}`)).sort();
   t.same(granted, ['/pods', ...EXPECTED.map((e) => `${CRD_GROUP}/${e.plural}`)].sort());
