@@ -39,6 +39,13 @@ export class TestCgroups {
     this.parent = `podid-test-${randomBytes(4).toString('hex')}`;
     this.#mkdir(this.parent);
     t.teardown(() => this.destroy());
+    // A test killed by tap's timeout never reaches its teardown: sweep at exit, best effort.
+    process.once('exit', () => this.#sweepSync());
+  }
+
+  #sweepSync(): void {
+    for (const c of this.#children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+    for (const dir of [...this.#dirs].reverse()) { try { rmdirSync(join(this.root, dir)); } catch { /* gone or busy */ } }
   }
 
   /** A container cgroup of a pod in kubelet's `driver` layout; returns its path relative to the root. */
