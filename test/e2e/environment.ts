@@ -133,7 +133,7 @@ export class E2E {
   /** Spawns the daemon in the node namespace, without waiting for it. */
   spawnDaemon(): DaemonRun {
     const flags = this.daemonFlags([
-      '--kubeconfig', this.kubeconfig, '--node', NODE_NAME,
+      '--kubeconfig', this.kubeconfig, '--node', NODE_NAME, '--operation-mode=managed',
       '--manage-iptables', '--ipt-update-interval-sec=1',
       '--nmi-port', '2579',
       '--http-probe-port', String(PROBE_PORT), '--prometheus-port', String(METRICS_PORT),
