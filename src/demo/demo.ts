@@ -23,9 +23,11 @@ export async function runDemo(argv: string[]): Promise<number> {
     '--probe-listen-address=127.0.0.1', '--log-format=text',
   ];
   let config;
+  let warnings: string[];
   try {
     const parsed = parseFlags([...defaults, ...argv, '--manage-iptables=false'], {});
     config = toDaemonConfig(parsed.values, {}, parsed.given);
+    warnings = parsed.warnings;
   } catch (err) {
     await emulator.close();
     if (err instanceof FlagError) {
@@ -35,6 +37,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     throw err;
   }
   const log = createLogger(config.logFormat, config.logLevel);
+  for (const w of warnings) log.warn(w);
   const daemon = await startDaemon(config, log);
   const at = `http://${config.listenAddress}:${daemon.listener.address.port}`;
   const token = `${at}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net`;

@@ -224,6 +224,11 @@ export class E2E {
     return code;
   }
 
+  /** The JSON log lines of one daemon run. */
+  runLog(run: DaemonRun): Json[] {
+    return parseLog(run.proc.stdout);
+  }
+
   /** The JSON log lines of every daemon run so far. */
   daemonLog(): Json[] {
     return this.daemons.flatMap((run) => parseLog(run.proc.stdout));
