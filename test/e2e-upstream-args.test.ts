@@ -49,7 +49,7 @@ t.test('aad-pod-identity v1.8.17\'s own NMI command lines, end to end', { skip: 
         t.same(run.rulesAtFirstReady, CHAIN, 'NMI\'s chain was in place when /readyz first said 200');
         const prerouting = (await env.iptables('-S', 'PREROUTING')).stdout.split('\n').filter((l) => l.startsWith('-A'));
         t.equal(prerouting[0], '-A PREROUTING -j aad-metadata', 'jump at position 1 of PREROUTING');
-        t.same(await env.readyz(run), { status: 200, body: 'ready\n' });
+        t.same(await env.readyz(run), { status: 200, body: 'ready\n' }, '/readyz: 200 ready');
         const warnings = env.runLog(run).filter((l) => String(l.msg).startsWith('flags accepted for compatibility'));
         t.equal(warnings.length, 1, 'one warning line for the ignored flags');
         await grantedThroughDnat(t, env, configOf(launch).userAgent, set.name);

@@ -87,7 +87,7 @@ export class E2E {
   apiDir = '';
   /** Every daemon started, in order; the last one is the current one. */
   readonly daemons: DaemonRun[] = [];
-  /** Rewrites the daemon's flags before each start (e.g. drop --manage-iptables to watch the test catch a bypass). */
+  /** Rewrites the daemon's flags before each start (e.g. add --manage-iptables=false to watch the test catch a bypass). */
   daemonFlags: (flags: string[]) => string[] = (f) => f;
   #destroyed = false;
 
