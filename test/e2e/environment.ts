@@ -166,13 +166,13 @@ export class E2E {
    * Starts the daemon; resolves when /readyz says 200 and the daemon has logged that it is
    * listening (which it does once the rules are in place).
    */
-  async startDaemon(readyTimeoutMs = 15_000, launch?: DaemonLaunch): Promise<DaemonRun> {
+  async startDaemon(readyTimeoutMs = 60_000, launch?: DaemonLaunch): Promise<DaemonRun> {
     const run = this.spawnDaemon(launch);
     await this.waitDaemonReady(run, readyTimeoutMs);
     return run;
   }
 
-  async waitDaemonReady(run: DaemonRun, timeoutMs = 15_000): Promise<void> {
+  async waitDaemonReady(run: DaemonRun, timeoutMs = 60_000): Promise<void> {
     const deadline = performance.now() + timeoutMs;
     let last = '';
     while (performance.now() < deadline) {
