@@ -101,6 +101,7 @@ t.test('environment fallbacks', async (t) => {
 
   const empty = parseFlags([], { NODE_NAME: '' });
   t.equal(empty.values.node, '', 'an empty variable is not a value');
+  t.equal(empty.values.forceNamespaced, false, 'NMI\'s default');
   t.equal(empty.given.size, 0);
   t.equal(values([], { NMI_PORT: '1', nmi_port: '1', node: 'x' }).node, '', 'only the declared variables are read');
 });
@@ -228,6 +229,11 @@ t.test('toDaemonConfig: refusals', async (t) => {
     t.throws(() => toDaemonConfig(values([...STATE, `--custom-user-agent=${bad}`])),
       { name: 'FlagError', message: `flag --custom-user-agent: ${JSON.stringify(bad)} has characters a header cannot carry` }, JSON.stringify(bad));
   }
+  const standard = toDaemonConfig(values([...STATE, '--operation-mode=standard', '--forceNamespaced=false']));
+  t.equal(standard.operationMode, 'standard');
+  t.equal(standard.forceNamespaced, false);
+  t.equal(standard.assignmentWaitMs, 5000);
+  t.equal(toDaemonConfig(values([...STATE, '--forceNamespaced=true', '--operation-mode=managed'])).operationMode, 'managed');
 
   t.throws(() => toDaemonConfig(values([]), {}), { name: 'FlagError', message: /^no cluster state: give --cluster-state FILE or --kubeconfig FILE/ });
   t.throws(() => toDaemonConfig(values(['--node=n1']), {}), { message: /^no cluster state/ }, 'a node alone is not a source');
@@ -329,6 +335,10 @@ t.test('CLI', async (t) => {
   }
   const badVersion = await cli(['--version', '--bogus']);
   t.equal(badVersion.code, 2, 'flags are checked first, as pflag.Parse before NMI\'s --version');
+
+  const standard = await cli(['--cluster-state=/nonexistent', '--operation-mode=standard']);
+  t.equal(standard.code, 2);
+  t.match(standard.stderr, /^nmi: \/nonexistent: ENOENT/, 'standard mode is accepted; the missing file is what stops it');
 
   const noSource = await cli([]);
   t.equal(noSource.code, 2, 'no cluster state at all');

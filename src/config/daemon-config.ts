@@ -2,10 +2,9 @@
 import { isIP } from 'node:net';
 import type { LevelWithSilent } from 'pino';
 import type { LogFormat } from '../observability/logger.ts';
+import type { OperationMode } from '../decision/decide.ts';
 import { FlagError, type FlagValues } from './flags.ts';
 import { userAgent } from './version.ts';
-
-export type OperationMode = 'managed' | 'standard';
 
 export interface DaemonConfig {
   node: string;
