@@ -327,7 +327,7 @@ t.test('CLI', async (t) => {
   t.equal(positional.code, 2);
   t.same(lines(positional.stderr), ['nmi: unexpected argument "extra"']);
 
-  for (const argv of [['--version'], ['--version', '--node=x', '--enableScaleFeatures=true'], ['-version']]) {
+  for (const argv of [['--version', '--node=x', '--enableScaleFeatures=true'], ['-version']]) {
     const version = await cli(argv);
     t.equal(version.code, 0, `${argv.join(' ')} exits 0`);
     t.equal(version.stdout, `${VERSION}\n`, 'prints the version');
