@@ -35,7 +35,7 @@ export interface DaemonConfig {
   forceNamespaced: boolean;
   /** How long a standard-mode token request waits for MIC: --assignment-wait-ms, capped by NMI's retry flags. */
   assignmentWaitMs: number;
-  /** Retry-After of the 503 sent when that wait ends: NMI's poll interval, at least 1 s. */
+  /** For the Retry-After of the 503 sent when that wait ends: NMI's poll interval, at least 1 s (not yet used by the answer, which sends 5). */
   assignmentRetryAfterSec: number;
   /** Sent on requests to IMDS and to the Kubernetes API. */
   userAgent: string;

@@ -43,7 +43,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'forceNamespaced', nmi: true, type: 'bool', default: false, help: 'Standard mode: only identities of the pod\'s own namespace (also when env FORCENAMESPACED is "true"); managed mode is always namespaced, whatever this says' },
   { name: 'retry-attempts-for-created', nmi: true, type: 'int', default: 16, min: 0, max: 10000, help: 'Standard mode: with --find-identity-retry-interval, caps how long a request waits for MIC (attempts x interval)' },
   { name: 'retry-attempts-for-assigned', nmi: true, type: 'int', default: 4, min: 0, max: 10000, help: 'Accepted as NMI\'s; the wait is bounded by --retry-attempts-for-created alone' },
-  { name: 'find-identity-retry-interval', nmi: true, type: 'int', default: 5, min: 0, max: 3600, help: 'Standard mode: seconds; the Retry-After of a 503 while MIC assigns (at least 1)' },
+  { name: 'find-identity-retry-interval', nmi: true, type: 'int', default: 5, min: 0, max: 3600, help: 'Standard mode: seconds; with --retry-attempts-for-created, caps how long a request waits for MIC' },
   { name: 'assignment-wait-ms', type: 'int', default: 5000, min: 0, max: 30000, help: 'Standard mode: how long a token request waits for MIC before 503 + Retry-After (never longer than the NMI retry flags allow)' },
   { name: 'block-instance-metadata', nmi: true, type: 'bool', default: false, help: 'Refuse /metadata/instance with 403' },
   { name: 'metadata-header-required', nmi: true, type: 'bool', default: true, help: 'Refuse token requests without "Metadata: true"' },
