@@ -202,7 +202,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     manageIptables: true, conntrackFlush: true, clusterStateFile: '/s.yaml', kubeconfig: '/kc', podWaitMs: 6,
     upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, shutdownGraceMs: 10,
     logFormat: 'json', logLevel: 'debug', operationMode: 'managed', forceNamespaced: true, assignmentWaitMs: 11,
-    assignmentRetryAfterSec: 12, userAgent: `podid-nmi/${VERSION} team/1.0 (x)`,
+    userAgent: `podid-nmi/${VERSION} team/1.0 (x)`,
   });
   const defaults = toDaemonConfig(values(STATE));
   t.equal(defaults.listenAddress, '127.0.0.1');
@@ -215,7 +215,6 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
   t.equal(defaults.operationMode, 'standard', 'NMI\'s default mode');
   t.equal(defaults.forceNamespaced, false);
   t.equal(defaults.assignmentWaitMs, 5000);
-  t.equal(defaults.assignmentRetryAfterSec, 5);
   t.equal(defaults.userAgent, `podid-nmi/${VERSION}`);
   t.equal(defaults.logLevel, 'info');
   t.equal(defaults.node, '', 'no node needed with a state file');

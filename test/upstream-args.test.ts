@@ -26,7 +26,7 @@ const BASE: Partial<DaemonConfig> = {
   node: NODE.nodeName, listenAddress: '127.0.0.1', listenPort: 2579, metadataIp: '169.254.169.254', metadataPort: 80,
   probePort: 8085, metricsPort: 9090, blockInstanceMetadata: false, metadataHeaderRequired: true, iptUpdateIntervalSec: 60,
   manageIptables: true, conntrackFlush: false, clusterStateFile: '', kubeconfig: '', logFormat: 'text', logLevel: 'info',
-  operationMode: 'standard', forceNamespaced: false, assignmentWaitMs: 5000, assignmentRetryAfterSec: 5, userAgent: `podid-nmi/${VERSION}`,
+  operationMode: 'standard', forceNamespaced: false, assignmentWaitMs: 5000, userAgent: `podid-nmi/${VERSION}`,
 };
 const KNOBS_IGNORED = ['MICNamespace', 'enableScaleFeatures', 'allow-network-plugin-kubenet', 'kubelet-config', 'set-retry-after-header'];
 
@@ -43,7 +43,7 @@ const EXPECTED: Record<string, { config: Partial<DaemonConfig>; ignored: string[
       probePort: 8086, iptUpdateIntervalSec: 30, metricsPort: 9091, blockInstanceMetadata: true, metadataHeaderRequired: false,
       logFormat: 'json', logLevel: 'debug', operationMode: 'managed', forceNamespaced: true, conntrackFlush: true,
       // min(5000, 8 attempts x 2 s); Retry-After = the 2 s interval
-      assignmentWaitMs: 5000, assignmentRetryAfterSec: 2, userAgent: `podid-nmi/${VERSION} contoso-ops/1.0`,
+      assignmentWaitMs: 5000, userAgent: `podid-nmi/${VERSION} contoso-ops/1.0`,
     },
     ignored: KNOBS_IGNORED,
   },
@@ -52,7 +52,7 @@ const EXPECTED: Record<string, { config: Partial<DaemonConfig>; ignored: string[
       probePort: 8087, iptUpdateIntervalSec: 15, metricsPort: 9092, blockInstanceMetadata: true, metadataHeaderRequired: true,
       logFormat: 'text', logLevel: 'trace', operationMode: 'standard', forceNamespaced: true, conntrackFlush: true,
       // min(5000, 3 attempts x 1 s): the NMI flags shorten the wait
-      assignmentWaitMs: 3000, assignmentRetryAfterSec: 1, userAgent: `podid-nmi/${VERSION} fabrikam/2.3`,
+      assignmentWaitMs: 3000, userAgent: `podid-nmi/${VERSION} fabrikam/2.3`,
     },
     ignored: KNOBS_IGNORED,
   },

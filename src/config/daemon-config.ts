@@ -35,8 +35,6 @@ export interface DaemonConfig {
   forceNamespaced: boolean;
   /** How long a standard-mode token request waits for MIC: --assignment-wait-ms, capped by NMI's retry flags. */
   assignmentWaitMs: number;
-  /** For the Retry-After of the 503 sent when that wait ends: NMI's poll interval, at least 1 s (not yet used by the answer, which sends 5). */
-  assignmentRetryAfterSec: number;
   /** Sent on requests to IMDS and to the Kubernetes API. */
   userAgent: string;
 }
@@ -93,7 +91,6 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
     operationMode: v['operation-mode'] as OperationMode,
     forceNamespaced: v.forceNamespaced === true || env.FORCENAMESPACED === 'true',
     assignmentWaitMs: Math.min(Number(v['assignment-wait-ms']), Number(v['retry-attempts-for-created']) * interval * 1000),
-    assignmentRetryAfterSec: Math.max(1, interval),
     userAgent: userAgent(custom),
   };
 }
