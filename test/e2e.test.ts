@@ -62,6 +62,8 @@ function assertNoBypass(t: Test, requests: ImdsRequest[], what: string): void {
 }
 
 const unavailable = await netnsUnavailable();
+// Several daemon starts: on a loaded machine each takes tens of seconds.
+t.setTimeout(600_000);
 
 t.test('end to end: pods, the daemon and IMDS in network namespaces', { skip: unavailable ?? false }, async (t) => {
   const began = performance.now();
