@@ -44,7 +44,7 @@ const EXPECTED: Record<string, { config: Partial<DaemonConfig>; ignored: string[
     config: {
       probePort: 8086, iptUpdateIntervalSec: 30, metricsPort: 9091, blockInstanceMetadata: true, metadataHeaderRequired: false,
       logFormat: 'json', logLevel: 'debug', operationMode: 'managed', forceNamespaced: true, conntrackFlush: true,
-      // min(5000, 8 attempts x 2 s); Retry-After = the 2 s interval
+      // min(5000, 8 attempts x 2 s)
       assignmentWaitMs: 5000, userAgent: `podid-nmi/${VERSION} contoso-ops/1.0`,
     },
     ignored: KNOBS_IGNORED,
