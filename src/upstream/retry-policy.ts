@@ -32,9 +32,9 @@ export function retryCause(result: UpstreamAnswer | UpstreamFailure): RetryCause
  * `attempts` counts the attempts already made (1 after the first). IMDS's own Retry-After wins
  * over the backoff when it is longer. `undefined` means: final, relay it.
  */
-export function planRetry(result: UpstreamAnswer | UpstreamFailure, attempts: number, now: number): RetryPlan | undefined {
+export function planRetry(result: UpstreamAnswer | UpstreamFailure, attempts: number, now: number, maxAttempts = MAX_ATTEMPTS): RetryPlan | undefined {
   const cause = retryCause(result);
-  if (cause === undefined || attempts >= MAX_ATTEMPTS) return undefined;
+  if (cause === undefined || attempts >= maxAttempts) return undefined;
   const backoff = BACKOFF_MS[Math.min(attempts - 1, BACKOFF_MS.length - 1)]!;
   const told = 'kind' in result ? undefined : parseRetryAfter(result.retryAfter, now);
   return { delayMs: Math.min(MAX_RETRY_AFTER_MS, Math.max(backoff, told ?? 0)), cause };

@@ -29,6 +29,8 @@ export interface SchedulerOptions {
   maxQueue?: number;
   /** Fetches one pod may have waiting; beyond it 429 `upstream_share_exceeded`. */
   maxQueuePerCaller?: number;
+  /** Attempts per fetch, the first included (default: MAX_ATTEMPTS of the retry policy). */
+  maxAttempts?: number;
   clock?: Clock;
   observer?: SchedulerObserver;
 }
@@ -74,6 +76,7 @@ export class UpstreamScheduler {
   readonly #maxRps: number;
   readonly #maxConcurrency: number;
   readonly #clock: Clock;
+  readonly #maxAttempts: number | undefined;
   readonly #observer: SchedulerObserver | undefined;
   readonly #foreground: FairQueue<Ticket>;
   readonly #background: FairQueue<Ticket>;
@@ -90,6 +93,7 @@ export class UpstreamScheduler {
     this.#maxRps = o.maxRps ?? 19;
     this.#maxConcurrency = o.maxConcurrency ?? 4;
     this.#clock = o.clock ?? systemClock;
+    this.#maxAttempts = o.maxAttempts;
     this.#observer = o.observer;
     const maxQueue = o.maxQueue ?? 1024;
     this.#foreground = new FairQueue(maxQueue, o.maxQueuePerCaller ?? 16);
@@ -112,7 +116,8 @@ export class UpstreamScheduler {
     const refused = this.#queue(ticket).add(line, ticket);
     if (refused !== undefined) return refused;
     ticket.callers.add(line);
-    this.#pump();
+    // A pod's fetch starts once its client waits for it (wait()), so it is never taken for abandoned.
+    if (priority === 'background') this.#pump();
     return ticket;
   }
 
@@ -172,6 +177,7 @@ export class UpstreamScheduler {
       }, waitMs);
       if (signal?.aborted === true) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });
+      this.#pump();
       ticket.promise.then((a) => { if (!done) { finish(); resolve(a); } }, (e: unknown) => { if (!done) { finish(); reject(e); } });
     });
   }
@@ -301,7 +307,7 @@ export class UpstreamScheduler {
     const now = this.#clock.now();
     this.#observer?.answered(result instanceof UpstreamFailure ? result.kind : result.status);
     const aborted = result instanceof UpstreamFailure && result.kind === 'aborted';
-    const plan = aborted || this.#stopped ? undefined : planRetry(result, ticket.attempts, now);
+    const plan = aborted || this.#stopped ? undefined : planRetry(result, ticket.attempts, now, this.#maxAttempts);
     const wanted = ticket.waiters > 0 || now + (plan?.delayMs ?? 0) <= ticket.keepUntil;
     if (plan !== undefined && wanted) {
       this.#observer?.retried(plan.cause);

@@ -76,10 +76,13 @@ export class TokenCache {
   get(path: string, o: GetOptions): Promise<UpstreamAnswer> {
     const now = this.#clock.now();
     const entry = this.#entries.get(path);
-    if (entry !== undefined && entry.servedUntil > now) {
-      entry.lastUsed = now;
-      o.onOutcome?.('hit');
-      return Promise.resolve(aged(entry, now));
+    if (entry !== undefined) {
+      if (entry.servedUntil > now) {
+        entry.lastUsed = now;
+        o.onOutcome?.('hit');
+        return Promise.resolve(aged(entry, now));
+      }
+      this.#entries.delete(path);
     }
     let ticket = this.#flights.get(path);
     if (ticket !== undefined && ticket.controller?.signal.aborted !== true) {
