@@ -10,7 +10,7 @@ export interface RetryPlan {
   readonly cause: RetryCause;
 }
 
-export type RetryCause = '429' | '5xx' | '404' | '410' | 'unreachable';
+export type RetryCause = '429' | '5xx' | '404' | '410';
 
 /** Backoff before attempt n+1 (n = attempts made so far): 0.5, 1, 2, 4, 8 s. */
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
@@ -18,8 +18,9 @@ const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 export const MAX_RETRY_AFTER_MS = 30_000;
 export const MAX_ATTEMPTS = 6;
 
+/** Transport failures are not retried: a timeout already cost its bound, a refused connection is relayed as 503 at once. */
 export function retryCause(result: UpstreamAnswer | UpstreamFailure): RetryCause | undefined {
-  if ('kind' in result) return result.kind === 'unreachable' ? 'unreachable' : undefined;
+  if ('kind' in result) return undefined;
   const s = result.status;
   if (s === 429) return '429';
   if (s === 404) return '404';

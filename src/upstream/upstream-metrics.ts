@@ -34,7 +34,7 @@ export class UpstreamMetrics implements SchedulerObserver {
     });
     this.#retries = new Counter({
       name: 'podid_nmi_imds_retries_total',
-      help: 'Token requests retried inside the budget, by cause (429, 5xx, 404, 410, unreachable)',
+      help: 'Token requests retried inside the budget, by cause (429, 5xx, 404, 410)',
       labelNames: ['cause'], registers,
     });
     this.#refresh = new Counter({
