@@ -352,3 +352,100 @@ t.test('maxEntries bounds the cache', async (t) => {
   await ask(cache, `${PATH}&client_id=4`, undefined, o.on);
   t.equal(o.list.at(-1), 'miss');
 });
+
+/** A scheduler with IMDS's budget under the cache, on the fake clock. */
+function pacedCache(source: TokenSource, c: FakeClock, o: TokenCacheOptions = {}): { cache: TokenCache; scheduler: UpstreamScheduler } {
+  const scheduler = new UpstreamScheduler({ transport: source, maxRps: 19, maxConcurrency: 4, clock: c });
+  return { scheduler, cache: new TokenCache(scheduler, { clock: c, ...o }) };
+}
+
+t.test('a client told to come back finds its token in the cache', async (t) => {
+  const c = clock();
+  const source = new FakeSource();
+  const { cache } = pacedCache(source, c, { waitMs: 1_000 });
+  const first = ask(cache, PATH, new AbortController().signal);
+  c.advance(1_000);
+  const err = await first.then(() => undefined, (e: unknown) => e as UpstreamFailure);
+  t.equal(err?.kind, 'queued', 'after its bound the client is answered, not held');
+  t.ok((err?.retryAfterSec ?? 0) >= 1, 'with a Retry-After');
+  t.equal(source.last.signal?.aborted, false, 'the fetch goes on');
+  source.last.resolve(answer(tokenBody(T0 / 1000 + 3600)));
+  await new Promise((r) => setImmediate(r));
+  const o = outcomes();
+  t.equal((await ask(cache, PATH, undefined, o.on)).status, 200);
+  t.same(o.list, ['hit'], 'the retry is a cache hit');
+  t.equal(source.calls.length, 1);
+});
+
+t.test('refresh-ahead renews tokens pods keep using, in the background, before they stop being served', async (t) => {
+  const c = clock();
+  const lifetime = 24 * 3600_000;
+  let expiresOn = T0 + lifetime;
+  const source = new ImmediateSource();
+  source.answers.push(answer(tokenBody(expiresOn / 1000)));
+  const refreshes: string[] = [];
+  const { cache, scheduler } = pacedCache(source, c, { onRefresh: (o) => refreshes.push(o), sweepMs: 30_000 });
+  const used = `${PATH}&client_id=used`;
+  const idle = `${PATH}&client_id=idle`;
+  const early = `${PATH}&client_id=early`;
+  await ask(cache, used);
+  await ask(cache, idle);
+  await ask(cache, early);
+  t.equal(source.count, 3);
+  const servedUntil = expiresOn - MARGIN;
+  // msal-node comes back at half the token's life; `early` is only used in its first half
+  c.advance(3600_000);
+  await ask(cache, early);
+  c.advance((servedUntil - T0) / 2);
+  t.equal((await ask(cache, used)).status, 200);
+  // IMDS now hands out a later token
+  expiresOn += 12 * 3600_000;
+  source.answers.length = 0;
+  source.answers.push(answer(tokenBody(expiresOn / 1000)));
+  c.advance(servedUntil - c.now() - 6 * 60_000);
+  t.equal(source.count, 3, 'nothing is refreshed more than 5 minutes before its end');
+  c.advance(60_000);
+  await new Promise((r) => setImmediate(r));
+  t.equal(source.count, 4, 'one refresh: only the token used in the second half of its life');
+  t.same(refreshes, ['renewed']);
+  t.same(scheduler.queued, { foreground: 0, background: 0 });
+  c.advance(5 * 60_000);
+  const o = outcomes();
+  const renewed = JSON.parse((await ask(cache, used, undefined, o.on)).body.toString()) as Record<string, unknown>;
+  t.same(o.list, ['hit'], 'past the old token\'s end the pod is still served from the cache');
+  t.equal(renewed.expires_on, String(expiresOn / 1000), 'the renewed token');
+  await ask(cache, idle, undefined, o.on);
+  await ask(cache, early, undefined, o.on);
+  t.same(o.list, ['hit', 'miss', 'miss'], 'idle entries expired and were fetched when asked again');
+});
+
+t.test('refresh-ahead: IMDS giving the same token again settles it; a failure is counted', async (t) => {
+  const c = clock();
+  const expiresOn = T0 + 3 * 3600_000;
+  const source = new ImmediateSource(answer(tokenBody(expiresOn / 1000)));
+  const refreshes: string[] = [];
+  const { cache } = pacedCache(source, c, { onRefresh: (o) => refreshes.push(o) });
+  await ask(cache, PATH);
+  c.advance(2 * 3600_000);
+  await ask(cache, PATH);
+  c.advance(expiresOn - MARGIN - c.now() - 60_000);
+  await new Promise((r) => setImmediate(r));
+  t.same(refreshes, ['unchanged']);
+  c.advance(59_000);
+  await new Promise((r) => setImmediate(r));
+  t.equal(source.count, 2, 'not asked again for the same token');
+
+  const failing = new ImmediateSource(answer(tokenBody(expiresOn / 1000)), answer('{"error":"invalid_request","error_description":"Identity not found"}', 400));
+  const failed: string[] = [];
+  const c2 = clock();
+  const p = pacedCache(failing, c2, { onRefresh: (o) => failed.push(o) });
+  await ask(p.cache, PATH);
+  c2.advance(2 * 3600_000);
+  await ask(p.cache, PATH);
+  c2.advance(expiresOn - MARGIN - c2.now() - 60_000);
+  await new Promise((r) => setImmediate(r));
+  t.same(failed, ['failed'], 'a final 400 on refresh: counted, and the held token is served until its end');
+  const o = outcomes();
+  await ask(p.cache, PATH, undefined, o.on);
+  t.same(o.list, ['hit']);
+});
