@@ -80,8 +80,12 @@ export class UpstreamScheduler {
   readonly #observer: SchedulerObserver | undefined;
   readonly #foreground: FairQueue<Ticket>;
   readonly #background: FairQueue<Ticket>;
-  /** Start times within the last second, oldest first. */
-  readonly #starts: number[] = [];
+  /**
+   * The rate window. A start holds its slot until a second after its answer came back
+   * (Infinity while at IMDS): IMDS admitted it somewhere in between, so however late the
+   * request left this process or its answer was read, no second at IMDS sees more than maxRps.
+   */
+  #slots: Array<{ end: number }> = [];
   readonly #running = new Set<Ticket>();
   /** IMDS said 429: no start before this, for anyone (the budget is the VM's). */
   #holdUntil = 0;
@@ -203,17 +207,17 @@ export class UpstreamScheduler {
     const ahead = ticket.priority === 'foreground'
       ? this.#foreground.ahead(ticket) ?? 0
       : this.#foreground.size + (this.#background.ahead(ticket) ?? 0);
-    return this.#etaSec(Math.max(ticket.notBefore, this.#firstStartAt()), ahead);
+    return this.#etaSec(Math.max(ticket.notBefore, this.#firstStartEstimate()), ahead);
   }
 
   /** For a pod over its share: when the first of its queued fetches should start. */
   retryAfterForCaller(caller: string): number {
-    return this.#etaSec(this.#firstStartAt(), this.#foreground.aheadOfCaller(caller) ?? 0);
+    return this.#etaSec(this.#firstStartEstimate(), this.#foreground.aheadOfCaller(caller) ?? 0);
   }
 
   /** For a full queue: when all of it should have started. */
   retryAfterFull(): number {
-    return this.#etaSec(this.#firstStartAt(), this.#foreground.size);
+    return this.#etaSec(this.#firstStartEstimate(), this.#foreground.size);
   }
 
   /** Fails everything still queued, and stops starting anything (shutdown). */
@@ -232,22 +236,28 @@ export class UpstreamScheduler {
     return ticket.priority === 'foreground' ? this.#foreground : this.#background;
   }
 
+  /** As #firstStartAt, with a second for answers still out. */
+  #firstStartEstimate(): number {
+    const at = this.#firstStartAt();
+    return Number.isFinite(at) ? at : this.#clock.now() + 1000;
+  }
+
   #etaSec(from: number, ahead: number): number {
     const now = this.#clock.now();
     const startsAt = Math.max(now, from) + (ahead * 1000) / this.#maxRps;
     return Math.min(MAX_RETRY_AFTER_SEC, Math.ceil((startsAt - now) / 1000) + 1);
   }
 
-  /** The earliest time the budget allows another start. */
+  /** The earliest time the budget allows another start (Infinity: when an answer comes back). */
   #firstStartAt(): number {
     const now = this.#clock.now();
-    this.#expireStarts(now);
-    const windowFree = this.#starts.length < this.#maxRps ? now : this.#starts[this.#starts.length - this.#maxRps]! + 1000;
+    this.#slots = this.#slots.filter((s) => s.end > now);
+    let windowFree = now;
+    if (this.#slots.length >= this.#maxRps) {
+      const ends = this.#slots.map((s) => s.end).sort((a, b) => a - b);
+      windowFree = ends[this.#slots.length - this.#maxRps]!;
+    }
     return Math.max(now, this.#holdUntil, windowFree);
-  }
-
-  #expireStarts(now: number): void {
-    while (this.#starts.length > 0 && this.#starts[0]! <= now - 1000) this.#starts.shift();
   }
 
   #pump(): void {
@@ -255,7 +265,8 @@ export class UpstreamScheduler {
     while (this.#running.size < this.#maxConcurrency) {
       const now = this.#clock.now();
       const at = this.#firstStartAt();
-      if (at > now) return this.#wakeAt(at);
+      // Infinity: every slot waits for an answer, and an answer pumps.
+      if (at > now) return Number.isFinite(at) ? this.#wakeAt(at) : undefined;
       const ticket = this.#next(now);
       if (ticket === undefined) {
         // Nothing due now: wake for the first backoff that ends.
@@ -290,15 +301,20 @@ export class UpstreamScheduler {
   }
 
   #start(ticket: Ticket, now: number): void {
-    this.#starts.push(now);
+    const slot = { end: Infinity };
+    this.#slots.push(slot);
     this.#running.add(ticket);
     ticket.state = 'running';
     ticket.attempts++;
     ticket.controller = new AbortController();
     this.#observer?.started(ticket.priority, ticket.attempts > 1, now - ticket.enqueuedAt);
+    const finished = (result: UpstreamAnswer | UpstreamFailure): void => {
+      slot.end = this.#clock.now() + 1000;
+      this.#finished(ticket, result);
+    };
     this.#transport.fetch('GET', ticket.path, ticket.controller.signal).then(
-      (answer) => this.#finished(ticket, answer),
-      (err: unknown) => this.#finished(ticket, err instanceof UpstreamFailure ? err : new UpstreamFailure('unreachable', String(err), { cause: err })),
+      finished,
+      (err: unknown) => finished(err instanceof UpstreamFailure ? err : new UpstreamFailure('unreachable', String(err), { cause: err })),
     );
   }
 
