@@ -7,6 +7,7 @@
 //  2. the same burst again;
 //  3. 250 pods with 250 distinct identities; clients honour Retry-After for up to 5 tries.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -157,9 +158,12 @@ const emulatorArgs = (port: number) => [`${root}src/cli.ts`, 'imds-emulator', '-
   '--rate-limit=true', '--rps', '20', '--concurrent', '5', '--token-latency-ms', '20'];
 await start(emulatorArgs(18179), 'listening');
 await start(emulatorArgs(18180), 'listening');
-await start([`${root}src/cli.ts`, '--node=bench', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', '--metadata-port=18179',
-  '--probe-listen-address=127.0.0.1', '--nmi-port=12679', '--http-probe-port=18185', '--prometheus-port=18185',
-  '--log-level=info', '--log-format=json', '--max-connections=4096'], 'podid-nmi listening');
+// The daemon logs at info as in production, to a file: a pipe to this busy process would stall it.
+const log = openSync(`${dir}/daemon.log`, 'w');
+children.push(spawn(process.execPath, [`${root}src/cli.ts`, '--node=bench', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1',
+  '--metadata-port=18179', '--probe-listen-address=127.0.0.1', '--nmi-port=12679', '--http-probe-port=18185', '--prometheus-port=18185',
+  '--log-level=info', '--log-format=json', '--max-connections=4096'], { stdio: ['ignore', log, log] }));
+for (let i = 0; i < 150 && (await get(18185, '/readyz', '127.0.0.1')).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
 await start([`${root}bench/naive-proxy.ts`, '12680', '18180'], 'listening');
 const rows: Row[] = [];
 try {
