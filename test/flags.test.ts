@@ -145,6 +145,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     '--metadata-header-required=false', '--ipt-update-interval-sec=5', '--manage-iptables', '--enable-conntrack-deletion',
     '--pod-wait-ms=6', '--upstream-connect-timeout-ms=7', '--upstream-timeout-ms=8', '--token-cache=false', '--max-connections=9',
     '--shutdown-grace-ms=10', '--log-format=json', '--log-level=debug', '--kubeconfig=/kc',
+    '--imds-max-rps=11', '--imds-max-concurrency=12', '--imds-max-queue=13', '--imds-max-queue-per-pod=14', '--token-wait-ms=1500',
   ]));
   t.strictSame(config, {
     node: 'n1', listenAddress: '::1', listenPort: 1, metadataIp: '127.0.0.2', metadataPort: 2, probePort: 3, metricsPort: 4,
@@ -152,6 +153,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     manageIptables: true, conntrackFlush: true, clusterStateFile: '/s.yaml', kubeconfig: '/kc', podWaitMs: 6,
     upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, shutdownGraceMs: 10,
     logFormat: 'json', logLevel: 'debug',
+    imdsMaxRps: 11, imdsMaxConcurrency: 12, imdsMaxQueue: 13, imdsMaxQueuePerPod: 14, tokenWaitMs: 1500,
   });
   const defaults = toDaemonConfig(values(STATE));
   t.equal(defaults.listenAddress, '127.0.0.1');
@@ -163,6 +165,10 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
   t.equal(defaults.manageIptables, false);
   t.equal(defaults.node, '', 'no node needed with a state file');
   t.equal(defaults.logFormat, 'text');
+  t.same([defaults.imdsMaxRps, defaults.imdsMaxConcurrency], [19, 4], 'just under IMDS\'s 20 a second and 5 at once');
+  t.same([defaults.imdsMaxQueue, defaults.imdsMaxQueuePerPod, defaults.tokenWaitMs], [1024, 16, 8000]);
+  t.throws(() => parseFlags(['--imds-max-rps=0']), { name: 'FlagError', message: 'flag --imds-max-rps: 0 is outside 1..1000' });
+  t.throws(() => parseFlags(['--token-wait-ms=50']), { name: 'FlagError', message: 'flag --token-wait-ms: 50 is outside 100..60000' });
 });
 
 t.test('toDaemonConfig: refusals', async (t) => {
