@@ -3,9 +3,12 @@
 // are bounded with clear 429s; a pod flooding distinct resources does not take token service
 // from another pod; on shutdown every waiting request gets a retryable 503, never a reset.
 import t, { type Test } from 'tap';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { REFUSALS, type Reason } from '../src/decision/reasons.ts';
-import { META, type Answer } from './helpers/http.ts';
-import { IDS, startStack, type Stack } from './helpers/stack.ts';
+import { startImdsEmulator } from '../src/emulator/imds-emulator.ts';
+import { ask, META, type Answer } from './helpers/http.ts';
+import { IDS, STATE_YAML, startStack, type Stack } from './helpers/stack.ts';
 
 /** A refusal whose Retry-After is computed from the queue: at least the reason's floor. */
 function refused(t: Test, a: Answer, reason: Reason, what: string): void {
@@ -104,4 +107,34 @@ t.test('on shutdown, waiting and in-flight token requests get 503 with Retry-Aft
     t.equal(a.headers.connection, 'close', 'and the connection closes cleanly');
   }
   t.equal(answers.length, 7);
+});
+
+t.test('SIGTERM to the daemon process: every waiting client gets its 503, then the process exits 0', async (t) => {
+  const emulator = await startImdsEmulator({ identities: Object.values(IDS), rateLimit: false });
+  t.teardown(() => emulator.close());
+  emulator.setFault({ kind: 'slow', delayMs: 20_000 });
+  const dir = t.testdir({ 'state.yaml': STATE_YAML });
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const daemon = spawn(process.execPath, [`${root}src/cli.ts`, `--cluster-state=${dir}/state.yaml`, '--node=node-1', '--nmi-port=0',
+    '--http-probe-port=0', '--prometheus-port=0', '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1',
+    `--metadata-port=${emulator.port}`, '--log-format=json', '--shutdown-grace-ms=1500', '--operation-mode=managed'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => { daemon.kill('SIGKILL'); });
+  let out = '';
+  daemon.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  daemon.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  await waitFor(() => out.includes('podid-nmi listening'), 15_000);
+  const port = Number(/"listen":"127\.0\.0\.1:(\d+)"/.exec(out)?.[1]);
+  const asks = [
+    ...[0, 1, 2, 3, 4, 5].map((i) => ask(port, resourceToken(i), { from: '127.0.0.12', headers: META })),
+    ask(port, VICTIM_TOKEN, { from: '127.0.0.10', headers: META }),
+  ].map((p) => p.then((a) => a, (e: Error) => e));
+  await waitFor(() => emulator.requests.length === 4, 5_000);
+  const exited = new Promise<number | null>((resolve) => daemon.once('exit', resolve));
+  daemon.kill('SIGTERM');
+  const answers = await Promise.all(asks);
+  for (const a of answers) {
+    if (a instanceof Error) t.fail(`a client saw ${a.message}`);
+    else refused(t, a, 'shutting_down', 'SIGTERM');
+  }
+  t.equal(await exited, 0, 'the process exits 0 once the answers are out');
 });

@@ -110,11 +110,11 @@ export class FairQueue<T extends Queued> {
     }
     let n = best!.index;
     const order = this.#turns.indexOf(best!.caller);
-    for (const [caller, line] of this.#byCaller) {
+    for (let turn = 0; turn < this.#turns.length; turn++) {
+      const caller = this.#turns[turn]!;
       if (caller === best!.caller) continue;
       // Callers whose turn comes before this one's in the current round get one more.
-      const extra = this.#turns.indexOf(caller) < order ? 1 : 0;
-      n += Math.min(line.length, best!.index + extra);
+      n += Math.min(this.#byCaller.get(caller)!.length, best!.index + (turn < order ? 1 : 0));
     }
     return n;
   }
