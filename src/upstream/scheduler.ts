@@ -129,7 +129,7 @@ export class UpstreamScheduler {
    * `caller` waits for an existing fetch too: it is queued in that caller's line as well, so a
    * fetch first asked for by a pod with a long line moves up when another pod needs it.
    */
-  join(ticket: Ticket, caller: string): EnqueueRefusal | undefined {
+  join(ticket: Ticket, caller: string): void {
     if (ticket.priority === 'background') {
       // A pod now waits for what was a background refresh: from now on it is that pod's fetch.
       if (ticket.state === 'queued') {
@@ -140,14 +140,12 @@ export class UpstreamScheduler {
       ticket.priority = 'foreground';
       ticket.callers.add(caller);
       this.#pump();
-      return undefined;
+      return;
     }
-    if (ticket.state === 'queued') {
-      const refused = this.#foreground.add(caller, ticket);
-      if (refused !== undefined) return refused;
-    }
+    // Waiting for a fetch already queued costs the budget nothing: a pod whose line is full
+    // still waits for it, only without moving it up.
+    if (ticket.state === 'queued' && this.#foreground.add(caller, ticket) !== undefined) return;
     ticket.callers.add(caller);
-    return undefined;
   }
 
   /**

@@ -86,8 +86,7 @@ export class TokenCache {
     }
     let ticket = this.#flights.get(path);
     if (ticket !== undefined && ticket.controller?.signal.aborted !== true) {
-      const refused = this.#scheduler.join(ticket, o.caller);
-      if (refused !== undefined) return Promise.reject(refusedFailure(this.#scheduler, refused, o.caller));
+      this.#scheduler.join(ticket, o.caller);
       o.onOutcome?.('shared');
     } else {
       const submitted = this.#scheduler.submit(path, o.caller);
