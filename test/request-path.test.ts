@@ -155,6 +155,10 @@ t.test('IMDS errors: final ones are relayed, transient ones retried inside the b
     t.equal(a.status, 200, `one ${status}: retried, and the pod gets its token`);
     t.equal(tokenRequests(s).length - before, 2, `${status}: two requests reached IMDS`);
   }
+  const retried = await s.metrics();
+  for (const cause of ['404', '410', '5xx', '429']) t.match(retried, new RegExp(`podid_nmi_imds_retries_total\\{cause="${cause}"\\} 1`), `retry by ${cause} counted`);
+  t.match(retried, /podid_nmi_imds_answers_total\{status="429"\} 1/, 'the throttled answer counted');
+  t.match(retried, /podid_nmi_imds_starts_total\{priority="foreground",attempt="retry"\} 4/);
   s.emulator.setFault({ kind: 'slow', delayMs: 3_000 }, { times: 1 });
   const started = performance.now();
   const slow = await ask();
