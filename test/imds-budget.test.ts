@@ -87,6 +87,18 @@ t.test('a pod flooding distinct resources gets 429 over its share; another pod k
   t.equal(tokenUrls(s).length, served.length + 1, 'refused requests never reached IMDS');
 });
 
+t.test('other routes are not starved by token traffic: they have their own connections and no queue', async (t) => {
+  const s = await startStack(t, { flags: ['--token-wait-ms=8000'] });
+  s.emulator.setFault({ kind: 'slow', delayMs: 20_000 });
+  const hung = Array.from({ length: 12 }, (_, i) => s.ask(resourceToken(i), { from: '127.0.0.12', headers: META, timeoutMs: 30_000 }).catch(() => undefined));
+  await waitFor(() => tokenUrls(s).length === 4, 5_000);
+  const instance = await s.ask('/metadata/instance/compute?api-version=2021-02-01', { from: '127.0.0.10', headers: META, timeoutMs: 3_000 });
+  t.equal(instance.status, 200, 'instance metadata answered while every token connection waits on IMDS');
+  t.equal(tokenUrls(s).length, 4, 'and token requests stayed within their concurrency');
+  await s.daemon.close();
+  await Promise.all(hung);
+});
+
 t.test('on shutdown, waiting and in-flight token requests get 503 with Retry-After, never a reset', async (t) => {
   const s = await startStack(t, { flags: ['--shutdown-grace-ms=1000', '--token-wait-ms=8000'] });
   s.emulator.setFault({ kind: 'slow', delayMs: 20_000 });
