@@ -3,6 +3,7 @@
 import t, { type Test } from 'tap';
 import { connect } from 'node:net';
 import { REFUSALS, type Reason } from '../src/decision/reasons.ts';
+import { parkedCount } from '../src/cluster/wait-for-ip.ts';
 import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
 import { META, type Answer } from './helpers/http.ts';
 import { IDS, startStack, TOKEN } from './helpers/stack.ts';
@@ -222,10 +223,12 @@ t.test('the pod-start race: a request waits for its pod and is woken by its arri
   const state = s.daemon.state as import('../src/cluster/file-source.ts').FileClusterState;
   const started = performance.now();
   const pending = s.ask(TOKEN, { from: '127.0.0.20', headers: META });
-  setTimeout(() => state.index.upsertPod({
+  // The pod arrives once the request is parked (a fixed delay raced the request on a busy machine).
+  await waitFor(() => parkedCount() === 1, 2_000);
+  state.index.upsertPod({
     uid: 'u-20', namespace: 'shop', name: 'fresh', labels: { aadpodidbinding: 'orders' }, ips: ['127.0.0.20'],
     phase: 'Pending', hostNetwork: false, nodeName: 'node-1',
-  }), 100);
+  });
   const a = await pending;
   t.equal(a.status, 200);
   t.equal(a.json?.client_id, IDS.reader!.clientID);
