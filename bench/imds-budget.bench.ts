@@ -160,10 +160,10 @@ await start(emulatorArgs(18179), 'listening');
 await start(emulatorArgs(18180), 'listening');
 // The daemon logs at info as in production, to a file: a pipe to this busy process would stall it.
 const log = openSync(`${dir}/daemon.log`, 'w');
-children.push(spawn(process.execPath, [`${root}src/cli.ts`, '--node=bench', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1',
+children.push(spawn(process.execPath, [`${root}src/cli.ts`, '--node=bench', '--manage-iptables=false', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1',
   '--metadata-port=18179', '--probe-listen-address=127.0.0.1', '--nmi-port=12679', '--http-probe-port=18185', '--prometheus-port=18185',
   '--log-level=info', '--log-format=json', '--max-connections=4096'], { stdio: ['ignore', log, log] }));
-for (let i = 0; i < 150 && (await get(18185, '/readyz', '127.0.0.1')).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
+for (let i = 0; i < 150 && (await get(18185, '/healthz', '127.0.0.1')).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
 await start([`${root}bench/naive-proxy.ts`, '12680', '18180'], 'listening');
 const rows: Row[] = [];
 try {

@@ -127,7 +127,7 @@ t.test('SIGTERM to the daemon process: every waiting client gets its 503, then t
   emulator.setFault({ kind: 'slow', delayMs: 20_000 });
   const dir = t.testdir({ 'state.yaml': STATE_YAML });
   const root = fileURLToPath(new URL('..', import.meta.url));
-  const daemon = spawn(process.execPath, [`${root}src/cli.ts`, `--cluster-state=${dir}/state.yaml`, '--node=node-1', '--nmi-port=0',
+  const daemon = spawn(process.execPath, [`${root}src/cli.ts`, `--cluster-state=${dir}/state.yaml`, '--node=node-1', '--manage-iptables=false', '--nmi-port=0',
     '--http-probe-port=0', '--prometheus-port=0', '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1',
     `--metadata-port=${emulator.port}`, '--log-format=json', '--shutdown-grace-ms=1500', '--operation-mode=managed'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => { daemon.kill('SIGKILL'); });

@@ -20,7 +20,7 @@ export interface Upstream {
   close(): Promise<void>;
 }
 
-type UpstreamConfig = Pick<DaemonConfig, 'metadataIp' | 'metadataPort' | 'upstreamConnectTimeoutMs' | 'upstreamTimeoutMs'
+type UpstreamConfig = Pick<DaemonConfig, 'metadataIp' | 'metadataPort' | 'upstreamConnectTimeoutMs' | 'upstreamTimeoutMs' | 'userAgent'
   | 'tokenCache' | 'imdsMaxRps' | 'imdsMaxConcurrency' | 'imdsMaxQueue' | 'imdsMaxQueuePerPod' | 'tokenWaitMs'>;
 
 export function openUpstream(config: UpstreamConfig, registry: Registry): Upstream {
@@ -30,6 +30,7 @@ export function openUpstream(config: UpstreamConfig, registry: Registry): Upstre
     connections,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
     responseTimeoutMs: config.upstreamTimeoutMs,
+    userAgent: config.userAgent,
   });
   const imds = pool(5);
   const tokenImds = pool(config.imdsMaxConcurrency);
