@@ -10,8 +10,7 @@ import { MetadataHandler } from './listener/metadata-handler.ts';
 import { DaemonMetrics } from './observability/metrics.ts';
 import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.ts';
-import { ImdsClient } from './upstream/imds-client.ts';
-import { TokenCache } from './upstream/token-cache.ts';
+import { openUpstream } from './upstream/upstream.ts';
 import { InterceptionRules } from './iptables/index.ts';
 import { dnatTargetFor } from './iptables/dnat-target.ts';
 
@@ -31,16 +30,10 @@ export interface Daemon {
 export async function startDaemon(config: DaemonConfig, log: Logger, options: { defaultMetrics?: boolean } = {}): Promise<Daemon> {
   const metrics = new DaemonMetrics(undefined, options);
   const state = await openClusterState(config, log, metrics);
-  const imds = new ImdsClient({
-    host: config.metadataIp,
-    port: config.metadataPort,
-    connectTimeoutMs: config.upstreamConnectTimeoutMs,
-    responseTimeoutMs: config.upstreamTimeoutMs,
-    userAgent: config.userAgent,
-  });
-  const tokens = config.tokenCache ? new TokenCache(imds) : undefined;
+  const upstream = openUpstream(config, metrics.registry);
+  const { imds, scheduler, tokens, stopping } = upstream;
   const handler = new MetadataHandler({
-    state, imds, tokens, metrics, log,
+    state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, metrics, log,
     blockInstanceMetadata: config.blockInstanceMetadata,
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,
@@ -60,7 +53,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   try {
     listener = await listen({ host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections }, handler.handle);
     metrics.gauge('podid_nmi_pods_waiting', 'Token requests parked until their pod appears', parkedCount);
-    metrics.gauge('podid_nmi_upstream_pending', 'Requests waiting for or at the metadata service', () => imds.pending);
+    metrics.gauge('podid_nmi_upstream_pending', 'Requests waiting for or at the metadata service', upstream.pending);
     metrics.gauge('podid_nmi_token_cache_entries', 'Tokens held in the cache', () => tokens?.size ?? 0);
     metrics.gauge('podid_nmi_ready', '1 when the daemon reports ready', () => (ready() ? 1 : 0));
     const together = config.probePort === config.metricsPort;
@@ -78,7 +71,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       });
     }
   } catch (err) {
-    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), imds.close(), state.close()]);
+    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close()]);
     throw err;
   }
   log.info({
@@ -98,11 +91,19 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       if (closing) return;
       closing = true;
       interception?.stop();
+      // What cannot finish within the grace is answered (503 shutting_down, Retry-After) a little
+      // before the listener cuts connections: a client sees an answer, never a reset.
+      const answerAt = Math.max(0, config.shutdownGraceMs - Math.min(SHUTDOWN_ANSWER_MS, config.shutdownGraceMs / 2));
+      const answer = setTimeout(() => upstream.stop(), answerAt);
       await l.close(config.shutdownGraceMs);
-      await Promise.allSettled([p.close(), m?.close(), imds.close(), state.close()]);
+      clearTimeout(answer);
+      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close()]);
     },
   };
 }
+
+/** Time kept at the end of the grace to write the 503s before connections are cut. */
+const SHUTDOWN_ANSWER_MS = 500;
 
 async function openClusterState(config: DaemonConfig, log: Logger, metrics: DaemonMetrics): Promise<ClusterState> {
   if (config.clusterStateFile !== '') {

@@ -195,6 +195,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     '--shutdown-grace-ms=10', '--log-format=json', '--log-level=debug', '--kubeconfig=/kc',
     '--operation-mode=Managed', '--forceNamespaced', '--assignment-wait-ms=11', '--find-identity-retry-interval=12',
     '--custom-user-agent=team/1.0 (x)',
+    '--imds-max-rps=11', '--imds-max-concurrency=12', '--imds-max-queue=13', '--imds-max-queue-per-pod=14', '--token-wait-ms=1500',
   ]));
   t.strictSame(config, {
     node: 'n1', listenAddress: '::1', listenPort: 1, metadataIp: '127.0.0.2', metadataPort: 2, probePort: 3, metricsPort: 4,
@@ -203,6 +204,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, shutdownGraceMs: 10,
     logFormat: 'json', logLevel: 'debug', operationMode: 'managed', forceNamespaced: true, assignmentWaitMs: 11,
     userAgent: `podid-nmi/${VERSION} team/1.0 (x)`,
+    imdsMaxRps: 11, imdsMaxConcurrency: 12, imdsMaxQueue: 13, imdsMaxQueuePerPod: 14, tokenWaitMs: 1500,
   });
   const defaults = toDaemonConfig(values(STATE));
   t.equal(defaults.listenAddress, '127.0.0.1');
@@ -219,6 +221,10 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
   t.equal(defaults.logLevel, 'info');
   t.equal(defaults.node, '', 'no node needed with a state file');
   t.equal(defaults.logFormat, 'text');
+  t.same([defaults.imdsMaxRps, defaults.imdsMaxConcurrency], [19, 4], 'just under IMDS\'s 20 a second and 5 at once');
+  t.same([defaults.imdsMaxQueue, defaults.imdsMaxQueuePerPod, defaults.tokenWaitMs], [1024, 16, 8000]);
+  t.throws(() => parseFlags(['--imds-max-rps=0']), { name: 'FlagError', message: 'flag --imds-max-rps: 0 is outside 1..1000' });
+  t.throws(() => parseFlags(['--token-wait-ms=50']), { name: 'FlagError', message: 'flag --token-wait-ms: 50 is outside 100..60000' });
 });
 
 t.test('toDaemonConfig: refusals', async (t) => {

@@ -22,7 +22,8 @@ export function refusalStatus(reason: Reason): number {
   return REFUSALS[reason].status;
 }
 
-export function writeRefusal(res: ServerResponse, reason: Reason, allow?: readonly string[]): void {
+/** `retryAfterSec` replaces the reason's own Retry-After (a value computed from the queue). */
+export function writeRefusal(res: ServerResponse, reason: Reason, allow?: readonly string[], retryAfterSec?: number): void {
   if (res.headersSent || res.destroyed) return;
   const p = PREPARED.get(reason)!;
   const headers: Record<string, string | number> = {
@@ -30,7 +31,8 @@ export function writeRefusal(res: ServerResponse, reason: Reason, allow?: readon
     'content-length': p.body.length,
     'x-podid-nmi-reason': reason,
   };
-  if (p.retryAfter !== undefined) headers['retry-after'] = p.retryAfter;
+  const retryAfter = retryAfterSec !== undefined && p.retryAfter !== undefined ? String(retryAfterSec) : p.retryAfter;
+  if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
   if (allow !== undefined) headers.allow = allow.join(', ');
   res.writeHead(p.status, headers);
   res.end(p.body);

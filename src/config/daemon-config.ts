@@ -26,6 +26,11 @@ export interface DaemonConfig {
   upstreamConnectTimeoutMs: number;
   upstreamTimeoutMs: number;
   tokenCache: boolean;
+  imdsMaxRps: number;
+  imdsMaxConcurrency: number;
+  imdsMaxQueue: number;
+  imdsMaxQueuePerPod: number;
+  tokenWaitMs: number;
   maxConnections: number;
   shutdownGraceMs: number;
   logFormat: LogFormat;
@@ -84,6 +89,11 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
     upstreamConnectTimeoutMs: Number(v['upstream-connect-timeout-ms']),
     upstreamTimeoutMs: Number(v['upstream-timeout-ms']),
     tokenCache: v['token-cache'] === true,
+    imdsMaxRps: Number(v['imds-max-rps']),
+    imdsMaxConcurrency: Number(v['imds-max-concurrency']),
+    imdsMaxQueue: Number(v['imds-max-queue']),
+    imdsMaxQueuePerPod: Number(v['imds-max-queue-per-pod']),
+    tokenWaitMs: Number(v['token-wait-ms']),
     maxConnections: Number(v['max-connections']),
     shutdownGraceMs: Number(v['shutdown-grace-ms']),
     logFormat: v['log-format'] as LogFormat,

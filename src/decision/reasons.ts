@@ -48,6 +48,10 @@ export const REFUSALS = {
   upstream_unreachable: { status: 503, error: 'service_unavailable', description: 'The metadata service cannot be reached', retryAfter: 2 },
   upstream_invalid: { status: 502, error: 'bad_gateway', description: 'The metadata service sent an answer that cannot be relayed' },
   upstream_busy: { status: 429, error: 'too_many_requests', description: 'Too many requests are waiting for the metadata service', retryAfter: 1 },
+  // the IMDS budget: Retry-After is computed from the queue; the value here is the floor
+  upstream_queued: { status: 429, error: 'too_many_requests', description: 'The token is still queued for the metadata service; retry after the time given', retryAfter: 1 },
+  upstream_share_exceeded: { status: 429, error: 'too_many_requests', description: 'This pod has its share of requests waiting for the metadata service', retryAfter: 1 },
+  shutting_down: { status: 503, error: 'service_unavailable', description: 'podid-nmi is restarting; retry after the time given', retryAfter: 1 },
 } as const satisfies Record<string, RefusalSpec>;
 
 export type Reason = keyof typeof REFUSALS;

@@ -14,13 +14,21 @@ import { lookupPod, sourceIp } from '../pods/pod-lookup.ts';
 import { decideAwaitingAssignment } from './await-assignment.ts';
 import { readBody } from './read-body.ts';
 import { UpstreamFailure, type ImdsClient, type UpstreamAnswer } from '../upstream/imds-client.ts';
+import { fetchPaced, type UpstreamScheduler } from '../upstream/scheduler.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
 import { tokenPath } from '../upstream/token-path.ts';
 
 export interface HandlerOptions {
   state: ClusterState;
+  /** Proxied routes: their own pool, so token traffic never starves them. */
   imds: ImdsClient;
+  /** Token fetches: paced within IMDS's budget, fair across pods. */
+  scheduler: UpstreamScheduler;
   tokens: TokenCache | undefined;
+  /** The bound on a token request's time queued plus upstream; then 429 with Retry-After. */
+  tokenWaitMs: number;
+  /** Aborted on SIGTERM before the grace ends: what is still waiting gets a retryable 503. */
+  stopping: AbortSignal;
   metrics: DaemonMetrics;
   log: Logger;
   blockInstanceMetadata: boolean;
@@ -39,6 +47,8 @@ const UPSTREAM_REASON: Record<UpstreamFailure['kind'], Reason> = {
   unreachable: 'upstream_unreachable',
   invalid: 'upstream_invalid',
   busy: 'upstream_busy',
+  share_exceeded: 'upstream_share_exceeded',
+  queued: 'upstream_queued',
   aborted: 'upstream_unreachable',
 };
 
@@ -79,7 +89,7 @@ export class MetadataHandler {
     const request = parseTokenRequest(params);
     if (typeof request === 'string') return this.#refuse(res, 'token', request, started);
     const id = ++requestCounter;
-    const signal = hangUpSignal(res);
+    const signal = hangUpSignal(res, o.stopping);
     // Right after a restart the old rules already send pods here. Deciding from a half-listed
     // state would give a bound pod a final "binding missing"; a short wait or a retryable 503 does not.
     if (!o.state.isReady() && !(await readyWithin(o.state, o.podWaitMs, signal))) {
@@ -111,16 +121,17 @@ export class MetadataHandler {
     const upstreamStarted = performance.now();
     let cached: string | undefined;
     try {
+      // Fair shares are per pod (its UID, so an address's next holder starts afresh).
       const answer = o.tokens === undefined
-        ? await o.imds.fetch('GET', path, signal)
-        : await o.tokens.get(path, signal, (outcome) => { cached = outcome; o.metrics.tokenCache(outcome); });
+        ? await fetchPaced(o.scheduler, path, pod.uid, signal, o.tokenWaitMs)
+        : await o.tokens.get(path, { caller: pod.uid, signal, onOutcome: (outcome) => { cached = outcome; o.metrics.tokenCache(outcome); } });
       if (cached !== 'hit') o.metrics.upstream('token', answer.status, (performance.now() - upstreamStarted) / 1000);
       writeUpstream(res, answer);
       o.metrics.request('token', label, answer.status, '', (performance.now() - started) / 1000);
       o.log.info({ ...who, ...identity, decision: label, cache: cached, status: answer.status, ms: ms(started) }, answer.status !== 200 ? 'token request failed upstream' : label === 'granted' ? 'token granted' : 'token passed through (exception)');
     } catch (err) {
       const reason = this.#upstreamFailed(err, 'token', upstreamStarted);
-      this.#refuse(res, 'token', reason, started, undefined, label);
+      this.#refuse(res, 'token', reason, started, undefined, label, retryAfterOf(err));
       o.log.warn({ ...who, ...identity, decision: label, reason, status: refusalStatus(reason), ms: ms(started), err: (err as Error).message }, 'token request failed upstream');
     }
   }
@@ -135,7 +146,7 @@ export class MetadataHandler {
       if (!isApiVersion(v)) return this.#refuse(res, route, 'api_version_invalid', started);
     }
     const method = req.method === 'POST' ? 'POST' : 'GET';
-    const signal = hangUpSignal(res);
+    const signal = hangUpSignal(res, o.stopping);
     let body: Buffer | undefined;
     if (method === 'POST') {
       body = await readBody(req, this.#maxBody);
@@ -158,11 +169,13 @@ export class MetadataHandler {
   #upstreamFailed(err: unknown, route: string, upstreamStarted: number): Reason {
     const kind = err instanceof UpstreamFailure ? err.kind : 'unreachable';
     this.#o.metrics.upstream(route, kind, (performance.now() - upstreamStarted) / 1000);
-    return UPSTREAM_REASON[kind];
+    return this.#o.stopping.aborted ? 'shutting_down' : UPSTREAM_REASON[kind];
   }
 
-  #refuse(res: ServerResponse, route: string, reason: Reason, started: number, allow?: readonly string[], decision: DecisionLabel = 'refused'): void {
-    writeRefusal(res, reason, allow);
+  #refuse(res: ServerResponse, route: string, reason: Reason, started: number, allow?: readonly string[], decision: DecisionLabel = 'refused', retryAfterSec?: number): void {
+    // Answered before the listener closes: the client reconnects to the next instance.
+    if (reason === 'shutting_down') res.shouldKeepAlive = false;
+    writeRefusal(res, reason, allow, retryAfterSec);
     this.#o.metrics.request(route, decision, refusalStatus(reason), reason, (performance.now() - started) / 1000);
   }
 }
@@ -175,13 +188,17 @@ function isMetadataTrue(value: string | string[] | undefined): boolean {
   return typeof value === 'string' && value.length === 4 && value.toLowerCase() === 'true';
 }
 
-/** Aborts when the client hangs up before the answer is written, so upstream work stops with it. */
-function hangUpSignal(res: ServerResponse): AbortSignal {
+/** Aborts when the client hangs up before the answer is written, so upstream work stops with it, or on shutdown. */
+function hangUpSignal(res: ServerResponse, stopping: AbortSignal): AbortSignal {
   const controller = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) controller.abort();
   });
-  return controller.signal;
+  return AbortSignal.any([controller.signal, stopping]);
+}
+
+function retryAfterOf(err: unknown): number | undefined {
+  return err instanceof UpstreamFailure ? err.retryAfterSec : undefined;
 }
 
 function ms(started: number): number {
