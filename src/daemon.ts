@@ -12,6 +12,9 @@ import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { ImdsClient } from './upstream/imds-client.ts';
 import { TokenCache } from './upstream/token-cache.ts';
 import { InterceptionRules } from './iptables/index.ts';
+import { RequestAdmission } from './listener/admission.ts';
+import { RefusalLog } from './observability/refusal-log.ts';
+import { callerAt } from './pods/caller.ts';
 
 export interface Daemon {
   readonly listener: Listener;
@@ -34,8 +37,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     responseTimeoutMs: config.upstreamTimeoutMs,
   });
   const tokens = config.tokenCache ? new TokenCache(imds) : undefined;
+  // Addresses no pod holds (a pod's first calls, or no pod at all) share a quarter of the listener.
+  const strangers = Math.max(1, Math.floor(config.maxConnections / 4));
+  const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers });
+  const refusals = new RefusalLog(log);
   const handler = new MetadataHandler({
-    state, imds, tokens, metrics, log,
+    state, imds, tokens, metrics, log, admission, refusals,
     blockInstanceMetadata: config.blockInstanceMetadata,
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,
@@ -50,7 +57,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     || (interception !== undefined && interception.status.rulesInstalled && interception.status.routeLocalnet !== false);
   const ready = (): boolean => !closing && state.isReady() && intercepting();
   try {
-    listener = await listen({ host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections }, handler.handle);
+    listener = await listen({
+      host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections,
+      connectionsPerCaller: config.maxConnectionsPerPod, strangerConnections: strangers, callerOf: (ip) => callerAt(state, ip),
+      onRefusal: (reason, status, ip) => {
+        metrics.request('connection', 'refused', status, reason, 0);
+        refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');
+      },
+    }, handler.handle);
     metrics.gauge('podid_nmi_pods_waiting', 'Token requests parked until their pod appears', parkedCount);
     metrics.gauge('podid_nmi_upstream_pending', 'Requests waiting for or at the metadata service', () => imds.pending);
     metrics.gauge('podid_nmi_token_cache_entries', 'Tokens held in the cache', () => tokens?.size ?? 0);
@@ -70,6 +84,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       });
     }
   } catch (err) {
+    refusals.close();
     await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), imds.close(), state.close()]);
     throw err;
   }
@@ -90,6 +105,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       closing = true;
       interception?.stop();
       await l.close(config.shutdownGraceMs);
+      refusals.close();
       await Promise.allSettled([p.close(), m?.close(), imds.close(), state.close()]);
     },
   };

@@ -25,6 +25,8 @@ export interface DaemonConfig {
   upstreamTimeoutMs: number;
   tokenCache: boolean;
   maxConnections: number;
+  maxConnectionsPerPod: number;
+  maxRequestsPerPod: number;
   shutdownGraceMs: number;
   logFormat: LogFormat;
   logLevel: LevelWithSilent;
@@ -68,6 +70,8 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): Daem
     upstreamTimeoutMs: Number(v['upstream-timeout-ms']),
     tokenCache: v['token-cache'] === true,
     maxConnections: Number(v['max-connections']),
+    maxConnectionsPerPod: Number(v['max-connections-per-pod']),
+    maxRequestsPerPod: Number(v['max-requests-per-pod']),
     shutdownGraceMs: Number(v['shutdown-grace-ms']),
     logFormat: v['log-format'] as LogFormat,
     logLevel: v['log-level'] as LevelWithSilent,

@@ -41,6 +41,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'upstream-timeout-ms', type: 'int', default: 10000, min: 1, max: 120000, help: 'Timeout for the metadata service\'s answer' },
   { name: 'token-cache', type: 'bool', default: true, help: 'Keep granted tokens until 15 minutes before expiry and share concurrent fetches' },
   { name: 'max-connections', type: 'int', default: 1024, min: 1, max: 65535, help: 'Concurrent connections the listener accepts' },
+  { name: 'max-connections-per-pod', type: 'int', default: 32, min: 1, max: 65535, help: 'Connections one pod (or one address no pod holds) may hold at once; addresses with no pod share a quarter of --max-connections' },
+  { name: 'max-requests-per-pod', type: 'int', default: 16, min: 1, max: 65535, help: 'Requests one pod (or one address no pod holds) may have in flight; beyond, 429 with Retry-After' },
   { name: 'shutdown-grace-ms', type: 'int', default: 5000, min: 0, max: 60000, help: 'How long in-flight requests may finish after SIGTERM' },
   { name: 'log-format', type: 'string', default: 'text', choices: ['text', 'json'], help: 'Log format' },
   { name: 'log-level', type: 'string', default: 'info', choices: LOG_LEVELS, help: 'Log level' },

@@ -4,6 +4,14 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { closeGracefully } from '../listener/listener.ts';
+import { guardSockets } from '../listener/socket-guard.ts';
+
+/**
+ * Limits of its own, apart from the listener's: with hostNetwork this port is reachable from
+ * every pod, and stalled sockets that starved it made the kubelet restart the daemon. Each
+ * address (the kubelet's is the node's) holds at most a few connections, each for seconds.
+ */
+export const PROBE_LIMITS = { connections: 128, perAddress: 8, headersTimeoutMs: 2_000, requestTimeoutMs: 5_000, keepAliveTimeoutMs: 2_000 } as const;
 
 export interface ProbeServerOptions {
   host: string;
@@ -19,7 +27,10 @@ export interface ProbeServer {
 }
 
 export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServer> {
-  const server: Server = createServer({ headersTimeout: 5_000, requestTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+  const server: Server = createServer({
+    headersTimeout: PROBE_LIMITS.headersTimeoutMs, requestTimeout: PROBE_LIMITS.requestTimeoutMs,
+    keepAliveTimeout: PROBE_LIMITS.keepAliveTimeoutMs, connectionsCheckingInterval: 500, maxHeaderSize: 8 * 1024,
+  }, (req, res) => {
     const path = (req.url ?? '').split('?', 1)[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
@@ -37,7 +48,11 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
     }
     text(res, 404, 'not found\n');
   });
-  server.maxConnections = 64;
+  server.maxConnections = PROBE_LIMITS.connections;
+  guardSockets(server, {
+    perCaller: PROBE_LIMITS.perAddress, strangers: PROBE_LIMITS.connections,
+    callerOf: (ip) => ({ key: ip, known: false }),
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(o.port, o.host, () => {

@@ -13,6 +13,10 @@ export type TokenOutcome = 'hit' | 'miss' | 'shared';
 
 export interface TokenCacheOptions {
   maxEntries?: number;
+  /** One caller's share of the entries: past it, its own oldest entry makes room, nobody else's. */
+  maxEntriesPerOwner?: number;
+  /** A larger answer (path plus body) is served but not kept: the cache's worst case stays small. */
+  maxEntryBytes?: number;
   /** A token closer than this to expiry is fetched anew; SDKs refresh 5 minutes ahead. */
   refreshMarginMs?: number;
   now?: () => number;
@@ -22,6 +26,7 @@ interface Entry {
   readonly token: Record<string, unknown>;
   readonly expiresOnMs: number;
   readonly contentType: string | undefined;
+  readonly owner: string;
 }
 
 interface Flight {
@@ -36,12 +41,18 @@ export class TokenCache {
   readonly #flights = new Map<string, Flight>();
   readonly #margin: number;
   readonly #now: () => number;
+  readonly #perOwner: number;
+  readonly #maxEntryBytes: number;
+  /** Each owner's paths, oldest first. */
+  readonly #owned = new Map<string, Set<string>>();
 
   constructor(source: TokenSource, options: TokenCacheOptions = {}) {
     this.#source = source;
     this.#margin = options.refreshMarginMs ?? 15 * 60_000;
     this.#now = options.now ?? Date.now;
-    this.#entries = new LRUCache({ max: options.maxEntries ?? 4096 });
+    this.#perOwner = options.maxEntriesPerOwner ?? 64;
+    this.#maxEntryBytes = options.maxEntryBytes ?? 8 * 1024;
+    this.#entries = new LRUCache({ max: options.maxEntries ?? 4096, dispose: (entry, path) => this.#disown(entry.owner, path) });
   }
 
   get size(): number {
@@ -49,7 +60,8 @@ export class TokenCache {
   }
 
   /** `path` is the rebuilt upstream path; it names identity, resource and api-version exactly. */
-  async get(path: string, signal: AbortSignal | undefined, onOutcome?: (o: TokenOutcome) => void): Promise<UpstreamAnswer> {
+  /** `owner` is the caller's share key: the entry a fetch leaves counts against that caller. */
+  async get(path: string, signal: AbortSignal | undefined, onOutcome?: (o: TokenOutcome) => void, owner = ''): Promise<UpstreamAnswer> {
     const now = this.#now();
     const entry = this.#entries.get(path);
     if (entry !== undefined) {
@@ -61,14 +73,14 @@ export class TokenCache {
     }
     let flight = this.#flights.get(path);
     onOutcome?.(flight === undefined ? 'miss' : 'shared');
-    if (flight === undefined) flight = this.#fly(path);
+    if (flight === undefined) flight = this.#fly(path, owner);
     return this.#await(path, flight, signal);
   }
 
-  #fly(path: string): Flight {
+  #fly(path: string, owner: string): Flight {
     const controller = new AbortController();
     const promise = this.#source.fetch('GET', path, controller.signal).then((answer) => {
-      this.#keep(path, answer);
+      this.#keep(path, answer, owner);
       return answer;
     }).finally(() => {
       if (this.#flights.get(path) === flight) this.#flights.delete(path);
@@ -106,8 +118,8 @@ export class TokenCache {
     });
   }
 
-  #keep(path: string, answer: UpstreamAnswer): void {
-    if (answer.status !== 200) return;
+  #keep(path: string, answer: UpstreamAnswer, owner: string): void {
+    if (answer.status !== 200 || path.length + answer.body.length > this.#maxEntryBytes) return;
     let token: unknown;
     try {
       token = JSON.parse(answer.body.toString('utf8'));
@@ -120,7 +132,20 @@ export class TokenCache {
     const expiresOnMs = expiresOn * 1000;
     const ttl = expiresOnMs - this.#now() - this.#margin;
     if (ttl <= 0) return;
-    this.#entries.set(path, { token: token as Record<string, unknown>, expiresOnMs, contentType: answer.contentType }, { ttl });
+    const full = this.#owned.get(owner);
+    if (full !== undefined && !full.has(path) && full.size >= this.#perOwner) this.#entries.delete(full.values().next().value!);
+    // Set first: replacing an entry disposes it, which takes its path out of its owner's set.
+    this.#entries.set(path, { token: token as Record<string, unknown>, expiresOnMs, contentType: answer.contentType, owner }, { ttl });
+    const owned = this.#owned.get(owner) ?? new Set<string>();
+    owned.add(path);
+    this.#owned.set(owner, owned);
+  }
+
+  #disown(owner: string, path: string): void {
+    const owned = this.#owned.get(owner);
+    if (owned === undefined) return;
+    owned.delete(path);
+    if (owned.size === 0) this.#owned.delete(owner);
   }
 
   clear(): void {

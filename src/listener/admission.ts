@@ -1,0 +1,57 @@
+// Admission of each request, before any routing: one request at a time per connection, and a
+// bounded number in flight per caller. Pipelining is refused rather than served: node:http would
+// start a handler for every request in a pipelined burst at once (a thousand per connection,
+// never read, grew the daemon past its memory limit in seconds).
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { ClusterView } from '../cluster/view.ts';
+import { callerAt } from '../pods/caller.ts';
+import { sourceIp } from '../pods/pod-lookup.ts';
+import { Shares, type ShareLimits } from './shares.ts';
+
+/** `ignored`: left unanswered, because its connection is already being refused and closed. */
+export type Admission = 'admitted' | 'ignored' | 'pipelining_refused' | 'requests_over_share';
+
+interface Connection {
+  busy: boolean;
+  pipelined: boolean;
+}
+
+export class RequestAdmission {
+  readonly #state: Pick<ClusterView, 'podsAt'>;
+  readonly #inFlight: Shares;
+  readonly #connections = new WeakMap<Socket, Connection>();
+
+  constructor(state: Pick<ClusterView, 'podsAt'>, limits: ShareLimits) {
+    this.#state = state;
+    this.#inFlight = new Shares(limits);
+  }
+
+  get inFlight(): Shares {
+    return this.#inFlight;
+  }
+
+  admit(req: IncomingMessage, res: ServerResponse): Admission {
+    const socket = req.socket;
+    let c = this.#connections.get(socket);
+    if (c === undefined) {
+      c = { busy: false, pipelined: false };
+      this.#connections.set(socket, c);
+    }
+    if (c.pipelined) return 'ignored';
+    if (c.busy) {
+      // This one is answered (after the first, as HTTP/1.1 orders answers) and closes the
+      // connection; reading stops so the rest of the burst is never parsed.
+      c.pipelined = true;
+      socket.pause();
+      return 'pipelining_refused';
+    }
+    c.busy = true;
+    const conn = c;
+    res.once('close', () => { conn.busy = false; });
+    const release = this.#inFlight.take(callerAt(this.#state, sourceIp(socket.remoteAddress)));
+    if (release === undefined) return 'requests_over_share';
+    res.once('close', release);
+    return 'admitted';
+  }
+}
