@@ -13,8 +13,12 @@ import { ImdsClient } from './upstream/imds-client.ts';
 import { TokenCache } from './upstream/token-cache.ts';
 import { InterceptionRules } from './iptables/index.ts';
 import { RequestAdmission } from './listener/admission.ts';
+import { Cooldown } from './listener/cooldown.ts';
 import { RefusalLog } from './observability/refusal-log.ts';
 import { callerAt } from './pods/caller.ts';
+
+/** How long a caller that pipelined is refused new connections. */
+export const PIPELINING_COOLDOWN_MS = 5_000;
 
 export interface Daemon {
   readonly listener: Listener;
@@ -39,7 +43,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   const tokens = config.tokenCache ? new TokenCache(imds) : undefined;
   // Addresses no pod holds (a pod's first calls, or no pod at all) share a quarter of the listener.
   const strangers = Math.max(1, Math.floor(config.maxConnections / 4));
-  const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers });
+  const pipelined = new Cooldown(PIPELINING_COOLDOWN_MS);
+  const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers }, pipelined);
   const refusals = new RefusalLog(log);
   const handler = new MetadataHandler({
     state, imds, tokens, metrics, log, admission, refusals,
@@ -60,6 +65,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     listener = await listen({
       host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections,
       connectionsPerCaller: config.maxConnectionsPerPod, strangerConnections: strangers, callerOf: (ip) => callerAt(state, ip),
+      cooldown: pipelined,
       onRefusal: (reason, status, ip) => {
         metrics.request('connection', 'refused', status, reason, 0);
         refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { ClusterView } from '../cluster/view.ts';
 import { callerAt } from '../pods/caller.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
+import type { Cooldown } from './cooldown.ts';
 import { Shares, type ShareLimits } from './shares.ts';
 
 /** `ignored`: left unanswered, because its connection is already being refused and closed. */
@@ -22,9 +23,13 @@ export class RequestAdmission {
   readonly #inFlight: Shares;
   readonly #connections = new WeakMap<Socket, Connection>();
 
-  constructor(state: Pick<ClusterView, 'podsAt'>, limits: ShareLimits) {
+  readonly #cooldown: Cooldown | undefined;
+
+  /** `cooldown`: where a caller that pipelined is put, so its next connections are refused at accept. */
+  constructor(state: Pick<ClusterView, 'podsAt'>, limits: ShareLimits, cooldown?: Cooldown) {
     this.#state = state;
     this.#inFlight = new Shares(limits);
+    this.#cooldown = cooldown;
   }
 
   get inFlight(): Shares {
@@ -39,19 +44,33 @@ export class RequestAdmission {
       this.#connections.set(socket, c);
     }
     if (c.pipelined) return 'ignored';
+    const caller = callerAt(this.#state, sourceIp(socket.remoteAddress));
     if (c.busy) {
       // This one is answered (after the first, as HTTP/1.1 orders answers) and closes the
-      // connection; reading stops so the rest of the burst is never parsed.
+      // connection; reading stops, so no read after this one is parsed.
       c.pipelined = true;
       socket.pause();
+      quietAborts(socket);
+      this.#cooldown?.start(caller.key);
       return 'pipelining_refused';
     }
     c.busy = true;
     const conn = c;
     res.once('close', () => { conn.busy = false; });
-    const release = this.#inFlight.take(callerAt(this.#state, sourceIp(socket.remoteAddress)));
+    const release = this.#inFlight.take(caller);
     if (release === undefined) return 'requests_over_share';
     res.once('close', release);
     return 'admitted';
   }
+}
+
+/**
+ * When the connection closes, node:http destroys every request left unanswered on it with an
+ * ECONNRESET error, a stack trace each: most of the cost of a pipelined burst. Those errors go
+ * nowhere (nothing listens to these requests), so their stacks are not captured.
+ */
+function quietAborts(socket: Socket): void {
+  let limit = Error.stackTraceLimit;
+  socket.prependOnceListener('close', () => { limit = Error.stackTraceLimit; Error.stackTraceLimit = 0; });
+  socket.once('close', () => { Error.stackTraceLimit = limit; });
 }

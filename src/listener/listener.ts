@@ -19,6 +19,7 @@ export interface ListenerOptions {
   connectionsPerCaller?: number;
   strangerConnections?: number;
   callerOf?(ip: string): Caller;
+  cooldown?: SocketGuardOptions['cooldown'];
   onRefusal?: SocketGuardOptions['onRefusal'];
 }
 
@@ -49,6 +50,7 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
     perCaller: options.connectionsPerCaller ?? maxConnections,
     strangers: options.strangerConnections ?? maxConnections,
     callerOf: options.callerOf ?? byAddress,
+    cooldown: options.cooldown,
     onRefusal: options.onRefusal,
   });
   await new Promise<void>((resolve, reject) => {

@@ -8,10 +8,13 @@ import { rawRefusal } from '../answer/respond.ts';
 import type { Reason } from '../decision/reasons.ts';
 import type { Caller } from '../pods/caller.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
+import type { Cooldown } from './cooldown.ts';
 import { Shares, type ShareLimits } from './shares.ts';
 
 export interface SocketGuardOptions extends ShareLimits {
   callerOf(ip: string): Caller;
+  /** Callers refused at accept for a while (they pipelined). */
+  cooldown?: Cooldown;
   /** One narrow hook for logs and metrics; `ip` is the socket's, never a header's. */
   onRefusal?(reason: Reason | ClientErrorReason, status: number, ip: string): void;
 }
@@ -49,7 +52,12 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
   const shares = new Shares(o);
   server.on('connection', (socket: Socket) => {
     const ip = sourceIp(socket.remoteAddress);
-    const release = shares.take(o.callerOf(ip));
+    const caller = o.callerOf(ip);
+    if (o.cooldown?.active(caller.key) === true) {
+      o.onRefusal?.('pipelining_refused', 400, ip);
+      return reap(socket, rawRefusal('pipelining_refused'));
+    }
+    const release = shares.take(caller);
     if (release === undefined) {
       o.onRefusal?.('connections_over_share', 429, ip);
       return reap(socket, rawRefusal('connections_over_share'));
