@@ -336,3 +336,30 @@ t.test('maxEntries bounds the cache', async (t) => {
   await cache.get(`${PATH}&client_id=4`, undefined, o.on);
   t.equal(o.list.at(-1), 'miss');
 });
+
+t.test('per-owner share: a caller past its share evicts its own oldest entry, nobody else\'s', async (t) => {
+  const c = clock();
+  const source = new ImmediateSource(answer(tokenBody(T0 / 1000 + 3600)));
+  const cache = new TokenCache(source, { now: c.now, maxEntries: 8, maxEntriesPerOwner: 3 });
+  await cache.get(`${PATH}&victim`, undefined, undefined, 'pod:victim');
+  for (let i = 0; i < 20; i++) await cache.get(`${PATH}&r${i}`, undefined, undefined, 'pod:attacker');
+  t.equal(cache.size, 4, 'the attacker holds 3, the victim 1');
+  const o = outcomes();
+  await cache.get(`${PATH}&victim`, undefined, o.on, 'pod:victim');
+  await cache.get(`${PATH}&r19`, undefined, o.on, 'pod:attacker');
+  await cache.get(`${PATH}&r16`, undefined, o.on, 'pod:attacker');
+  t.same(o.list, ['hit', 'hit', 'miss'], 'the victim\'s token and the attacker\'s newest stay; its older ones went');
+  t.equal(source.count, 22);
+});
+
+t.test('an entry larger than maxEntryBytes is served but not kept', async (t) => {
+  const c = clock();
+  const big = tokenBody(T0 / 1000 + 3600, { pad: 'x'.repeat(9_000) });
+  const source = new ImmediateSource(answer(big));
+  const cache = new TokenCache(source, { now: c.now });
+  const first = await cache.get(PATH, undefined);
+  t.equal(first.body.toString('utf8'), big, 'served as received');
+  t.equal(cache.size, 0, 'not cached: the default bound is 8 KiB');
+  await cache.get(PATH, undefined);
+  t.equal(source.count, 2, 'fetched again');
+});
