@@ -28,6 +28,7 @@ export const REFUSALS = {
   token_path_malformed: { status: 400, error: 'invalid_request', description: 'Not a valid token path; use /metadata/identity/oauth2/token' },
   body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large', closesConnection: true },
   instance_path_invalid: { status: 400, error: 'invalid_request', description: 'An instance metadata path segment holds characters other than letters, digits, - and _' },
+  body_length_required: { status: 411, error: 'invalid_request', description: 'A request body needs a Content-Length; chunked bodies are not accepted', closesConnection: true },
   pipelining_refused: { status: 400, error: 'invalid_request', description: 'Pipelined requests are not accepted: send the next request after the answer', closesConnection: true },
   // routes
   instance_metadata_blocked: { status: 403, error: 'access_denied', description: 'Instance metadata is blocked on this node' },

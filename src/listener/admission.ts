@@ -8,10 +8,11 @@ import type { ClusterView } from '../cluster/view.ts';
 import { callerAt } from '../pods/caller.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
 import type { Cooldown } from './cooldown.ts';
+import { gateOf } from './request-gate.ts';
 import { Shares, type ShareLimits } from './shares.ts';
 
 /** `ignored`: left unanswered, because its connection is already being refused and closed. */
-export type Admission = 'admitted' | 'ignored' | 'pipelining_refused' | 'requests_over_share';
+export type Admission = 'admitted' | 'ignored' | 'pipelining_refused' | 'body_length_required' | 'requests_over_share';
 
 interface Connection {
   busy: boolean;
@@ -45,6 +46,15 @@ export class RequestAdmission {
     }
     if (c.pipelined) return 'ignored';
     const caller = callerAt(this.#state, sourceIp(socket.remoteAddress));
+    // The gate (request-gate.ts) sees pipelining in the bytes, before this request was parsed.
+    const gate = gateOf(socket);
+    if (gate?.refused !== undefined) {
+      c.pipelined = true;
+      if (gate.refused === 'chunked') return 'body_length_required';
+      this.#cooldown?.start(caller.key);
+      return 'pipelining_refused';
+    }
+    // Without the gate, pipelining shows here, after node:http has parsed the whole burst.
     if (c.busy) {
       // This one is answered (after the first, as HTTP/1.1 orders answers) and closes the
       // connection; reading stops, so no read after this one is parsed.
@@ -57,6 +67,10 @@ export class RequestAdmission {
     c.busy = true;
     const conn = c;
     res.once('close', () => { conn.busy = false; });
+    if (gate !== undefined) {
+      gate.answering = res;
+      res.once('finish', () => gate.answered());
+    }
     const release = this.#inFlight.take(caller);
     if (release === undefined) return 'requests_over_share';
     res.once('close', release);

@@ -9,6 +9,7 @@ import type { Reason } from '../decision/reasons.ts';
 import type { Caller } from '../pods/caller.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
 import type { Cooldown } from './cooldown.ts';
+import { installGate, readInJavaScript } from './request-gate.ts';
 import { Shares, type ShareLimits } from './shares.ts';
 
 export interface SocketGuardOptions extends ShareLimits {
@@ -50,6 +51,8 @@ export function reap(socket: Socket, answer?: Buffer): void {
 
 export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
   const shares = new Shares(o);
+  // Runs before node:http's own connection listener, which runs before the one below.
+  server.prependListener('connection', readInJavaScript);
   server.on('connection', (socket: Socket) => {
     const ip = sourceIp(socket.remoteAddress);
     const caller = o.callerOf(ip);
@@ -63,6 +66,7 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
       return reap(socket, rawRefusal('connections_over_share'));
     }
     socket.once('close', release);
+    installGate(socket, (verdict) => { if (verdict === 'pipelined') o.cooldown?.start(caller.key); });
   });
   // A malformed or timed-out request gets a bare 4xx and its socket goes; nothing reaches the handler.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
