@@ -39,7 +39,8 @@ async function holdSockets(port: number, addresses: string[], perAddress: number
         const s: Socket = connect({ host: '127.0.0.1', port, localAddress: from });
         const timer = setTimeout(() => s.destroy(), Math.max(0, until - Date.now()));
         s.on('error', () => {});
-        s.once('connect', () => { s.pause(); s.write(bytes); });
+        s.on('data', () => {}); // read (and drop) only to notice the close and reconnect at once
+        s.once('connect', () => s.write(bytes));
         s.once('close', () => { clearTimeout(timer); resolve(); });
       });
     }

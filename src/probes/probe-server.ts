@@ -1,6 +1,7 @@
 // /healthz, /readyz and /metrics for the kubelet and Prometheus. Separate from the listener
 // pods reach, and with nothing else on it (NMI exposed pprof here).
 import { createServer, type Server } from 'node:http';
+import { networkInterfaces } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { closeGracefully } from '../listener/listener.ts';
@@ -9,9 +10,18 @@ import { guardSockets } from '../listener/socket-guard.ts';
 /**
  * Limits of its own, apart from the listener's: with hostNetwork this port is reachable from
  * every pod, and stalled sockets that starved it made the kubelet restart the daemon. Each
- * address (the kubelet's is the node's) holds at most a few connections, each for seconds.
+ * address holds at most a few connections, each for seconds, and addresses that are not the
+ * node's own (pods, other hosts) share half the total: the kubelet, calling from the node's
+ * address, always has room.
  */
-export const PROBE_LIMITS = { connections: 128, perAddress: 8, headersTimeoutMs: 2_000, requestTimeoutMs: 5_000, keepAliveTimeoutMs: 2_000 } as const;
+export const PROBE_LIMITS = { connections: 128, perAddress: 8, others: 64, headersTimeoutMs: 2_000, requestTimeoutMs: 5_000, keepAliveTimeoutMs: 2_000 } as const;
+
+/** The node's own addresses, as sockets report them: a pod cannot send from one of these. */
+function nodeAddresses(): Set<string> {
+  const out = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) out.add(a.address);
+  return out;
+}
 
 export interface ProbeServerOptions {
   host: string;
@@ -49,9 +59,10 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
     text(res, 404, 'not found\n');
   });
   server.maxConnections = PROBE_LIMITS.connections;
+  const own = nodeAddresses();
   guardSockets(server, {
-    perCaller: PROBE_LIMITS.perAddress, strangers: PROBE_LIMITS.connections,
-    callerOf: (ip) => ({ key: ip, known: false }),
+    perCaller: PROBE_LIMITS.perAddress, strangers: PROBE_LIMITS.others,
+    callerOf: (ip) => ({ key: ip, known: own.has(ip) }),
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
