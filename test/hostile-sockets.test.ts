@@ -146,9 +146,9 @@ t.test('the probe server: its own limits; stalled reconnecting sockets do not st
       if (/^HTTP\/1\.1 429 /.test(c.received())) refused++;
     }
   };
-  // 12 sockets from one pod (over its 8), and 9 from each of 16 more addresses: without the
-  // reserve they would fill all 128 (over the 64 that
-  // addresses other than the node's share): the kubelet calls from the node's own address.
+  // 12 sockets from one pod (over its 8), and 9 from each of 16 more addresses: without a
+  // reserve they would fill all 128. Addresses other than the node's share 64, and the kubelet
+  // calls from the node's own address.
   const attackers = [
     ...Array.from({ length: 12 }, () => stall(UNLABELLED)),
     ...Array.from({ length: 144 }, (_, i) => stall(`127.0.0.${140 + (i % 16)}`)),
