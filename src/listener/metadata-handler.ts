@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { ClusterState } from '../cluster/view.ts';
 import { writeRefusal, writeUpstream, refusalStatus } from '../answer/respond.ts';
-import { decideToken } from '../decision/decide.ts';
+import type { DecisionPolicy } from '../decision/decide.ts';
 import type { Reason } from '../decision/reasons.ts';
 import { isApiVersion, parseTokenRequest } from '../decision/token-request.ts';
 import { formatQuery, parseQuery } from '../matcher/query.ts';
@@ -15,6 +15,7 @@ import type { DaemonMetrics, DecisionLabel } from '../observability/metrics.ts';
 import type { RefusalLog } from '../observability/refusal-log.ts';
 import { findCallingPod, sourceIp, type PodLookup } from '../pods/pod-lookup.ts';
 import type { RequestAdmission } from './admission.ts';
+import { decideAwaitingAssignment } from './await-assignment.ts';
 import { readBody } from './read-body.ts';
 import { UpstreamFailure, type ImdsClient, type UpstreamAnswer } from '../upstream/imds-client.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
@@ -30,6 +31,10 @@ export interface HandlerOptions {
   /** NMI's --metadata-header-required: false lets token requests through without the header. */
   metadataHeaderRequired: boolean;
   podWaitMs: number;
+  /** Mode and namespace rule of the decision. */
+  policy: DecisionPolicy;
+  /** Standard mode: how long a request waits for MIC to assign the pod's identity. */
+  assignmentWaitMs: number;
   maxBodyBytes?: number;
   /** Per-connection and per-caller admission, asked once per request before anything else. */
   admission: RequestAdmission;
@@ -93,12 +98,13 @@ export class MetadataHandler {
     const found = await this.#callingPod(req, res, 'token', signal, started, { req: id, resource: safeForLog(request.resource) });
     if (found === undefined) return;
     const pod = found.pod;
-    const decision = decideToken(pod, o.state, request);
+    const decision = await decideAwaitingAssignment(o.state, pod, request, o.policy, o.assignmentWaitMs, signal);
     const who = { req: id, pod: `${pod.namespace}/${pod.name}`, uid: pod.uid, resource: safeForLog(request.resource) };
-    if (decision.kind === 'refuse') {
-      this.#refuse(res, 'token', decision.reason, started);
+    if (decision.kind === 'refuse' || decision.kind === 'pending') {
+      const reason = decision.kind === 'refuse' ? decision.reason : 'assignment_pending';
+      this.#refuse(res, 'token', reason, started);
       const requested = request.selector === undefined ? undefined : { name: request.selector.name, value: safeForLog(request.selector.value) };
-      o.refusals.write(`pod:${pod.uid}`, { ...who, requested, decision: 'refused', reason: decision.reason, status: refusalStatus(decision.reason), ms: ms(started) }, 'token request refused');
+      o.refusals.write(`pod:${pod.uid}`, { ...who, requested, decision: 'refused', reason, status: refusalStatus(reason), ms: ms(started) }, 'token request refused');
       return;
     }
     const path = tokenPath(request.apiVersion, request.resource, decision.upstream);
