@@ -185,7 +185,7 @@ if (isMainThread) {
   await start(['imds-emulator', '--listen', `127.0.0.1:${IMDS_PORT}`, '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening');
   const daemon = await start(['--node=bench', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', `--metadata-port=${IMDS_PORT}`,
     '--probe-listen-address=127.0.0.1', `--nmi-port=${NMI_PORT}`, `--http-probe-port=${PROBE_PORT}`, `--prometheus-port=${PROBE_PORT}`,
-    '--log-level=info', '--log-format=json'], 'podid-nmi listening', true);
+    '--operation-mode=managed', '--forceNamespaced=true', '--log-level=info', '--log-format=json'], 'podid-nmi listening', true);
   try {
     const rows: Row[] = [];
     await measure('warm-up', undefined, daemon);
