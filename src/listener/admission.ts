@@ -67,10 +67,6 @@ export class RequestAdmission {
     c.busy = true;
     const conn = c;
     res.once('close', () => { conn.busy = false; });
-    if (gate !== undefined) {
-      gate.answering = res;
-      res.once('finish', () => gate.answered());
-    }
     const release = this.#inFlight.take(caller);
     if (release === undefined) return 'requests_over_share';
     res.once('close', release);

@@ -2,14 +2,14 @@
 // accept, and reaping. A socket that got an error answer (400, 408, 413, 431) or an over-share
 // refusal is destroyed as soon as the answer is written: half-closing it (`end()` alone) let a
 // client that never reads nor closes keep its slot for minutes.
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { rawRefusal } from '../answer/respond.ts';
 import type { Reason } from '../decision/reasons.ts';
 import type { Caller } from '../pods/caller.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
 import type { Cooldown } from './cooldown.ts';
-import { installGate, readInJavaScript } from './request-gate.ts';
+import { gateOf, installGate, readInJavaScript } from './request-gate.ts';
 import { Shares, type ShareLimits } from './shares.ts';
 
 export interface SocketGuardOptions extends ShareLimits {
@@ -67,6 +67,14 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
     }
     socket.once('close', release);
     installGate(socket, (verdict) => { if (verdict === 'pipelined') o.cooldown?.start(caller.key); });
+  });
+  // Before the handler: the gate lets the connection's next request through once this answer is out.
+  server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
+    const gate = gateOf(req.socket);
+    if (gate === undefined) return;
+    if (gate.refused !== undefined) res.shouldKeepAlive = false;
+    gate.answering = res;
+    res.once('finish', () => gate.answered());
   });
   // A malformed or timed-out request gets a bare 4xx and its socket goes; nothing reaches the handler.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
