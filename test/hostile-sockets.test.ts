@@ -166,7 +166,7 @@ t.test('the probe server: its own limits; stalled reconnecting sockets do not st
   await waitUntil(() => parseAnswers(scrape.received()).length === 2, 5_000, 'second request on the same connection');
   t.same(parseAnswers(scrape.received()).map((a) => a.status), [200, 200], 'keep-alive works on the probe port (Prometheus reuses its connections)');
   scrape.socket.destroy();
-  const stalled = await openRaw(t, probe, '127.0.0.12', 'GET /healthz HTTP/1.1\r\n');
+  const stalled = await openRaw(t, probe, '127.0.0.1', 'GET /healthz HTTP/1.1\r\n');
   await stalled.closed;
   t.match(stalled.received(), /^HTTP\/1\.1 408 /, 'a stalled probe socket gets 408 and is closed');
 });
