@@ -160,7 +160,7 @@ t.test('the probe server: its own limits; stalled reconnecting sockets do not st
   }
   await Promise.all(attackers);
   t.ok(refused >= 36, `sockets over their shares were refused at once (${refused})`);
-  const scrape = await openRaw(t, probe, '127.0.0.1', 'GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n');
+  const scrape = await openRaw(t, probe, '127.0.0.1', 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
   await waitUntil(() => parseAnswers(scrape.received()).length === 1, 5_000, 'first answer');
   scrape.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
   await waitUntil(() => parseAnswers(scrape.received()).length === 2, 5_000, 'second request on the same connection');
