@@ -13,6 +13,13 @@ import { NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.
 import { openUpstream } from './upstream/upstream.ts';
 import { InterceptionRules } from './iptables/index.ts';
 import { dnatTargetFor } from './iptables/dnat-target.ts';
+import { RequestAdmission } from './listener/admission.ts';
+import { Cooldown } from './listener/cooldown.ts';
+import { RefusalLog } from './observability/refusal-log.ts';
+import { callerAt } from './pods/caller.ts';
+
+/** How long a caller that pipelined is refused new connections. */
+export const PIPELINING_COOLDOWN_MS = 5_000;
 
 export interface Daemon {
   readonly listener: Listener;
@@ -32,8 +39,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   const state = await openClusterState(config, log, metrics);
   const upstream = openUpstream(config, metrics.registry);
   const { imds, scheduler, tokens, stopping } = upstream;
+  // Addresses no pod holds (a pod's first calls, or no pod at all) share a quarter of the listener.
+  const strangers = Math.max(1, Math.floor(config.maxConnections / 4));
+  const pipelined = new Cooldown(PIPELINING_COOLDOWN_MS);
+  const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers }, pipelined);
+  const refusals = new RefusalLog(log);
   const handler = new MetadataHandler({
-    state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, metrics, log,
+    state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, metrics, log, admission, refusals,
     blockInstanceMetadata: config.blockInstanceMetadata,
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,
@@ -51,7 +63,15 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   const ready = (): boolean => currentReadiness().ready;
   if (!config.manageIptables) log.warn(`${NOT_INTERCEPTING}; /readyz stays 503`);
   try {
-    listener = await listen({ host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections }, handler.handle);
+    listener = await listen({
+      host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections,
+      connectionsPerCaller: config.maxConnectionsPerPod, strangerConnections: strangers, callerOf: (ip) => callerAt(state, ip),
+      cooldown: pipelined,
+      onRefusal: (reason, status, ip) => {
+        metrics.request('connection', 'refused', status, reason, 0);
+        refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');
+      },
+    }, handler.handle);
     metrics.gauge('podid_nmi_pods_waiting', 'Token requests parked until their pod appears', parkedCount);
     metrics.gauge('podid_nmi_upstream_pending', 'Requests waiting for or at the metadata service', upstream.pending);
     metrics.gauge('podid_nmi_token_cache_entries', 'Tokens held in the cache', () => tokens?.size ?? 0);
@@ -71,6 +91,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       });
     }
   } catch (err) {
+    refusals.close();
     await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close()]);
     throw err;
   }
@@ -97,6 +118,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       const answer = setTimeout(() => upstream.stop(), answerAt);
       await l.close(config.shutdownGraceMs);
       clearTimeout(answer);
+      refusals.close();
       await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close()]);
     },
   };

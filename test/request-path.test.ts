@@ -245,10 +245,12 @@ t.test('other IMDS routes are proxied with the checked path and query only', asy
   t.equal(a.status, 200);
   t.equal(s.emulator.requests[0]!.url, '/metadata/instance/compute?format=json&api-version=2021-02-01');
   t.equal(s.emulator.requests[0]!.headers['x-evil'], undefined);
-  t.equal((await s.ask('/metadata/versions', { headers: META })).status, 200, 'versions needs no api-version');
-  const posted = await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { method: 'POST', headers: { ...META, 'content-type': 'application/json' }, body: '{"StartRequests":[]}' });
+  t.equal((await s.ask('/metadata/versions', { from: '127.0.0.11', headers: META })).status, 200, 'versions needs no api-version');
+  const posted = await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { from: '127.0.0.11', method: 'POST', headers: { ...META, 'content-type': 'application/json' }, body: '{"StartRequests":[]}' });
   t.equal(posted.status, 200);
-  refused(t, await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { method: 'POST', headers: META, body: 'x'.repeat(70_000) }), 'body_too_large', 'huge body');
+  const huge = await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { from: '127.0.0.11', method: 'POST', headers: META, body: 'x'.repeat(70_000) });
+  refused(t, huge, 'body_too_large', 'huge body');
+  t.equal(huge.headers.connection, 'close', 'a 413 closes its connection');
   refused(t, await s.ask('/metadata/attested/document?api-version=2020-09-01', { method: 'DELETE', headers: META }), 'method_not_allowed', 'DELETE');
   t.match(await s.metrics(), /podid_nmi_requests_total\{route="instance",decision="proxied",status="200",reason=""\} 1/);
 });

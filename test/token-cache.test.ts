@@ -449,3 +449,30 @@ t.test('refresh-ahead: IMDS giving the same token again settles it; a failure is
   await ask(p.cache, PATH, undefined, o.on);
   t.same(o.list, ['hit']);
 });
+
+t.test('per-owner share: a caller past its share evicts its own oldest entry, nobody else\'s', async (t) => {
+  const c = clock();
+  const source = new ImmediateSource(answer(tokenBody(T0 / 1000 + 3600)));
+  const cache = cacheOn(source, { clock: c, maxEntries: 8, maxEntriesPerOwner: 3 });
+  await cache.get(`${PATH}&victim`, { caller: 'pod:victim' });
+  for (let i = 0; i < 20; i++) await cache.get(`${PATH}&r${i}`, { caller: 'pod:attacker' });
+  t.equal(cache.size, 4, 'the attacker holds 3, the victim 1');
+  const o = outcomes();
+  await cache.get(`${PATH}&victim`, { caller: 'pod:victim', onOutcome: o.on });
+  await cache.get(`${PATH}&r19`, { caller: 'pod:attacker', onOutcome: o.on });
+  await cache.get(`${PATH}&r16`, { caller: 'pod:attacker', onOutcome: o.on });
+  t.same(o.list, ['hit', 'hit', 'miss'], 'the victim\'s token and the attacker\'s newest stay; its older ones went');
+  t.equal(source.count, 22);
+});
+
+t.test('an entry larger than maxEntryBytes is served but not kept', async (t) => {
+  const c = clock();
+  const big = tokenBody(T0 / 1000 + 3600, { pad: 'x'.repeat(9_000) });
+  const source = new ImmediateSource(answer(big));
+  const cache = cacheOn(source, { clock: c });
+  const first = await ask(cache, PATH);
+  t.equal(first.body.toString('utf8'), big, 'served as received');
+  t.equal(cache.size, 0, 'not cached: the default bound is 8 KiB');
+  await ask(cache, PATH);
+  t.equal(source.count, 2, 'fetched again');
+});

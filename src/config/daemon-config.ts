@@ -32,6 +32,8 @@ export interface DaemonConfig {
   imdsMaxQueuePerPod: number;
   tokenWaitMs: number;
   maxConnections: number;
+  maxConnectionsPerPod: number;
+  maxRequestsPerPod: number;
   shutdownGraceMs: number;
   logFormat: LogFormat;
   logLevel: LevelWithSilent;
@@ -95,6 +97,8 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
     imdsMaxQueuePerPod: Number(v['imds-max-queue-per-pod']),
     tokenWaitMs: Number(v['token-wait-ms']),
     maxConnections: Number(v['max-connections']),
+    maxConnectionsPerPod: Number(v['max-connections-per-pod']),
+    maxRequestsPerPod: Number(v['max-requests-per-pod']),
     shutdownGraceMs: Number(v['shutdown-grace-ms']),
     logFormat: v['log-format'] as LogFormat,
     logLevel: given.has('log-level') || !given.has('v') ? v['log-level'] as LevelWithSilent : levelForVerbosity(Number(v.v)),

@@ -62,6 +62,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'token-wait-ms', type: 'int', default: 8000, min: 100, max: 60000, help: 'Bound on a token request\'s time queued plus at IMDS; then 429 with a Retry-After from its place in the queue' },
   { name: 'token-cache', type: 'bool', default: true, help: 'Keep granted tokens until 15 minutes before expiry and share concurrent fetches' },
   { name: 'max-connections', type: 'int', default: 1024, min: 1, max: 65535, help: 'Concurrent connections the listener accepts' },
+  { name: 'max-connections-per-pod', type: 'int', default: 32, min: 1, max: 65535, help: 'Connections one pod (or one address no pod holds) may hold at once; addresses with no pod share a quarter of --max-connections' },
+  { name: 'max-requests-per-pod', type: 'int', default: 16, min: 1, max: 65535, help: 'Requests one pod (or one address no pod holds) may have in flight; beyond, 429 with Retry-After' },
   { name: 'shutdown-grace-ms', type: 'int', default: 5000, min: 0, max: 60000, help: 'How long in-flight requests may finish after SIGTERM' },
   { name: 'custom-user-agent', nmi: true, type: 'string', default: '', help: 'Appended to the User-Agent of requests to the metadata service and the Kubernetes API' },
   { name: 'log-format', nmi: true, type: 'string', default: 'text', choices: ['text', 'json'], help: 'Log format' },

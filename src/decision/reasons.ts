@@ -9,6 +9,8 @@ export interface RefusalSpec {
   readonly description: string;
   /** Seconds; sent as Retry-After so SDKs back off instead of hammering. */
   readonly retryAfter?: number;
+  /** The connection is closed after this answer: what follows on it cannot be trusted or is not wanted. */
+  readonly closesConnection?: boolean;
 }
 
 export const REFUSALS = {
@@ -24,7 +26,10 @@ export const REFUSALS = {
   parameter_invalid: { status: 400, error: 'invalid_request', description: 'A query parameter value is too long or holds control characters' },
   selector_multiple: { status: 400, error: 'invalid_request', description: 'Only one of client_id, object_id, msi_res_id or mi_res_id may be given' },
   token_path_malformed: { status: 400, error: 'invalid_request', description: 'Not a valid token path; use /metadata/identity/oauth2/token' },
-  body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large' },
+  body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large', closesConnection: true },
+  instance_path_invalid: { status: 400, error: 'invalid_request', description: 'An instance metadata path segment holds characters other than letters, digits, - and _' },
+  body_length_required: { status: 411, error: 'invalid_request', description: 'A request body needs a Content-Length; chunked bodies are not accepted', closesConnection: true },
+  pipelining_refused: { status: 400, error: 'invalid_request', description: 'Pipelined requests are not accepted: send the next request after the answer', closesConnection: true },
   // routes
   instance_metadata_blocked: { status: 403, error: 'access_denied', description: 'Instance metadata is blocked on this node' },
   route_unknown: { status: 404, error: 'not_found', description: 'No such metadata route' },
@@ -33,6 +38,10 @@ export const REFUSALS = {
   state_not_ready: { status: 503, error: 'service_unavailable', description: 'podid-nmi is still loading cluster state', retryAfter: 1 },
   pod_unknown: { status: 503, error: 'service_unavailable', description: 'No running pod is known for this source address yet', retryAfter: 1 },
   pod_ip_conflict: { status: 503, error: 'service_unavailable', description: 'Several live pods claim this source address', retryAfter: 1 },
+  // fair shares: one caller (a pod, or an address no pod holds) cannot take what the others need
+  connections_over_share: { status: 429, error: 'too_many_requests', description: 'Too many connections from this caller', retryAfter: 1, closesConnection: true },
+  requests_over_share: { status: 429, error: 'too_many_requests', description: 'Too many requests in flight from this caller', retryAfter: 1 },
+  pod_wait_over_share: { status: 429, error: 'too_many_requests', description: 'Too many requests from this address are already waiting for its pod', retryAfter: 1 },
   // entitlement: "Identity not found" leads, as IMDS's own text, for SDKs and people who search for it
   pod_unlabeled: { status: 400, error: 'invalid_request', description: 'Identity not found: the pod has no aadpodidbinding label' },
   binding_missing: { status: 400, error: 'invalid_request', description: 'Identity not found: no AzureIdentityBinding in the pod\'s namespace selects its aadpodidbinding label' },

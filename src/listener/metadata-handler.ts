@@ -9,13 +9,17 @@ import type { Reason } from '../decision/reasons.ts';
 import { isApiVersion, parseTokenRequest } from '../decision/token-request.ts';
 import { formatQuery, parseQuery } from '../matcher/query.ts';
 import { matchTarget, type MatchedTarget } from '../matcher/request-target.ts';
+import { forwardedQuery } from '../matcher/routes.ts';
+import { safeForLog } from '../observability/log-safe.ts';
 import type { DaemonMetrics, DecisionLabel } from '../observability/metrics.ts';
-import { lookupPod, sourceIp } from '../pods/pod-lookup.ts';
+import type { RefusalLog } from '../observability/refusal-log.ts';
+import { findCallingPod, sourceIp, type PodLookup } from '../pods/pod-lookup.ts';
+import type { RequestAdmission } from './admission.ts';
 import { decideAwaitingAssignment } from './await-assignment.ts';
 import { readBody } from './read-body.ts';
 import { UpstreamFailure, type ImdsClient, type UpstreamAnswer } from '../upstream/imds-client.ts';
-import { fetchPaced, type UpstreamScheduler } from '../upstream/scheduler.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
+import { fetchPaced, type UpstreamScheduler } from '../upstream/scheduler.ts';
 import { tokenPath } from '../upstream/token-path.ts';
 
 export interface HandlerOptions {
@@ -40,6 +44,10 @@ export interface HandlerOptions {
   /** Standard mode: how long a request waits for MIC to assign the pod's identity. */
   assignmentWaitMs: number;
   maxBodyBytes?: number;
+  /** Per-connection and per-caller admission, asked once per request before anything else. */
+  admission: RequestAdmission;
+  /** Refusal lines, rate-limited per caller. */
+  refusals: RefusalLog;
 }
 
 const UPSTREAM_REASON: Record<UpstreamFailure['kind'], Reason> = {
@@ -66,6 +74,13 @@ export class MetadataHandler {
   handle = (req: IncomingMessage, res: ServerResponse): void => {
     const started = performance.now();
     const o = this.#o;
+    const admitted = o.admission.admit(req, res);
+    if (admitted !== 'admitted') {
+      if (admitted === 'ignored') return;
+      this.#refuse(res, 'unknown', admitted, started);
+      const ip = sourceIp(req.socket.remoteAddress);
+      return o.refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason: admitted, status: refusalStatus(admitted) }, 'request refused');
+    }
     const matched = matchTarget(req.url ?? '', o.blockInstanceMetadata);
     if (typeof matched === 'string') return this.#refuse(res, 'unknown', matched, started);
     const route = matched.route;
@@ -90,38 +105,26 @@ export class MetadataHandler {
     if (typeof request === 'string') return this.#refuse(res, 'token', request, started);
     const id = ++requestCounter;
     const signal = hangUpSignal(res, o.stopping);
-    // Right after a restart the old rules already send pods here. Deciding from a half-listed
-    // state would give a bound pod a final "binding missing"; a short wait or a retryable 503 does not.
-    if (!o.state.isReady() && !(await readyWithin(o.state, o.podWaitMs, signal))) {
-      return this.#refuse(res, 'token', 'state_not_ready', started);
-    }
-    const ip = sourceIp(req.socket.remoteAddress);
-    const waited = o.state.podsAt(ip).length === 0;
-    const found = await lookupPod(o.state, ip, o.podWaitMs, signal);
-    if (waited && !signal.aborted) o.metrics.podWait(found.kind === 'pod' ? 'found' : 'timeout');
-    if (found.kind === 'refuse') {
-      this.#refuse(res, 'token', found.reason, started);
-      o.log.info({ req: id, ip, resource: request.resource, decision: 'refused', reason: found.reason, status: refusalStatus(found.reason), ms: ms(started) }, 'token request refused');
-      return;
-    }
+    const found = await this.#callingPod(req, res, 'token', signal, started, { req: id, resource: safeForLog(request.resource) });
+    if (found === undefined) return;
     const pod = found.pod;
     const decision = await decideAwaitingAssignment(o.state, pod, request, o.policy, o.assignmentWaitMs, signal);
-    const who = { req: id, pod: `${pod.namespace}/${pod.name}`, uid: pod.uid, resource: request.resource };
+    const who = { req: id, pod: `${pod.namespace}/${pod.name}`, uid: pod.uid, resource: safeForLog(request.resource) };
     if (decision.kind === 'refuse' || decision.kind === 'pending') {
       const reason = decision.kind === 'refuse' ? decision.reason : 'assignment_pending';
       this.#refuse(res, 'token', reason, started);
-      o.log.info({ ...who, requested: request.selector, decision: 'refused', reason, status: refusalStatus(reason), ms: ms(started) }, 'token request refused');
+      const requested = request.selector === undefined ? undefined : { name: request.selector.name, value: safeForLog(request.selector.value) };
+      o.refusals.write(`pod:${pod.uid}`, { ...who, requested, decision: 'refused', reason, status: refusalStatus(reason), ms: ms(started) }, 'token request refused');
       return;
     }
     const path = tokenPath(request.apiVersion, request.resource, decision.upstream);
     const label: DecisionLabel = decision.kind === 'grant' ? 'granted' : 'passed_through';
     const identity = decision.kind === 'grant'
       ? { identity: `${decision.identity.namespace}/${decision.identity.name}`, clientID: decision.identity.clientID }
-      : { exception: decision.exception.name, requested: decision.upstream };
+      : { exception: decision.exception.name, requested: decision.upstream && { name: decision.upstream.name, value: safeForLog(decision.upstream.value) } };
     const upstreamStarted = performance.now();
     let cached: string | undefined;
     try {
-      // Fair shares are per pod (its UID, so an address's next holder starts afresh).
       const answer = o.tokens === undefined
         ? await fetchPaced(o.scheduler, path, pod.uid, signal, o.tokenWaitMs)
         : await o.tokens.get(path, { caller: pod.uid, signal, onOutcome: (outcome) => { cached = outcome; o.metrics.tokenCache(outcome); } });
@@ -147,12 +150,15 @@ export class MetadataHandler {
     }
     const method = req.method === 'POST' ? 'POST' : 'GET';
     const signal = hangUpSignal(res, o.stopping);
+    // Instance data, attestation and maintenance approval belong to the node's pods, not to any
+    // address that reaches the listener.
+    if (await this.#callingPod(req, res, route, signal, started) === undefined) return;
     let body: Buffer | undefined;
     if (method === 'POST') {
       body = await readBody(req, this.#maxBody);
       if (body === undefined) return this.#refuse(res, route, 'body_too_large', started);
     }
-    const query = formatQuery(params);
+    const query = formatQuery(forwardedQuery(matched.route, params));
     const path = query.length === 0 ? matched.path : `${matched.path}?${query}`;
     const upstreamStarted = performance.now();
     try {
@@ -164,6 +170,17 @@ export class MetadataHandler {
       const reason = this.#upstreamFailed(err, route, upstreamStarted);
       this.#refuse(res, route, reason, started, undefined, 'proxied');
     }
+  }
+
+  /** The live pod of this node behind the request, or undefined once the refusal is written and logged. */
+  async #callingPod(req: IncomingMessage, res: ServerResponse, route: string, signal: AbortSignal, started: number, fields?: object): Promise<Extract<PodLookup, { kind: 'pod' }> | undefined> {
+    const o = this.#o;
+    const ip = sourceIp(req.socket.remoteAddress);
+    const found = await findCallingPod(o.state, ip, o.podWaitMs, signal, (pod) => o.metrics.podWait(pod ? 'found' : 'timeout'));
+    if (found.kind === 'pod') return found;
+    this.#refuse(res, route, found.reason, started);
+    o.refusals.write(`ip:${ip}`, { ...fields, route, ip, decision: 'refused', reason: found.reason, status: refusalStatus(found.reason), ms: ms(started) }, 'request refused');
+    return undefined;
   }
 
   #upstreamFailed(err: unknown, route: string, upstreamStarted: number): Reason {
@@ -178,10 +195,6 @@ export class MetadataHandler {
     writeRefusal(res, reason, allow, retryAfterSec);
     this.#o.metrics.request(route, decision, refusalStatus(reason), reason, (performance.now() - started) / 1000);
   }
-}
-
-function readyWithin(state: ClusterState, ms: number, signal: AbortSignal): Promise<boolean> {
-  return state.whenReady(AbortSignal.any([signal, AbortSignal.timeout(ms)])).then(() => true, () => false);
 }
 
 function isMetadataTrue(value: string | string[] | undefined): boolean {

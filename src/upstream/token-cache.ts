@@ -14,6 +14,10 @@ export type RefreshOutcome = 'renewed' | 'unchanged' | 'failed';
 
 export interface TokenCacheOptions {
   maxEntries?: number;
+  /** One caller's share of the entries: past it, its own oldest entry makes room, nobody else's. */
+  maxEntriesPerOwner?: number;
+  /** A larger answer (path plus body) is served but not kept: the cache's worst case stays small. */
+  maxEntryBytes?: number;
   /** A token closer than this to expiry is fetched anew; SDKs refresh 5 minutes ahead. */
   refreshMarginMs?: number;
   /** How long a client waits for its fetch (queued + upstream) before it is told to come back. */
@@ -36,6 +40,8 @@ interface Entry {
   lastUsed: number;
   /** IMDS gave the same token again: no point asking before it expires. */
   refreshSettled: boolean;
+  /** The caller whose fetch left it: it counts against that caller's share. */
+  readonly owner: string;
 }
 
 export interface GetOptions {
@@ -50,6 +56,10 @@ export class TokenCache {
   readonly #entries: LRUCache<string, Entry>;
   readonly #flights = new Map<string, Ticket>();
   readonly #margin: number;
+  readonly #perOwner: number;
+  readonly #maxEntryBytes: number;
+  /** Each owner's paths, oldest first. */
+  readonly #owned = new Map<string, Set<string>>();
   readonly #waitMs: number;
   readonly #lead: number;
   readonly #clock: Clock;
@@ -64,7 +74,12 @@ export class TokenCache {
     this.#clock = options.clock ?? systemClock;
     this.#onRefresh = options.onRefresh;
     const clock = this.#clock;
-    this.#entries = new LRUCache({ max: options.maxEntries ?? 4096, ttlAutopurge: false, perf: { now: () => clock.now() } });
+    this.#perOwner = options.maxEntriesPerOwner ?? 64;
+    this.#maxEntryBytes = options.maxEntryBytes ?? 8 * 1024;
+    this.#entries = new LRUCache({
+      max: options.maxEntries ?? 4096, ttlAutopurge: false, perf: { now: () => clock.now() },
+      dispose: (entry, path) => this.#disown(entry.owner, path),
+    });
     if (this.#lead > 0) this.#sweepEvery(options.sweepMs ?? 30_000);
   }
 
@@ -91,7 +106,7 @@ export class TokenCache {
     } else {
       const submitted = this.#scheduler.submit(path, o.caller);
       if (typeof submitted === 'string') return Promise.reject(refusedFailure(this.#scheduler, submitted, o.caller));
-      ticket = this.#track(path, submitted);
+      ticket = this.#track(path, submitted, o.caller);
       o.onOutcome?.('miss');
     }
     return this.#scheduler.wait(ticket, o.signal, this.#waitMs);
@@ -111,7 +126,7 @@ export class TokenCache {
       if (entry.lastUsed < entry.storedAt + (entry.servedUntil - entry.storedAt) / 2) continue;
       const ticket = this.#scheduler.submit(path, '', 'background', entry.servedUntil);
       if (typeof ticket === 'string') return;
-      this.#track(path, ticket);
+      this.#track(path, ticket, entry.owner);
       ticket.promise.then((answer) => {
         const fresh = this.#entries.peek(path);
         if (answer.status !== 200 || fresh === undefined) return this.#onRefresh?.('failed');
@@ -138,16 +153,16 @@ export class TokenCache {
     }, ms);
   }
 
-  #track(path: string, ticket: Ticket): Ticket {
+  #track(path: string, ticket: Ticket, owner: string): Ticket {
     this.#flights.set(path, ticket);
-    ticket.promise.then((answer) => this.#keep(path, answer), () => {}).finally(() => {
+    ticket.promise.then((answer) => this.#keep(path, answer, owner), () => {}).finally(() => {
       if (this.#flights.get(path) === ticket) this.#flights.delete(path);
     });
     return ticket;
   }
 
-  #keep(path: string, answer: UpstreamAnswer): void {
-    if (answer.status !== 200) return;
+  #keep(path: string, answer: UpstreamAnswer, owner: string): void {
+    if (answer.status !== 200 || path.length + answer.body.length > this.#maxEntryBytes) return;
     let token: unknown;
     try {
       token = JSON.parse(answer.body.toString('utf8'));
@@ -163,10 +178,23 @@ export class TokenCache {
     if (servedUntil <= now) return;
     // A renewal keeps the entry's use history: it is the same pods' token.
     const previous = this.#entries.peek(path);
+    const full = this.#owned.get(owner);
+    if (full !== undefined && !full.has(path) && full.size >= this.#perOwner) this.#entries.delete(full.values().next().value!);
+    // Set first: replacing an entry disposes it, which takes its path out of its owner's set.
     this.#entries.set(path, {
       token: token as Record<string, unknown>, expiresOnMs, contentType: answer.contentType,
-      storedAt: now, servedUntil, lastUsed: previous?.lastUsed ?? now, refreshSettled: false,
+      storedAt: now, servedUntil, lastUsed: previous?.lastUsed ?? now, refreshSettled: false, owner,
     }, { ttl: servedUntil - now });
+    const owned = this.#owned.get(owner) ?? new Set<string>();
+    owned.add(path);
+    this.#owned.set(owner, owned);
+  }
+
+  #disown(owner: string, path: string): void {
+    const owned = this.#owned.get(owner);
+    if (owned === undefined) return;
+    owned.delete(path);
+    if (owned.size === 0) this.#owned.delete(owner);
   }
 }
 

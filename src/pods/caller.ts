@@ -1,0 +1,17 @@
+// Who a share belongs to: the calling pod when the address names exactly one, else the address
+// itself. A pod with an IPv4 and an IPv6 address is one caller; an address no pod holds (yet) is a
+// stranger, and strangers together get a bounded part of what is shared, so no address range
+// can crowd out the pods the node runs.
+import type { ClusterView } from '../cluster/view.ts';
+
+export interface Caller {
+  /** `pod:<uid>` or `ip:<address>`: a share's key, never shown to anyone. */
+  readonly key: string;
+  readonly known: boolean;
+}
+
+export function callerAt(state: Pick<ClusterView, 'podsAt'>, ip: string): Caller {
+  const pods = state.podsAt(ip);
+  if (pods.length === 1) return { key: `pod:${pods[0]!.uid}`, known: true };
+  return { key: `ip:${ip}`, known: false };
+}
