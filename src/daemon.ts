@@ -8,6 +8,8 @@ import type { DaemonConfig } from './config/daemon-config.ts';
 import { listen, type Listener } from './listener/listener.ts';
 import { MetadataHandler } from './listener/metadata-handler.ts';
 import { DaemonMetrics } from './observability/metrics.ts';
+import { RequestLog } from './observability/request-log.ts';
+import { observers } from './observability/request-outcome.ts';
 import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { ImdsClient } from './upstream/imds-client.ts';
 import { TokenCache } from './upstream/token-cache.ts';
@@ -34,8 +36,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     responseTimeoutMs: config.upstreamTimeoutMs,
   });
   const tokens = config.tokenCache ? new TokenCache(imds) : undefined;
+  const observer = observers([metrics, new RequestLog(log)], (err) => log.error({ err }, 'a request observer failed'));
   const handler = new MetadataHandler({
-    state, imds, tokens, metrics, log,
+    state, imds, tokens, observer,
     blockInstanceMetadata: config.blockInstanceMetadata,
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,

@@ -1,7 +1,8 @@
 // The one-way flow of a request: matcher -> pod lookup -> decision -> upstream -> answer.
-// Each step lives in its own module; this file only sequences them, logs and counts.
+// Each step lives in its own module; this file only sequences them and reports the outcome
+// to one observer (metrics, logs and Events hang off it).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from 'pino';
+import { unusableState } from '../cluster/state-gate.ts';
 import type { ClusterState } from '../cluster/view.ts';
 import { writeRefusal, writeUpstream, refusalStatus } from '../answer/respond.ts';
 import { decideToken } from '../decision/decide.ts';
@@ -9,7 +10,7 @@ import type { Reason } from '../decision/reasons.ts';
 import { isApiVersion, parseTokenRequest } from '../decision/token-request.ts';
 import { formatQuery, parseQuery } from '../matcher/query.ts';
 import { matchTarget, type MatchedTarget } from '../matcher/request-target.ts';
-import type { DaemonMetrics, DecisionLabel } from '../observability/metrics.ts';
+import type { RequestObserver, RequestOutcome } from '../observability/request-outcome.ts';
 import { lookupPod, sourceIp } from '../pods/pod-lookup.ts';
 import { readBody } from './read-body.ts';
 import { UpstreamFailure, type ImdsClient, type UpstreamAnswer } from '../upstream/imds-client.ts';
@@ -20,12 +21,14 @@ export interface HandlerOptions {
   state: ClusterState;
   imds: ImdsClient;
   tokens: TokenCache | undefined;
-  metrics: DaemonMetrics;
-  log: Logger;
+  /** Hears every finished request once: metrics, logs, Events. */
+  observer: RequestObserver;
   blockInstanceMetadata: boolean;
   /** NMI's --metadata-header-required: false lets token requests through without the header. */
   metadataHeaderRequired: boolean;
   podWaitMs: number;
+  /** Seconds of unconfirmed state after which token decisions are refused (0: never). */
+  maxStateStalenessS?: number;
   maxBodyBytes?: number;
 }
 
@@ -36,6 +39,9 @@ const UPSTREAM_REASON: Record<UpstreamFailure['kind'], Reason> = {
   busy: 'upstream_busy',
   aborted: 'upstream_unreachable',
 };
+
+/** What is known of a request so far; reported once, when it is answered. */
+type Trace = { -readonly [K in keyof RequestOutcome]: RequestOutcome[K] } & { started: number };
 
 let requestCounter = 0;
 
@@ -49,120 +55,98 @@ export class MetadataHandler {
   }
 
   handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const started = performance.now();
+    const t: Trace = { route: 'unknown', status: 0, reason: undefined, seconds: 0, started: performance.now() };
     const o = this.#o;
     const matched = matchTarget(req.url ?? '', o.blockInstanceMetadata);
-    if (typeof matched === 'string') return this.#refuse(res, 'unknown', matched, started);
+    if (typeof matched === 'string') return this.#refuse(res, t, matched);
     const route = matched.route;
-    if (!route.methods.includes(req.method ?? '')) return this.#refuse(res, route.name, 'method_not_allowed', started, route.methods);
+    t.route = route.name;
+    if (!route.methods.includes(req.method ?? '')) return this.#refuse(res, t, 'method_not_allowed', route.methods);
     const h = req.headers;
-    if (h['x-forwarded-for'] !== undefined || h.forwarded !== undefined) return this.#refuse(res, route.name, 'forwarded_header', started);
+    if (h['x-forwarded-for'] !== undefined || h.forwarded !== undefined) return this.#refuse(res, t, 'forwarded_header');
     if ((route.name !== 'token' || o.metadataHeaderRequired) && !isMetadataTrue(h.metadata)) {
-      return this.#refuse(res, route.name, 'metadata_header_missing', started);
+      return this.#refuse(res, t, 'metadata_header_missing');
     }
     const params = parseQuery(matched.rawQuery);
-    if (typeof params === 'string') return this.#refuse(res, route.name, params, started);
+    if (typeof params === 'string') return this.#refuse(res, t, params);
     if (route.name === 'token') {
-      void this.#token(req, res, params, started);
+      void this.#token(req, res, params, t);
     } else {
-      void this.#proxy(req, res, matched, params, started);
+      void this.#proxy(req, res, matched, params, t);
     }
   };
 
-  async #token(req: IncomingMessage, res: ServerResponse, params: Map<string, string>, started: number): Promise<void> {
+  async #token(req: IncomingMessage, res: ServerResponse, params: Map<string, string>, t: Trace): Promise<void> {
     const o = this.#o;
     const request = parseTokenRequest(params);
-    if (typeof request === 'string') return this.#refuse(res, 'token', request, started);
-    const id = ++requestCounter;
+    if (typeof request === 'string') return this.#refuse(res, t, request);
+    t.id = ++requestCounter;
+    t.request = request;
     const signal = hangUpSignal(res);
     // Right after a restart the old rules already send pods here. Deciding from a half-listed
-    // state would give a bound pod a final "binding missing"; a short wait or a retryable 503 does not.
-    if (!o.state.isReady() && !(await readyWithin(o.state, o.podWaitMs, signal))) {
-      return this.#refuse(res, 'token', 'state_not_ready', started);
-    }
-    const ip = sourceIp(req.socket.remoteAddress);
+    // (or, past --max-state-staleness, a silent) state could give a final wrong answer; a retryable 503 does not.
+    const unusable = await unusableState(o.state, o.podWaitMs, o.maxStateStalenessS ?? 0, signal);
+    if (unusable !== undefined) return this.#refuse(res, t, unusable);
+    const ip = t.ip = sourceIp(req.socket.remoteAddress);
     const waited = o.state.podsAt(ip).length === 0;
     const found = await lookupPod(o.state, ip, o.podWaitMs, signal);
-    if (waited && !signal.aborted) o.metrics.podWait(found.kind === 'pod' ? 'found' : 'timeout');
-    if (found.kind === 'refuse') {
-      this.#refuse(res, 'token', found.reason, started);
-      o.log.info({ req: id, ip, resource: request.resource, decision: 'refused', reason: found.reason, status: refusalStatus(found.reason), ms: ms(started) }, 'token request refused');
-      return;
-    }
-    const pod = found.pod;
-    const decision = decideToken(pod, o.state, request);
-    const who = { req: id, pod: `${pod.namespace}/${pod.name}`, uid: pod.uid, resource: request.resource };
-    if (decision.kind === 'refuse') {
-      this.#refuse(res, 'token', decision.reason, started);
-      o.log.info({ ...who, requested: request.selector, decision: 'refused', reason: decision.reason, status: refusalStatus(decision.reason), ms: ms(started) }, 'token request refused');
-      return;
-    }
+    if (waited && !signal.aborted) t.podWait = found.kind === 'pod' ? 'found' : 'timeout';
+    if (found.kind === 'refuse') return this.#refuse(res, t, found.reason);
+    t.pod = found.pod;
+    const decision = t.decision = decideToken(found.pod, o.state, request);
+    if (decision.kind === 'refuse') return this.#refuse(res, t, decision.reason);
     const path = tokenPath(request.apiVersion, request.resource, decision.upstream);
-    const label: DecisionLabel = decision.kind === 'grant' ? 'granted' : 'passed_through';
-    const identity = decision.kind === 'grant'
-      ? { identity: `${decision.identity.namespace}/${decision.identity.name}`, clientID: decision.identity.clientID }
-      : { exception: decision.exception.name, requested: decision.upstream };
-    const upstreamStarted = performance.now();
-    let cached: string | undefined;
-    try {
-      const answer = o.tokens === undefined
-        ? await o.imds.fetch('GET', path, signal)
-        : await o.tokens.get(path, signal, (outcome) => { cached = outcome; o.metrics.tokenCache(outcome); });
-      if (cached !== 'hit') o.metrics.upstream('token', answer.status, (performance.now() - upstreamStarted) / 1000);
-      writeUpstream(res, answer);
-      o.metrics.request('token', label, answer.status, '', (performance.now() - started) / 1000);
-      o.log.info({ ...who, ...identity, decision: label, cache: cached, status: answer.status, ms: ms(started) }, answer.status !== 200 ? 'token request failed upstream' : label === 'granted' ? 'token granted' : 'token passed through (exception)');
-    } catch (err) {
-      const reason = this.#upstreamFailed(err, 'token', upstreamStarted);
-      this.#refuse(res, 'token', reason, started, undefined, label);
-      o.log.warn({ ...who, ...identity, decision: label, reason, status: refusalStatus(reason), ms: ms(started), err: (err as Error).message }, 'token request failed upstream');
-    }
+    await this.#relay(res, t, () => o.tokens === undefined
+      ? o.imds.fetch('GET', path, signal)
+      : o.tokens.get(path, signal, (outcome) => { t.cache = outcome; }));
   }
 
   /** The other IMDS routes: the checked path and the re-serialised query go up, no pod header does. */
-  async #proxy(req: IncomingMessage, res: ServerResponse, matched: MatchedTarget, params: Map<string, string>, started: number): Promise<void> {
+  async #proxy(req: IncomingMessage, res: ServerResponse, matched: MatchedTarget, params: Map<string, string>, t: Trace): Promise<void> {
     const o = this.#o;
-    const route = matched.route.name;
     if (matched.route.needsApiVersion) {
       const v = params.get('api-version');
-      if (v === undefined || v.length === 0) return this.#refuse(res, route, 'api_version_missing', started);
-      if (!isApiVersion(v)) return this.#refuse(res, route, 'api_version_invalid', started);
+      if (v === undefined || v.length === 0) return this.#refuse(res, t, 'api_version_missing');
+      if (!isApiVersion(v)) return this.#refuse(res, t, 'api_version_invalid');
     }
     const method = req.method === 'POST' ? 'POST' : 'GET';
     const signal = hangUpSignal(res);
     let body: Buffer | undefined;
     if (method === 'POST') {
       body = await readBody(req, this.#maxBody);
-      if (body === undefined) return this.#refuse(res, route, 'body_too_large', started);
+      if (body === undefined) return this.#refuse(res, t, 'body_too_large');
     }
     const query = formatQuery(params);
     const path = query.length === 0 ? matched.path : `${matched.path}?${query}`;
+    await this.#relay(res, t, () => o.imds.fetch(method, path, signal, body));
+  }
+
+  async #relay(res: ServerResponse, t: Trace, fetch: () => Promise<UpstreamAnswer>): Promise<void> {
     const upstreamStarted = performance.now();
     try {
-      const answer: UpstreamAnswer = await o.imds.fetch(method, path, signal, body);
-      o.metrics.upstream(route, answer.status, (performance.now() - upstreamStarted) / 1000);
+      const answer = await fetch();
+      t.upstream = { result: answer.status, seconds: (performance.now() - upstreamStarted) / 1000, answer };
       writeUpstream(res, answer);
-      o.metrics.request(route, 'proxied', answer.status, '', (performance.now() - started) / 1000);
+      this.#finish(t, answer.status);
     } catch (err) {
-      const reason = this.#upstreamFailed(err, route, upstreamStarted);
-      this.#refuse(res, route, reason, started, undefined, 'proxied');
+      const kind = err instanceof UpstreamFailure ? err.kind : 'unreachable';
+      t.upstream = { result: kind, seconds: (performance.now() - upstreamStarted) / 1000 };
+      t.error = (err as Error).message;
+      this.#refuse(res, t, UPSTREAM_REASON[kind]);
     }
   }
 
-  #upstreamFailed(err: unknown, route: string, upstreamStarted: number): Reason {
-    const kind = err instanceof UpstreamFailure ? err.kind : 'unreachable';
-    this.#o.metrics.upstream(route, kind, (performance.now() - upstreamStarted) / 1000);
-    return UPSTREAM_REASON[kind];
-  }
-
-  #refuse(res: ServerResponse, route: string, reason: Reason, started: number, allow?: readonly string[], decision: DecisionLabel = 'refused'): void {
+  #refuse(res: ServerResponse, t: Trace, reason: Reason, allow?: readonly string[]): void {
     writeRefusal(res, reason, allow);
-    this.#o.metrics.request(route, decision, refusalStatus(reason), reason, (performance.now() - started) / 1000);
+    t.reason = reason;
+    this.#finish(t, refusalStatus(reason));
   }
-}
 
-function readyWithin(state: ClusterState, ms: number, signal: AbortSignal): Promise<boolean> {
-  return state.whenReady(AbortSignal.any([signal, AbortSignal.timeout(ms)])).then(() => true, () => false);
+  #finish(t: Trace, status: number): void {
+    t.status = status;
+    t.seconds = (performance.now() - t.started) / 1000;
+    this.#o.observer.finished(t);
+  }
 }
 
 function isMetadataTrue(value: string | string[] | undefined): boolean {
@@ -176,8 +160,4 @@ function hangUpSignal(res: ServerResponse): AbortSignal {
     if (!res.writableFinished) controller.abort();
   });
   return controller.signal;
-}
-
-function ms(started: number): number {
-  return Math.round((performance.now() - started) * 100) / 100;
 }
