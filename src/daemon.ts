@@ -36,12 +36,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     responseTimeoutMs: config.upstreamTimeoutMs,
   });
   const tokens = config.tokenCache ? new TokenCache(imds) : undefined;
-  const observer = observers([metrics, new RequestLog(log)], (err) => log.error({ err }, 'a request observer failed'));
+  const events = config.clusterStateFile === '' && config.podEvents
+    ? (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log })
+    : undefined;
+  const observer = observers([metrics, new RequestLog(log), ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
   const handler = new MetadataHandler({
     state, imds, tokens, observer,
     blockInstanceMetadata: config.blockInstanceMetadata,
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,
+    maxStateStalenessS: config.maxStateStalenessS,
   });
   let closing = false;
   let interception: InterceptionRules | undefined;
@@ -73,7 +77,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       });
     }
   } catch (err) {
-    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), imds.close(), state.close()]);
+    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), imds.close(), state.close(), events?.close()]);
     throw err;
   }
   log.info({
@@ -93,7 +97,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       closing = true;
       interception?.stop();
       await l.close(config.shutdownGraceMs);
-      await Promise.allSettled([p.close(), m?.close(), imds.close(), state.close()]);
+      await Promise.allSettled([p.close(), m?.close(), imds.close(), state.close(), events?.close()]);
     },
   };
 }

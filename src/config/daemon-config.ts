@@ -21,6 +21,8 @@ export interface DaemonConfig {
   clusterStateFile: string;
   kubeconfig: string;
   podWaitMs: number;
+  maxStateStalenessS: number;
+  podEvents: boolean;
   upstreamConnectTimeoutMs: number;
   upstreamTimeoutMs: number;
   tokenCache: boolean;
@@ -64,6 +66,8 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): Daem
     clusterStateFile,
     kubeconfig,
     podWaitMs: Number(v['pod-wait-ms']),
+    maxStateStalenessS: Number(v['max-state-staleness']),
+    podEvents: v['pod-events'] === true,
     upstreamConnectTimeoutMs: Number(v['upstream-connect-timeout-ms']),
     upstreamTimeoutMs: Number(v['upstream-timeout-ms']),
     tokenCache: v['token-cache'] === true,

@@ -39,6 +39,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'pod-wait-ms', type: 'int', default: 2000, min: 0, max: 30000, help: 'How long a token request waits for its pod to appear, or for cluster state to load after a start' },
   { name: 'upstream-connect-timeout-ms', type: 'int', default: 1000, min: 1, max: 60000, help: 'Connect timeout to the metadata service' },
   { name: 'upstream-timeout-ms', type: 'int', default: 10000, min: 1, max: 120000, help: 'Timeout for the metadata service\'s answer' },
+  { name: 'max-state-staleness', type: 'int', default: 0, min: 0, max: 86400, help: 'Seconds without confirmation from the Kubernetes API after which token requests get a retryable 503 instead of a decision from old state (0: off)' },
+  { name: 'pod-events', type: 'bool', default: true, help: 'Write Warning Events on pods for refusals a person can act on (with the Kubernetes API only)' },
   { name: 'token-cache', type: 'bool', default: true, help: 'Keep granted tokens until 15 minutes before expiry and share concurrent fetches' },
   { name: 'max-connections', type: 'int', default: 1024, min: 1, max: 65535, help: 'Concurrent connections the listener accepts' },
   { name: 'shutdown-grace-ms', type: 'int', default: 5000, min: 0, max: 60000, help: 'How long in-flight requests may finish after SIGTERM' },
