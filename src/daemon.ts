@@ -2,6 +2,7 @@
 import type { Logger } from 'pino';
 import { FileClusterState } from './cluster/file-source.ts';
 import { EMPTY_SELECTOR_WARNING } from './cluster/objects.ts';
+import type { FreshnessTuning } from './cluster/freshness.ts';
 import type { ClusterState } from './cluster/view.ts';
 import { parkedCount } from './cluster/wait-for-ip.ts';
 import type { DaemonConfig } from './config/daemon-config.ts';
@@ -26,9 +27,15 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-export async function startDaemon(config: DaemonConfig, log: Logger, options: { defaultMetrics?: boolean } = {}): Promise<Daemon> {
+export interface DaemonOptions {
+  defaultMetrics?: boolean;
+  /** Tests shorten how the API server's silence is detected. */
+  freshness?: Partial<FreshnessTuning>;
+}
+
+export async function startDaemon(config: DaemonConfig, log: Logger, options: DaemonOptions = {}): Promise<Daemon> {
   const metrics = new DaemonMetrics(undefined, options);
-  const state = await openClusterState(config, log, metrics);
+  const state = await openClusterState(config, log, metrics, options.freshness);
   const imds = new ImdsClient({
     host: config.metadataIp,
     port: config.metadataPort,
@@ -102,7 +109,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   };
 }
 
-async function openClusterState(config: DaemonConfig, log: Logger, metrics: DaemonMetrics): Promise<ClusterState> {
+async function openClusterState(config: DaemonConfig, log: Logger, metrics: DaemonMetrics, freshness?: Partial<FreshnessTuning>): Promise<ClusterState> {
   if (config.clusterStateFile !== '') {
     const state = await FileClusterState.load(config.clusterStateFile, config.node);
     for (const b of state.index.bindingsWithEmptySelector()) {
@@ -117,5 +124,6 @@ async function openClusterState(config: DaemonConfig, log: Logger, metrics: Daem
     nodeName: config.node,
     log,
     registry: metrics.registry,
+    freshness,
   });
 }

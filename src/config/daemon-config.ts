@@ -32,6 +32,8 @@ export interface DaemonConfig {
   logLevel: LevelWithSilent;
 }
 
+export const MIN_STALENESS_LIMIT_S = 20;
+
 export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): DaemonConfig {
   if (v['operation-mode'] === 'standard') {
     throw new FlagError('flag --operation-mode: standard mode (AzureAssignedIdentity from MIC) is not supported yet; use managed');
@@ -46,6 +48,11 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): Daem
   const kubeconfig = String(v.kubeconfig);
   if (clusterStateFile === '' && kubeconfig === '' && (env.KUBERNETES_SERVICE_HOST ?? '') === '') {
     throw new FlagError('no cluster state: give --cluster-state FILE or --kubeconfig FILE, or run in a cluster');
+  }
+  const maxStale = Number(v['max-state-staleness']);
+  if (maxStale > 0 && maxStale < MIN_STALENESS_LIMIT_S) {
+    // State is confirmed about every 10 s; a tighter limit would refuse tokens on a healthy API.
+    throw new FlagError(`flag --max-state-staleness: ${maxStale} is below ${MIN_STALENESS_LIMIT_S}; use 0 (off) or at least ${MIN_STALENESS_LIMIT_S} seconds`);
   }
   const node = String(v.node);
   if (clusterStateFile === '' && node === '') throw new FlagError('flag --node (or NODE_NAME) is required with the Kubernetes API');

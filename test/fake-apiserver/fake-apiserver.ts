@@ -90,6 +90,8 @@ export class FakeApiServer {
   /** Events written by clients, by namespace/name; not part of the watched store. */
   readonly events = new Map<string, Obj>();
   #hung = false;
+  /** Changes made while hung, delivered to the open watches when the server answers again. */
+  #held: StoreEvent[] = [];
   #server: Server | undefined;
   #bookmarkTimer: NodeJS.Timeout | undefined;
   #port = 0;
@@ -101,7 +103,10 @@ export class FakeApiServer {
     }
     this.#bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 0;
     this.store.onEvent((event) => {
-      if (this.#hung) return;
+      if (this.#hung) {
+        this.#held.push(event);
+        return;
+      }
       for (const w of this.#watchers) if (w.resource === event.resource) this.#deliver(w, event);
     });
   }
@@ -193,10 +198,13 @@ export class FakeApiServer {
     this.stall();
   }
 
-  /** Serves again; watches that were silenced stay silent (their events were lost), as after a real hang. */
+  /** Serves again; open watches get what changed meanwhile, as a real server's watch cache catches up. */
   unhang(): void {
     this.#hung = false;
     this.unstall();
+    const held = this.#held;
+    this.#held = [];
+    for (const event of held) for (const w of this.#watchers) if (w.resource === event.resource) this.#deliver(w, event);
   }
 
   stalledCount(): number {
