@@ -2,7 +2,7 @@
 // probe interval + timeout + threshold; with --max-state-staleness, token decisions turn into a
 // retryable 503 until the API answers again. Time is scaled down here; the defaults are checked
 // to add up to about 30 s.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { parseAllDocuments, type Document } from 'yaml';
 import { DEFAULT_FRESHNESS } from '../src/cluster/freshness.ts';
 import { toDaemonConfig } from '../src/config/daemon-config.ts';
@@ -50,7 +50,7 @@ const PLURAL: Record<string, ResourceName> = {
   Pod: 'pods', AzureIdentity: 'azureidentities', AzureIdentityBinding: 'azureidentitybindings', AzurePodIdentityException: 'azurepodidentityexceptions',
 };
 
-async function seededApi(t: Parameters<Parameters<typeof t.test>[1]>[0]): Promise<FakeApiServer> {
+async function seededApi(t: Test): Promise<FakeApiServer> {
   const api = await FakeApiServer.start();
   t.teardown(() => api.close());
   for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
