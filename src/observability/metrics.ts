@@ -54,6 +54,9 @@ export class DaemonMetrics implements RequestObserver {
       labelNames: ['outcome'], registers,
     });
     this.#nmi = new NmiMetrics(registry);
+    // Series exist from the start, at 0, so that rate() and alerts see the first increment.
+    for (const result of ['hit', 'miss', 'shared'] as const) this.#tokenCache.inc({ result }, 0);
+    for (const outcome of ['found', 'timeout'] as const) this.#podWaits.inc({ outcome }, 0);
   }
 
   finished(o: RequestOutcome): void {
