@@ -7,6 +7,7 @@ import type { ClusterState } from './cluster/view.ts';
 import { parkedCount } from './cluster/wait-for-ip.ts';
 import type { DaemonConfig } from './config/daemon-config.ts';
 import { listen, type Listener } from './listener/listener.ts';
+import { policyFor } from './decision/decide.ts';
 import { MetadataHandler } from './listener/metadata-handler.ts';
 import { DaemonMetrics } from './observability/metrics.ts';
 import { RequestLog } from './observability/request-log.ts';
@@ -53,6 +54,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,
     maxStateStalenessS: config.maxStateStalenessS,
+    policy: policyFor(config.operationMode, config.forceNamespaced),
+    assignmentWaitMs: config.assignmentWaitMs,
   });
   let closing = false;
   let interception: InterceptionRules | undefined;
@@ -122,6 +125,7 @@ async function openClusterState(config: DaemonConfig, log: Logger, metrics: Daem
   return InformerClusterState.start({
     kubeconfig: config.kubeconfig === '' ? undefined : config.kubeconfig,
     nodeName: config.node,
+    assignedIdentities: config.operationMode === 'standard',
     log,
     registry: metrics.registry,
     freshness,

@@ -3,9 +3,14 @@
 // flags, the JSON shape, exit codes 0 / 1 / 2.
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseAllDocuments, type Document } from 'yaml';
 import { runExplain, type Explanation } from '../src/explain/explain.ts';
+import { stringify } from 'yaml';
 import { FakeApiServer, type Obj, type ResourceName } from './fake-apiserver/fake-apiserver.ts';
+import { assignedIdentity, binding, identity, pod as podObj } from './fake-apiserver/fixtures.ts';
 import { META } from './helpers/http.ts';
 import { IDS, startStack, STATE_YAML, TOKEN, type Stack } from './helpers/stack.ts';
 
@@ -49,15 +54,32 @@ const VARIANTS: Array<[string, string[], string]> = [
 ];
 
 const PLURAL: Record<string, ResourceName> = {
+  AzureAssignedIdentity: 'azureassignedidentities',
   Pod: 'pods', AzureIdentity: 'azureidentities', AzureIdentityBinding: 'azureidentitybindings', AzurePodIdentityException: 'azurepodidentityexceptions',
 };
 
 const objects = (parseAllDocuments(VARIED) as Document[]).map((d) => d.toJS() as Obj);
-const pods = objects.filter((o) => o.kind === 'Pod').map((o) => {
-  const meta = o.metadata as Obj;
-  const ip = ((o.status as Obj).podIPs as Array<{ ip: string }>)[0]!.ip;
-  return { ref: `${String(meta.namespace)}/${String(meta.name)}`, ip };
-});
+
+interface PodRef { ref: string; ip: string }
+
+function podsOf(objs: readonly Obj[]): PodRef[] {
+  return objs.filter((o) => o.kind === 'Pod').map((o) => {
+    const meta = o.metadata as Obj;
+    const ip = ((o.status as Obj).podIPs as Array<{ ip: string }>)[0]!.ip;
+    return { ref: `${String(meta.namespace)}/${String(meta.name)}`, ip };
+  });
+}
+
+const pods = podsOf(objects);
+const MANAGED = ['--operation-mode', 'managed'];
+
+/** A state file of its own (startStack's testdir is rewritten by each stack of the same test). */
+function stateFile(t: Test, yaml: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'explain-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'state.yaml'), yaml);
+  return join(dir, 'state.yaml');
+}
 
 async function explainJson(args: string[]): Promise<{ code: number; out: Explanation; stderr: string }> {
   let stdout = '';
@@ -67,9 +89,9 @@ async function explainJson(args: string[]): Promise<{ code: number; out: Explana
 }
 
 /** Every pod, every variant: explain and the daemon's answer (and its own log of the decision) agree. */
-async function agree(t: Test, s: Stack, source: string[], variants = VARIANTS): Promise<number> {
-  let compared = 0;
-  for (const p of pods) {
+async function agree(t: Test, s: Stack, source: string[], variants = VARIANTS, among: readonly PodRef[] = pods): Promise<Set<string>> {
+  const seen = new Set<string>();
+  for (const p of among) {
     for (const [what, flags, query] of variants) {
       const before = s.logs.length;
       const answer = await s.ask(`${TOKEN}${query}`, { from: p.ip, headers: META });
@@ -83,17 +105,19 @@ async function agree(t: Test, s: Stack, source: string[], variants = VARIANTS): 
         t.same([out.decision, out.reason, out.identity, code], [logged?.decision, null, logged?.identity ?? null, 0], `${label}: decided alike`);
         if (answer.status === 200 && out.clientID !== null) t.equal(answer.json?.client_id, out.clientID, `${label}: the token is for the client id explain names`);
       }
-      compared++;
+      seen.add(out.reason ?? out.decision);
     }
   }
-  return compared;
+  return seen;
 }
+
+const MANAGED_OUTCOMES = ['granted', 'passed_through', 'pod_unlabeled', 'binding_missing', 'identity_missing', 'identity_type_unsupported',
+  'identity_incomplete', 'identity_not_bound', 'pod_ip_conflict', 'pod_unknown'];
 
 t.test('--cluster-state: explain agrees with the daemon on every pod and request', async (t) => {
   const s = await startStack(t, { stateYaml: VARIED, flags: ['--token-cache=false'] });
-  const dir = t.testdir({ 'state.yaml': VARIED });
-  const n = await agree(t, s, ['--cluster-state', `${dir}/state.yaml`]);
-  t.equal(n, pods.length * VARIANTS.length);
+  const seen = await agree(t, s, ['--cluster-state', stateFile(t, VARIED), ...MANAGED]);
+  t.same([...seen].sort(), [...MANAGED_OUTCOMES].sort(), 'every outcome of managed mode was compared');
 });
 
 t.test('--kubeconfig: explain agrees with the daemon reading the same API server', async (t) => {
@@ -103,13 +127,61 @@ t.test('--kubeconfig: explain agrees with the daemon reading the same API server
   const s = await startStack(t, { kubeconfig: api.kubeconfig(), flags: ['--token-cache=false', '--pod-events=false'] });
   await s.daemon.state.whenReady(AbortSignal.timeout(10_000));
   // Each run lists the API afresh; two request shapes per pod keep it short (the decision code is the file form's).
-  const n = await agree(t, s, ['--kubeconfig', api.kubeconfig()], [VARIANTS[0]!, VARIANTS[2]!]);
-  t.equal(n, pods.length * 2);
+  const seen = await agree(t, s, ['--kubeconfig', api.kubeconfig(), ...MANAGED], [VARIANTS[0]!, VARIANTS[2]!]);
+  t.same([...seen].sort(), [...MANAGED_OUTCOMES].sort(), 'every outcome of managed mode was compared');
+});
+
+/** Standard mode: MIC's AAIs Assigned, Created (pending), legacy, stale, of another namespace; bindings MIC would follow; none. */
+function standardObjects(): Obj[] {
+  const withKind = (kind: string, apiVersion: string, o: Obj): Obj => ({ apiVersion, kind, ...o });
+  const aad = 'aadpodidentity.k8s.io/v1';
+  const reader = identity({ name: 'reader', namespace: 'shop', ...IDS.reader! });
+  const writer = identity({ name: 'writer', namespace: 'shop', ...IDS.writer! });
+  const far = identity({ name: 'far', namespace: 'platform', ...IDS.agent! });
+  const pods: Array<[string, string, Record<string, string>]> = [
+    ['orders', '127.0.0.40', { aadpodidbinding: 'orders' }], ['legacy', '127.0.0.41', { aadpodidbinding: 'legacy' }],
+    ['moved', '127.0.0.42', { aadpodidbinding: 'moved' }], ['creating', '127.0.0.43', { aadpodidbinding: 'creating' }],
+    ['newcomer', '127.0.0.44', { aadpodidbinding: 'newcomer' }], ['far-user', '127.0.0.45', { aadpodidbinding: 'far' }],
+    ['both', '127.0.0.46', { aadpodidbinding: 'both' }], ['plain', '127.0.0.47', {}], ['lost', '127.0.0.48', { aadpodidbinding: 'nobody' }],
+  ];
+  const aai = (p: string, id: Obj, selector: string, state?: string, node = 'node-1') =>
+    withKind('AzureAssignedIdentity', aad, assignedIdentity({ pod: p, podNamespace: 'shop', identity: id, selector, node, ...(state !== undefined ? { state } : {}) }));
+  return [
+    ...pods.map(([name, ip, labels]) => withKind('Pod', 'v1', podObj({ name, namespace: 'shop', ip, labels, node: 'node-1', uid: `u-${name}` }))),
+    ...[reader, writer, far].map((o) => withKind('AzureIdentity', aad, o)),
+    withKind('AzureIdentityBinding', aad, binding({ name: 'newcomer', namespace: 'shop', azureIdentity: 'reader', selector: 'newcomer' })),
+    aai('orders', reader, 'orders'), aai('legacy', reader, 'legacy', ''), aai('moved', reader, 'moved', 'Assigned', 'node-2'),
+    aai('creating', writer, 'creating', 'Created'), aai('far-user', far, 'far'), aai('both', writer, 'both'), aai('both', reader, 'both'),
+  ];
+}
+
+t.test('standard mode: explain agrees with the daemon on AAIs, pending assignments and forceNamespaced, in both forms', async (t) => {
+  const objs = standardObjects();
+  const among = podsOf(objs);
+  const yaml = objs.map((o) => stringify(o)).join('---\n');
+  const file = stateFile(t, yaml);
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  for (const o of objs) api.create(PLURAL[String(o.kind)]!, o);
+  for (const forceNamespaced of ['false', 'true']) {
+    // A zero wait: the daemon answers 'pending' at once, as explain reports it.
+    const mode = ['--operation-mode=standard', `--forceNamespaced=${forceNamespaced}`];
+    const fromFile = await startStack(t, { stateYaml: yaml, flags: ['--token-cache=false', ...mode, '--assignment-wait-ms=0'] });
+    const seen = await agree(t, fromFile, ['--cluster-state', file, '--operation-mode', 'standard', `--forceNamespaced=${forceNamespaced}`], VARIANTS, among);
+    for (const outcome of ['granted', 'assignment_pending', 'binding_missing', 'identity_not_bound', 'pod_unlabeled']) t.ok(seen.has(outcome), `forceNamespaced=${forceNamespaced}: ${outcome} compared`);
+    t.equal(seen.has('identity_missing') || seen.has('binding_missing'), true);
+  }
+  const fromApi = await startStack(t, { kubeconfig: api.kubeconfig(), flags: ['--token-cache=false', '--pod-events=false', '--operation-mode=standard', '--assignment-wait-ms=0'] });
+  await fromApi.daemon.state.whenReady(AbortSignal.timeout(10_000));
+  const seen = await agree(t, fromApi, ['--kubeconfig', api.kubeconfig(), '--operation-mode', 'standard'], [VARIANTS[0]!, VARIANTS[2]!], among);
+  for (const outcome of ['granted', 'assignment_pending', 'binding_missing', 'pod_unlabeled']) t.ok(seen.has(outcome), `from the API: ${outcome} compared`);
+  const pending = await explainJson(['--cluster-state', file, '--node', 'node-1', '--pod', 'shop/creating']);
+  t.match(pending, { code: 1, out: { decision: 'refused', reason: 'assignment_pending', status: 503 } }, 'standard is the default mode, as the daemon\'s');
 });
 
 t.test('the JSON shape and exit codes', async (t) => {
-  const dir = t.testdir({ 'state.yaml': VARIED });
-  const base = ['--cluster-state', `${dir}/state.yaml`, '--node', 'node-1'];
+  const file = stateFile(t, VARIED);
+  const base = ['--cluster-state', file, '--node', 'node-1', ...MANAGED];
   const granted = await explainJson([...base, '--pod', 'shop/orders']);
   t.equal(granted.code, 0);
   t.same(Object.keys(granted.out), ['decision', 'reason', 'status', 'identity', 'clientID', 'steps']);
@@ -136,7 +208,7 @@ t.test('the JSON shape and exit codes', async (t) => {
     t.match(err, message);
     t.equal(out, '', 'nothing on stdout');
   }
-  const missing = await runExplain(['--cluster-state', `${dir}/nope.yaml`, '--node', 'node-1', '--pod', 'a/b'], { stdout: () => {}, stderr: () => {}, env: {} });
+  const missing = await runExplain(['--cluster-state', `${file}.nope`, '--node', 'node-1', '--pod', 'a/b'], { stdout: () => {}, stderr: () => {}, env: {} });
   t.equal(missing, 2, 'an unreadable state file is bad input');
   let err = '';
   t.equal(await runExplain(['--node', 'node-1', '--pod', 'a/b'], { stdout: () => {}, stderr: (x) => { err += x; }, env: {} }), 2);
@@ -144,8 +216,8 @@ t.test('the JSON shape and exit codes', async (t) => {
 });
 
 t.test('through the real command line: text for people, exit status from the decision', async (t) => {
-  const dir = t.testdir({ 'state.yaml': VARIED });
-  const run = (...args: string[]) => spawnSync(process.execPath, ['src/cli.ts', 'explain', '--cluster-state', `${dir}/state.yaml`, '--node', 'node-1', ...args], { encoding: 'utf8', timeout: 30_000 });
+  const file = stateFile(t, VARIED);
+  const run = (...args: string[]) => spawnSync(process.execPath, ['src/cli.ts', 'explain', '--cluster-state', file, '--node', 'node-1', '--operation-mode=managed', ...args], { encoding: 'utf8', timeout: 30_000 });
   const granted = run('--pod', 'shop/orders');
   t.equal(granted.status, 0);
   t.match(granted.stdout, /answer: 200 granted as shop\/reader \(client id 11111111-1111-4111-8111-111111111111\)/);

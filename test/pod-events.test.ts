@@ -97,7 +97,7 @@ function outcome(pod: PodInfo, reason: RequestOutcome['reason'] = 'pod_unlabeled
 
 const podInfo = (name: string): PodInfo => ({ uid: `u-${name}`, namespace: 'team', name, labels: {}, ips: ['10.0.0.1'], phase: 'Running', hostNetwork: false, nodeName: 'node-a' });
 
-const EMPTY_VIEW: ClusterView = { podsAt: () => [], bindingsFor: () => [], identity: () => undefined, exceptionsIn: () => [] };
+const EMPTY_VIEW: ClusterView = { podsAt: () => [], bindingsFor: () => [], bindingsSelecting: () => [], identity: () => undefined, exceptionsIn: () => [], assignedTo: () => [] };
 
 async function recorder(t: Test, opts: { maxPairs?: number; minIntervalMs?: number } = {}) {
   const api = await FakeApiServer.start();
@@ -167,7 +167,7 @@ t.test('Event texts name what to fix', async (t) => {
     sp: [{ namespace: 'team', name: 'sp-binding', azureIdentity: 'sp', selector: 'sp' }],
     empty: [{ namespace: 'team', name: 'empty-binding', azureIdentity: 'empty', selector: 'empty' }],
   };
-  const view: ClusterView = { podsAt: () => [], bindingsFor: (_ns, sel) => bindings[sel] ?? [], identity: (_ns, n) => ids[n], exceptionsIn: () => [] };
+  const view: ClusterView = { ...EMPTY_VIEW, bindingsFor: (_ns, sel) => bindings[sel] ?? [], identity: (_ns, n) => ids[n] };
   const labelled = (label: string): PodInfo => ({ ...podInfo('p'), labels: { aadpodidbinding: label } });
   const text = (label: string, reason: NonNullable<RequestOutcome['reason']>, extra: Partial<RequestOutcome> = {}): string => {
     const o = { ...outcome(labelled(label), reason), ...extra };
@@ -180,6 +180,11 @@ t.test('Event texts name what to fix', async (t) => {
   const long = 'x'.repeat(2000);
   const msg = text('empty', 'identity_not_bound', { request: { apiVersion: '2018-02-01', resource: 'r', selector: { name: 'msi_res_id', value: long } } });
   t.ok(msg.startsWith(`The pod asked for msi_res_id "${'x'.repeat(256)}…", which is not bound to it.`), 'a value the pod sent is cut and quoted');
+  const pending: RequestOutcome = { ...outcome(labelled('x'), 'assignment_pending'), decision: { kind: 'pending' } };
+  t.equal(eventReason(pending), 'AssignmentPending', 'standard mode: MIC did not assign in time');
+  const aaiView: ClusterView = { ...EMPTY_VIEW, assignedTo: () => [{ namespace: 'default', name: 'p-team-id', pod: 'p', podNamespace: 'team', nodeName: 'node-a', state: 'Created', identity: ids.empty!, bindingSelector: 'x' }] };
+  t.equal(eventMessage('AssignmentPending', pending, aaiView, 'node-a'),
+    'MIC has not assigned an identity to this pod on node node-a yet (AzureAssignedIdentity: default/p-team-id Created). Check that MIC runs and can assign the identity to the node\'s VM or scale set.');
   t.equal(eventReason({ ...outcome(labelled('x'), 'pod_unknown'), decision: undefined }), undefined, 'no Event without a decision about a known pod');
   t.equal(eventReason({ route: 'token', status: 200, reason: undefined, seconds: 0, pod: labelled('x') }), undefined, 'no Event for a grant');
 });

@@ -37,6 +37,7 @@ export interface ResourceSpec {
   resource: string;
   path: string;
   fieldSelector?: string;
+  labelSelector?: string;
   /** Throws (ConversionError) on a malformed object. */
   convert(raw: Raw): ClusterObject;
   sink: KindSink;
@@ -108,7 +109,7 @@ export class ResilientInformer implements InformerGaugeSource {
     });
     // The library's ListWatch is makeInformer's informer; built directly because makeInformer
     // (client-node 2.0) does not pass a field selector.
-    this.#listWatch = new ListWatch<Item>(spec.path, this.#watch, () => this.#list(), false, undefined, spec.fieldSelector, {
+    this.#listWatch = new ListWatch<Item>(spec.path, this.#watch, () => this.#list(), false, spec.labelSelector, spec.fieldSelector, {
       delayFn: (ms) => this.#cleanCloseDelay(ms),
     });
     this.#listWatch.on('add', (item) => this.#apply(item));
@@ -160,6 +161,7 @@ export class ResilientInformer implements InformerGaugeSource {
       do {
         const body = await this.#http.getJson(this.#spec.path, {
           fieldSelector: this.#spec.fieldSelector,
+          labelSelector: this.#spec.labelSelector,
           limit: this.#tuning.pageSize,
           continue: cont,
           // The first list may come from the API server's watch cache (cheap for a DaemonSet

@@ -16,6 +16,7 @@ export const EVENT_REASONS: Partial<Record<Reason, string>> = {
   identity_type_unsupported: 'IdentityTypeUnsupported',
   identity_not_bound: 'IdentityNotBound',
   object_id_unverifiable: 'ObjectIdUnverifiable',
+  assignment_pending: 'AssignmentPending',
 };
 
 /** IMDS refused an identity the pod is bound to: it is not on this node's VM or scale set. */
@@ -27,7 +28,7 @@ const MAX_NAMES = 5;
 /** The Event reason for this outcome, or undefined when it deserves no Event. */
 export function eventReason(o: RequestOutcome): string | undefined {
   if (o.pod === undefined) return undefined;
-  if (o.reason !== undefined) return o.decision?.kind === 'refuse' ? EVENT_REASONS[o.reason] : undefined;
+  if (o.reason !== undefined) return o.decision?.kind === 'refuse' || o.decision?.kind === 'pending' ? EVENT_REASONS[o.reason] : undefined;
   if (o.decision?.kind === 'grant' && o.upstream?.result === 400 && o.upstream.answer?.body.includes('Identity not found') === true) {
     return IDENTITY_NOT_ON_NODE;
   }
@@ -39,7 +40,11 @@ export function eventMessage(reason: string, o: RequestOutcome, view: ClusterVie
   const ns = pod.namespace;
   const label = pod.labels[BINDING_LABEL] ?? '';
   const bindings = label === '' ? [] : view.bindingsFor(ns, label);
-  const bound = bindings.map((b) => view.identity(ns, b.azureIdentity)).filter((i): i is AzureIdentity => i !== undefined);
+  // Standard mode: what MIC assigned to the pod; managed mode: what its bindings name.
+  const assigned = view.assignedTo(ns, pod.name);
+  const bound = assigned.length > 0
+    ? assigned.map((a) => a.identity)
+    : bindings.map((b) => view.identity(ns, b.azureIdentity)).filter((i): i is AzureIdentity => i !== undefined);
   const asked = o.request?.selector;
   switch (reason) {
     case 'PodUnlabeled':
@@ -56,6 +61,8 @@ export function eventMessage(reason: string, o: RequestOutcome, view: ClusterVie
       return `The pod asked for ${asked?.name ?? 'an identity'} ${quote(asked?.value ?? '')}, which is not bound to it. Bound to it: ${bound.length === 0 ? 'nothing' : names(bound.map((i) => `${qualified(i)} (clientID ${i.clientID || '-'})`))}.`;
     case 'ObjectIdUnverifiable':
       return `The pod asked for a token by object_id ${quote(asked?.value ?? '')}; AzureIdentities carry no object id to check it against. Ask by client_id or msi_res_id.`;
+    case 'AssignmentPending':
+      return `MIC has not assigned an identity to this pod on node ${node} yet (AzureAssignedIdentity: ${assigned.length === 0 ? 'none' : names(assigned.map((a) => `${a.namespace}/${a.name} ${a.state || 'no status'}`))}). Check that MIC runs and can assign the identity to the node's VM or scale set.`;
     case IDENTITY_NOT_ON_NODE: {
       const d = o.decision!;
       if (d.kind !== 'grant') return '';

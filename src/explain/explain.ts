@@ -1,17 +1,20 @@
 // `nmi explain`: what the daemon would answer a pod's token request, step by step, without
 // sending one. It runs the daemon's own code on the same cluster state: the pod lookup by
-// address (lookupPodNow), the request parser (parseTokenRequest) and the decision
-// (decideToken, exceptions included), so the two cannot disagree. Only the IMDS call is left
-// out: a grant is reported as the 200 IMDS gives when the identity is on this node's VM.
+// address (lookupPodNow), the request parser (parseTokenRequest), the policy from the same
+// flags (policyFor) and the decision the handler makes (decideAwaitingAssignment, i.e.
+// decideToken with its exception step), so the two cannot disagree. Only the waits and the
+// IMDS call are left out: a grant is reported as the 200 IMDS gives when the identity is on
+// this node's VM, and 'pending' as the 503 the daemon gives when MIC does not assign in time.
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { BINDING_LABEL } from '../cluster/objects.ts';
 import type { PodInfo } from '../cluster/objects.ts';
 import type { IndexedClusterState } from '../cluster/indexed-state.ts';
 import { FlagError, flagHelp, parseFlags, type FlagSpec } from '../config/flags.ts';
-import { decideToken, exceptionFor, type TokenDecision } from '../decision/decide.ts';
+import { exceptionFor, policyFor, type DecisionPolicy, type TokenDecision } from '../decision/decide.ts';
 import { REFUSALS, type Reason } from '../decision/reasons.ts';
 import { parseTokenRequest, type TokenRequest } from '../decision/token-request.ts';
+import { decideAwaitingAssignment } from '../listener/await-assignment.ts';
 import { lookupPodNow } from '../pods/pod-lookup.ts';
 
 export const EXPLAIN_FLAGS: readonly FlagSpec[] = [
@@ -22,8 +25,8 @@ export const EXPLAIN_FLAGS: readonly FlagSpec[] = [
   { name: 'client-id', type: 'string', default: '', help: 'the client_id the pod asks for' },
   { name: 'msi-res-id', type: 'string', default: '', help: 'the msi_res_id the pod asks for' },
   { name: 'resource', type: 'string', default: 'https://management.azure.com/', help: 'the token audience asked for' },
-  { name: 'operation-mode', type: 'string', default: 'managed', choices: ['managed', 'standard'], help: 'the daemon\'s --operation-mode' },
-  { name: 'forceNamespaced', type: 'bool', default: true, help: 'the daemon\'s --forceNamespaced' },
+  { name: 'operation-mode', type: 'string', default: 'standard', choices: ['managed', 'standard'], help: 'the daemon\'s --operation-mode' },
+  { name: 'forceNamespaced', type: 'bool', default: false, env: 'FORCENAMESPACED', help: 'the daemon\'s --forceNamespaced (managed mode is always namespaced)' },
   { name: 'output', type: 'string', default: 'text', choices: ['text', 'json'], help: 'text for people, json for scripts' },
   { name: 'timeout-seconds', type: 'int', default: 30, min: 1, max: 600, help: 'how long to wait for the Kubernetes API to list the state' },
   { name: 'help', type: 'bool', default: false, help: 'print this help' },
@@ -92,8 +95,7 @@ interface ExplainInput {
   namespace: string;
   name: string;
   request: TokenRequest;
-  mode: 'managed' | 'standard';
-  forceNamespaced: boolean;
+  policy: DecisionPolicy;
   output: 'text' | 'json';
   timeoutMs: number;
 }
@@ -119,13 +121,10 @@ function toInput(v: Record<string, string | number | boolean>, positionals: stri
   if (resId !== '') params.set('msi_res_id', resId);
   const request = parseTokenRequest(params);
   if (typeof request === 'string') throw new FlagError(`the request is one the daemon refuses before any lookup: ${request} (${REFUSALS[request].description})`);
-  const mode = v['operation-mode'] as 'managed' | 'standard';
-  // The daemon's own limits (config/daemon-config.ts), so explain never describes a daemon that cannot run.
-  if (mode === 'standard') throw new FlagError('flag --operation-mode: standard mode (AzureAssignedIdentity from MIC) is not supported yet; use managed');
-  if (v.forceNamespaced === false) throw new FlagError('flag --forceNamespaced: managed mode always matches within the pod\'s namespace; false is not supported');
   return {
-    clusterState, kubeconfig, node, namespace: pod[1]!, name: pod[2]!, request, mode,
-    forceNamespaced: v.forceNamespaced === true, output: v.output as 'text' | 'json', timeoutMs: Number(v['timeout-seconds']) * 1000,
+    clusterState, kubeconfig, node, namespace: pod[1]!, name: pod[2]!, request,
+    policy: policyFor(v['operation-mode'] === 'standard' ? 'standard' : 'managed', v.forceNamespaced === true),
+    output: v.output as 'text' | 'json', timeoutMs: Number(v['timeout-seconds']) * 1000,
   };
 }
 
@@ -143,7 +142,7 @@ async function loadState(input: ExplainInput): Promise<{ state: IndexedClusterSt
   try {
     const state = await InformerClusterState.start({
       kubeconfig: input.kubeconfig === '' ? undefined : input.kubeconfig, nodeName: input.node,
-      log: pino({ level: 'silent' }), registry: new Registry(),
+      assignedIdentities: input.policy.mode === 'standard', log: pino({ level: 'silent' }), registry: new Registry(),
     });
     return { state, source: `the Kubernetes API (${input.kubeconfig === '' ? 'in-cluster' : input.kubeconfig})` };
   } catch (err) {
@@ -175,8 +174,9 @@ export async function explain(input: ExplainInput): Promise<Explanation> {
       return refused(found?.reason ?? 'pod_unknown', steps);
     }
     steps.push({ step: 'pod', detail: `a request from ${ip} is from ${pod.namespace}/${pod.name} (uid ${pod.uid}, ${pod.phase})` });
-    steps.push(...context(pod, state, input.request));
-    const decision = decideToken(pod, state, input.request);
+    steps.push(...context(pod, state, input.request, input.policy));
+    // The handler's own call; a zero wait reports 'pending' instead of waiting for MIC.
+    const decision = await decideAwaitingAssignment(state, pod, input.request, input.policy, 0, AbortSignal.timeout(1_000));
     return fromDecision(decision, steps);
   } finally {
     await state.close();
@@ -184,7 +184,7 @@ export async function explain(input: ExplainInput): Promise<Explanation> {
 }
 
 /** What the decision looks at, read from the same view; the verdict itself is decideToken's. */
-function context(pod: PodInfo, state: IndexedClusterState, request: TokenRequest): Step[] {
+function context(pod: PodInfo, state: IndexedClusterState, request: TokenRequest, policy: DecisionPolicy): Step[] {
   const steps: Step[] = [];
   const exception = exceptionFor(pod, state.exceptionsIn(pod.namespace));
   steps.push({ step: 'exception', detail: exception === undefined
@@ -194,15 +194,22 @@ function context(pod: PodInfo, state: IndexedClusterState, request: TokenRequest
   const label = pod.labels[BINDING_LABEL];
   steps.push({ step: 'label', detail: label === undefined || label === '' ? `the pod has no ${BINDING_LABEL} label` : `${BINDING_LABEL}=${label}` });
   if (label === undefined || label === '') return steps;
-  const bindings = state.bindingsFor(pod.namespace, label);
+  const anyNamespace = policy.mode === 'standard' && !policy.forceNamespaced;
+  const bindings = anyNamespace ? state.bindingsSelecting(label) : state.bindingsFor(pod.namespace, label);
   steps.push({ step: 'bindings', detail: bindings.length === 0
-    ? `no AzureIdentityBinding in namespace ${pod.namespace} has selector ${JSON.stringify(label)}`
-    : bindings.map((b) => `${b.name} -> AzureIdentity ${b.azureIdentity}`).join('; ') });
+    ? `no AzureIdentityBinding ${anyNamespace ? 'in any namespace' : `in namespace ${pod.namespace}`} has selector ${JSON.stringify(label)}`
+    : bindings.map((b) => `${b.namespace}/${b.name} -> AzureIdentity ${b.azureIdentity}`).join('; ') });
   for (const b of bindings) {
-    const id = state.identity(pod.namespace, b.azureIdentity);
+    const id = state.identity(b.namespace, b.azureIdentity);
     steps.push({ step: 'identity', detail: id === undefined
-      ? `AzureIdentity ${pod.namespace}/${b.azureIdentity} does not exist`
+      ? `AzureIdentity ${b.namespace}/${b.azureIdentity} does not exist`
       : `${id.namespace}/${id.name}: type ${id.type}, clientID ${id.clientID || '(none)'}, resourceID ${id.resourceID || '(none)'}` });
+  }
+  if (policy.mode === 'standard') {
+    const aais = state.assignedTo(pod.namespace, pod.name);
+    steps.push({ step: 'assigned', detail: aais.length === 0
+      ? 'MIC has made no AzureAssignedIdentity for this pod'
+      : aais.map((a) => `${a.namespace}/${a.name}: ${a.identity.namespace}/${a.identity.name} on node ${a.nodeName}, ${a.state || 'no status (counted as Assigned)'}`).join('; ') });
   }
   steps.push({ step: 'request', detail: request.selector === undefined
     ? 'the pod names no identity: the bound identity whose name sorts first is used'
@@ -214,7 +221,7 @@ function fromDecision(d: TokenDecision, steps: Step[]): Explanation {
   switch (d.kind) {
     case 'grant': {
       const id = d.identity;
-      steps.push({ step: 'decision', detail: `granted: AzureIdentity ${id.namespace}/${id.name} through binding ${d.binding.name}` });
+      steps.push({ step: 'decision', detail: `granted: AzureIdentity ${id.namespace}/${id.name} through ${d.via.kind} ${d.via.namespace}/${d.via.name}` });
       steps.push({ step: 'upstream', detail: `IMDS is asked with ${d.upstream.name}=${d.upstream.value}; the pod gets IMDS's answer (200 when the identity is assigned to this node's VM or scale set)` });
       return { decision: 'granted', reason: null, status: 200, identity: `${id.namespace}/${id.name}`, clientID: id.clientID || null, steps };
     }
@@ -227,6 +234,9 @@ function fromDecision(d: TokenDecision, steps: Step[]): Explanation {
     }
     case 'refuse':
       return refused(d.reason, steps);
+    case 'pending':
+      steps.push({ step: 'wait', detail: 'MIC is expected to assign an identity: the daemon waits up to --assignment-wait-ms for it, decides again if it comes, else answers:' });
+      return refused('assignment_pending', steps);
     default: {
       const never: never = d;
       throw new Error(`unknown decision ${JSON.stringify(never)}`);
@@ -241,7 +251,7 @@ function refused(reason: Reason, steps: Step[]): Explanation {
 }
 
 function text(input: ExplainInput, r: Explanation): string {
-  const lines = [`${input.namespace}/${input.name} on node ${input.node} (${input.mode} mode), token for ${input.request.resource}:`];
+  const lines = [`${input.namespace}/${input.name} on node ${input.node} (${input.policy.mode} mode${input.policy.forceNamespaced ? ', namespaced' : ''}), token for ${input.request.resource}:`];
   r.steps.forEach((s, i) => lines.push(`  ${i + 1}. ${s.step}: ${s.detail}`));
   const who = r.identity !== null ? ` as ${r.identity}` : '';
   const client = r.clientID !== null ? ` (client id ${r.clientID})` : '';

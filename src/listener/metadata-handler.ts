@@ -5,13 +5,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { unusableState } from '../cluster/state-gate.ts';
 import type { ClusterState } from '../cluster/view.ts';
 import { writeRefusal, writeUpstream, refusalStatus } from '../answer/respond.ts';
-import { decideToken } from '../decision/decide.ts';
+import type { DecisionPolicy } from '../decision/decide.ts';
 import type { Reason } from '../decision/reasons.ts';
 import { isApiVersion, parseTokenRequest } from '../decision/token-request.ts';
 import { formatQuery, parseQuery } from '../matcher/query.ts';
 import { matchTarget, type MatchedTarget } from '../matcher/request-target.ts';
 import type { RequestObserver, RequestOutcome } from '../observability/request-outcome.ts';
 import { lookupPod, sourceIp } from '../pods/pod-lookup.ts';
+import { decideAwaitingAssignment } from './await-assignment.ts';
 import { readBody } from './read-body.ts';
 import { UpstreamFailure, type ImdsClient, type UpstreamAnswer } from '../upstream/imds-client.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
@@ -29,6 +30,10 @@ export interface HandlerOptions {
   podWaitMs: number;
   /** Seconds of unconfirmed state after which token decisions are refused (0: never). */
   maxStateStalenessS?: number;
+  /** Mode and namespace rule of the decision. */
+  policy: DecisionPolicy;
+  /** Standard mode: how long a request waits for MIC to assign the pod's identity. */
+  assignmentWaitMs: number;
   maxBodyBytes?: number;
 }
 
@@ -93,8 +98,9 @@ export class MetadataHandler {
     if (waited && !signal.aborted) t.podWait = found.kind === 'pod' ? 'found' : 'timeout';
     if (found.kind === 'refuse') return this.#refuse(res, t, found.reason);
     t.pod = found.pod;
-    const decision = t.decision = decideToken(found.pod, o.state, request);
+    const decision = t.decision = await decideAwaitingAssignment(o.state, found.pod, request, o.policy, o.assignmentWaitMs, signal);
     if (decision.kind === 'refuse') return this.#refuse(res, t, decision.reason);
+    if (decision.kind === 'pending') return this.#refuse(res, t, 'assignment_pending');
     const path = tokenPath(request.apiVersion, request.resource, decision.upstream);
     await this.#relay(res, t, () => o.tokens === undefined
       ? o.imds.fetch('GET', path, signal)

@@ -107,7 +107,7 @@ export class NmiMetrics implements RequestObserver {
     }, o.seconds);
     if (o.route !== 'token' || o.upstream === undefined || o.cache === 'hit') return;
     // As NMI: by client id is "userassignedid", a pass-through without a selector is plain "msi".
-    const upstreamSelector = o.decision === undefined || o.decision.kind === 'refuse' ? undefined : o.decision.upstream;
+    const upstreamSelector = o.decision !== undefined && 'upstream' in o.decision ? o.decision.upstream : undefined;
     const operation = upstreamSelector === undefined ? 'adal_token_msi' : 'adal_token_msi_userassignedid';
     if (o.upstream.result === 200) this.#imdsDuration.observe({ operation_type: operation }, o.upstream.seconds);
     else this.#imdsErrors.inc({ operation_type: operation });
