@@ -29,7 +29,9 @@ t.test('a grant, a refusal and an IMDS error land in NMI\'s series with NMI\'s l
   t.match(m, `${OPS}_count{operation_type="/metadata/identity/oauth2/token",status_code="500",namespace="shop",resource="https://vault.azure.net"} 1\n`);
   t.match(m, `${OPS}_count{operation_type="/metadata/instance",status_code="200",namespace="",resource=""} 1\n`);
   t.match(m, `${OPS}_count{operation_type="other",status_code="404",namespace="",resource=""} 1\n`);
-  t.match(m, `${OPS}_bucket{le="0.5",operation_type="/metadata/identity/oauth2/token",status_code="200",namespace="shop",resource="https://vault.azure.net"} 1\n`, 'NMI\'s 0.5 s bucket still exists');
+  for (const le of ['0.005', '0.5', '1', '100']) {
+    t.match(m, `${OPS}_bucket{le="${le}",operation_type="/metadata/identity/oauth2/token",status_code="200",namespace="shop",resource="https://vault.azure.net"} `, `bucket ${le} (NMI's from 0.5 s, finer below)`);
+  }
   t.match(m, '# TYPE aadpodidentity_imds_operations_duration_seconds histogram');
   t.match(m, 'aadpodidentity_imds_operations_duration_seconds_count{operation_type="adal_token_msi_userassignedid"} 1\n', 'the success is timed');
   t.match(m, '# TYPE aadpodidentity_imds_operations_errors_count counter');
