@@ -25,8 +25,8 @@ export const EXPLAIN_FLAGS: readonly FlagSpec[] = [
   { name: 'client-id', type: 'string', default: '', help: 'the client_id the pod asks for' },
   { name: 'msi-res-id', type: 'string', default: '', help: 'the msi_res_id the pod asks for' },
   { name: 'resource', type: 'string', default: 'https://management.azure.com/', help: 'the token audience asked for' },
-  { name: 'operation-mode', type: 'string', default: 'standard', choices: ['managed', 'standard'], help: 'the daemon\'s --operation-mode' },
-  { name: 'forceNamespaced', type: 'bool', default: false, env: 'FORCENAMESPACED', help: 'the daemon\'s --forceNamespaced (managed mode is always namespaced)' },
+  { name: 'operation-mode', type: 'string', default: 'standard', choices: ['managed', 'standard'], caseInsensitive: true, help: 'the daemon\'s --operation-mode' },
+  { name: 'forceNamespaced', type: 'bool', default: false, help: 'the daemon\'s --forceNamespaced, also on when env FORCENAMESPACED is "true" (managed mode is always namespaced)' },
   { name: 'output', type: 'string', default: 'text', choices: ['text', 'json'], help: 'text for people, json for scripts' },
   { name: 'timeout-seconds', type: 'int', default: 30, min: 1, max: 600, help: 'how long to wait for the Kubernetes API to list the state' },
   { name: 'help', type: 'bool', default: false, help: 'print this help' },
@@ -123,7 +123,8 @@ function toInput(v: Record<string, string | number | boolean>, positionals: stri
   if (typeof request === 'string') throw new FlagError(`the request is one the daemon refuses before any lookup: ${request} (${REFUSALS[request].description})`);
   return {
     clusterState, kubeconfig, node, namespace: pod[1]!, name: pod[2]!, request,
-    policy: policyFor(v['operation-mode'] === 'standard' ? 'standard' : 'managed', v.forceNamespaced === true),
+    // The daemon's own reading of these two (config/daemon-config.ts).
+    policy: policyFor(v['operation-mode'] === 'standard' ? 'standard' : 'managed', v.forceNamespaced === true || env.FORCENAMESPACED === 'true'),
     output: v.output as 'text' | 'json', timeoutMs: Number(v['timeout-seconds']) * 1000,
   };
 }

@@ -37,6 +37,7 @@ export interface RecordedRequest {
   readonly query: Readonly<Record<string, string>>;
   readonly watch: boolean;
   readonly resource?: string;
+  readonly userAgent?: string;
 }
 
 export interface FaultMatch {
@@ -313,7 +314,10 @@ export class FakeApiServer {
       const rp = resolvePath(url.pathname);
       const ev = EVENTS_PATH.exec(url.pathname);
       const resource = rp?.resource.plural ?? (ev === null ? undefined : 'events');
-      this.#record({ method: req.method ?? '', path: url.pathname, query, watch, ...(resource ? { resource } : {}) });
+      this.#record({
+        method: req.method ?? '', path: url.pathname, query, watch,
+        ...(resource ? { resource } : {}), ...(req.headers['user-agent'] !== undefined ? { userAgent: req.headers['user-agent'] } : {}),
+      });
       if (req.headers.authorization !== `Bearer ${this.token}`) return this.#fail(res, 401, 'Unauthorized');
       const fault = this.#takeFault(resource, watch);
       if (fault?.action === 'stall') {
