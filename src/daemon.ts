@@ -2,12 +2,16 @@
 import type { Logger } from 'pino';
 import { FileClusterState } from './cluster/file-source.ts';
 import { EMPTY_SELECTOR_WARNING } from './cluster/objects.ts';
+import type { FreshnessTuning } from './cluster/freshness.ts';
 import type { ClusterState } from './cluster/view.ts';
 import { parkedCount } from './cluster/wait-for-ip.ts';
 import type { DaemonConfig } from './config/daemon-config.ts';
 import { listen, type Listener } from './listener/listener.ts';
+import { policyFor } from './decision/decide.ts';
 import { MetadataHandler } from './listener/metadata-handler.ts';
 import { DaemonMetrics } from './observability/metrics.ts';
+import { RequestLog } from './observability/request-log.ts';
+import { observers } from './observability/request-outcome.ts';
 import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.ts';
 import { openUpstream } from './upstream/upstream.ts';
@@ -34,9 +38,15 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-export async function startDaemon(config: DaemonConfig, log: Logger, options: { defaultMetrics?: boolean } = {}): Promise<Daemon> {
+export interface DaemonOptions {
+  defaultMetrics?: boolean;
+  /** Tests shorten how the API server's silence is detected. */
+  freshness?: Partial<FreshnessTuning>;
+}
+
+export async function startDaemon(config: DaemonConfig, log: Logger, options: DaemonOptions = {}): Promise<Daemon> {
   const metrics = new DaemonMetrics(undefined, options);
-  const state = await openClusterState(config, log, metrics);
+  const state = await openClusterState(config, log, metrics, options.freshness);
   const upstream = openUpstream(config, metrics.registry);
   const { imds, scheduler, tokens, stopping } = upstream;
   // Addresses no pod holds (a pod's first calls, or no pod at all) share a quarter of the listener.
@@ -44,12 +54,17 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   const pipelined = new Cooldown(PIPELINING_COOLDOWN_MS);
   const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers }, pipelined);
   const refusals = new RefusalLog(log);
+  const events = config.clusterStateFile === '' && config.podEvents
+    ? (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log })
+    : undefined;
+  const observer = observers([metrics, new RequestLog(log, refusals), ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
   const handler = new MetadataHandler({
-    state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, metrics, log, admission, refusals,
+    state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, observer, admission,
     blockInstanceMetadata: config.blockInstanceMetadata,
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,
-    policy: { mode: config.operationMode, forceNamespaced: config.operationMode === 'managed' || config.forceNamespaced },
+    maxStateStalenessS: config.maxStateStalenessS,
+    policy: policyFor(config.operationMode, config.forceNamespaced),
     assignmentWaitMs: config.assignmentWaitMs,
   });
   let closing = false;
@@ -92,7 +107,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     }
   } catch (err) {
     refusals.close();
-    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close()]);
+    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close()]);
     throw err;
   }
   log.info({
@@ -119,7 +134,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       await l.close(config.shutdownGraceMs);
       clearTimeout(answer);
       refusals.close();
-      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close()]);
+      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close()]);
     },
   };
 }
@@ -127,7 +142,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
 /** Time kept at the end of the grace to write the 503s before connections are cut. */
 const SHUTDOWN_ANSWER_MS = 500;
 
-async function openClusterState(config: DaemonConfig, log: Logger, metrics: DaemonMetrics): Promise<ClusterState> {
+async function openClusterState(config: DaemonConfig, log: Logger, metrics: DaemonMetrics, freshness?: Partial<FreshnessTuning>): Promise<ClusterState> {
   if (config.clusterStateFile !== '') {
     const state = await FileClusterState.load(config.clusterStateFile, config.node);
     for (const b of state.index.bindingsWithEmptySelector()) {
@@ -144,5 +159,6 @@ async function openClusterState(config: DaemonConfig, log: Logger, metrics: Daem
     assignedIdentities: config.operationMode === 'standard',
     log,
     registry: metrics.registry,
+    freshness,
   });
 }

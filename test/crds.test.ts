@@ -53,14 +53,19 @@ for (const e of EXPECTED) {
   });
 }
 
-t.test('rbac.yaml: read-only access to exactly the watched resources', async (t) => {
+t.test('rbac.yaml: read-only access to exactly the watched resources, and only create/patch on events', async (t) => {
   const docs = load('rbac.yaml');
   const sa = docs.find((d) => d.kind === 'ServiceAccount');
   const role = docs.find((d) => d.kind === 'ClusterRole');
   const binding = docs.find((d) => d.kind === 'ClusterRoleBinding');
   t.match(sa, { metadata: { name: 'podid-nmi', namespace: 'kube-system' } });
   t.match(role, { metadata: { name: 'podid-nmi' } });
-  const rules = (role?.rules ?? []) as Node[];
+  const all = (role?.rules ?? []) as Node[];
+  const isEvents = (r: Node): boolean => (r.resources as string[]).includes('events');
+  // Pod Events are the one thing written: create, and patch to aggregate repeats.
+  t.same(all.filter(isEvents).map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: r.verbs })),
+    [{ apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] }], 'events: create and patch only');
+  const rules = all.filter((r) => !isEvents(r));
   for (const rule of rules) t.same(rule.verbs, ['get', 'list', 'watch'], 'read-only');
   const granted = rules.flatMap((r) => (r.resources as string[]).map((res) => `${(r.apiGroups as string[])[0]}/${res}`)).sort();
   t.same(granted, ['/pods', ...EXPECTED.map((e) => `${CRD_GROUP}/${e.plural}`)].sort());

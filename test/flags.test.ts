@@ -194,13 +194,14 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     '--pod-wait-ms=6', '--upstream-connect-timeout-ms=7', '--upstream-timeout-ms=8', '--token-cache=false', '--max-connections=9',
     '--shutdown-grace-ms=10', '--log-format=json', '--log-level=debug', '--kubeconfig=/kc',
     '--operation-mode=Managed', '--forceNamespaced', '--assignment-wait-ms=11', '--find-identity-retry-interval=12',
-    '--custom-user-agent=team/1.0 (x)',
+    '--custom-user-agent=team/1.0 (x)', '--max-state-staleness=45', '--pod-events=false',
     '--imds-max-rps=11', '--imds-max-concurrency=12', '--imds-max-queue=13', '--imds-max-queue-per-pod=14', '--token-wait-ms=1500',
   ]));
   t.strictSame(config, {
     node: 'n1', listenAddress: '::1', listenPort: 1, metadataIp: '127.0.0.2', metadataPort: 2, probePort: 3, metricsPort: 4,
     probeListenAddress: '127.0.0.1', blockInstanceMetadata: true, metadataHeaderRequired: false, iptUpdateIntervalSec: 5,
     manageIptables: true, conntrackFlush: true, clusterStateFile: '/s.yaml', kubeconfig: '/kc', podWaitMs: 6,
+    maxStateStalenessS: 45, podEvents: false,
     upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, maxConnectionsPerPod: 32, maxRequestsPerPod: 16, shutdownGraceMs: 10,
     logFormat: 'json', logLevel: 'debug', operationMode: 'managed', forceNamespaced: true, assignmentWaitMs: 11,
     userAgent: `podid-nmi/${VERSION} team/1.0 (x)`,

@@ -285,6 +285,11 @@ t.test('RBAC lets the DaemonSet read what it watches', async (t) => {
     t.ok(allows('', 'pods', verb), `${verb} pods`);
     for (const plural of WATCHED) t.ok(allows(CRD_GROUP, plural, verb), `${verb} ${plural}`);
   }
+  // Pod Events: create, and patch to aggregate repeats. Nothing else is ever written.
+  t.ok(allows('', 'events', 'create') && allows('', 'events', 'patch'), 'create and patch events');
+  const writes = rules.filter((r) => (r.verbs ?? []).some((v: string) => !['get', 'list', 'watch'].includes(v)));
+  t.same(writes.map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: [...r.verbs].sort() })),
+    [{ apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] }], 'the only write rule is on events');
 });
 
 t.test('exception for AKS system pods', async (t) => {

@@ -10,6 +10,8 @@ import type { BackoffOptions } from './backoff.ts';
 import {
   CRD_GROUP, toAzureAssignedIdentity, toAzureIdentity, toAzureIdentityBinding, toAzurePodIdentityException, toPodInfo,
 } from './convert.ts';
+import { FreshnessTracker } from './freshness.ts';
+import type { FreshnessTuning } from './freshness.ts';
 import { BindingSink, NamedSink, PodSink } from './index-sinks.ts';
 import { IndexedClusterState } from './indexed-state.ts';
 import { InformerMetrics } from './informer-metrics.ts';
@@ -36,6 +38,8 @@ export interface InformerSourceOptions {
   pageSize?: number;
   /** Standard mode: also watch MIC's AzureAssignedIdentities labelled `nodename=<nodeName>`. */
   assignedIdentities?: boolean;
+  /** How the API server's silence is detected (freshness.ts); tests shorten it. */
+  freshness?: Partial<FreshnessTuning>;
 }
 
 export const DEFAULT_TIMEOUTS = { connectMs: 10_000, idleMs: 150_000, listMs: 60_000 } as const;
@@ -53,6 +57,7 @@ export class InformerClusterState extends IndexedClusterState {
   readonly #startedAt = performance.now();
   #ready = false;
   #closed = false;
+  freshness: FreshnessTracker | undefined;
 
   private constructor(http: KubeHttp, log: Logger) {
     super();
@@ -84,6 +89,7 @@ export class InformerClusterState extends IndexedClusterState {
     for (const spec of state.#specs(opts.nodeName, opts.assignedIdentities === true)) {
       state.#informers.push(new ResilientInformer(shared, spec, () => state.#onSynced()));
     }
+    state.freshness = new FreshnessTracker({ http, sources: () => state.#informers, registry: opts.registry, log, tuning: opts.freshness });
     log.info({ server: http.server, node: opts.nodeName }, 'starting informers');
     for (const informer of state.#informers) informer.start();
     return state;
@@ -118,6 +124,7 @@ export class InformerClusterState extends IndexedClusterState {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.freshness?.stop();
     await Promise.all(this.#informers.map((informer) => informer.stop()));
     await this.#http.close();
     this.#notify();

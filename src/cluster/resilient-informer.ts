@@ -131,6 +131,11 @@ export class ResilientInformer implements InformerGaugeSource {
     return this.#spec.count();
   }
 
+  /** Listed, and its watch open with no error since: an answering API server means this state is current. */
+  isWatching(): boolean {
+    return this.#synced && this.#operation === 'watch' && this.#errorsInRow === 0;
+  }
+
   secondsSinceLastEvent(): number {
     return (performance.now() - this.#lastHeard) / 1000;
   }

@@ -23,6 +23,8 @@ export interface DaemonConfig {
   clusterStateFile: string;
   kubeconfig: string;
   podWaitMs: number;
+  maxStateStalenessS: number;
+  podEvents: boolean;
   upstreamConnectTimeoutMs: number;
   upstreamTimeoutMs: number;
   tokenCache: boolean;
@@ -45,6 +47,8 @@ export interface DaemonConfig {
   /** Sent on requests to IMDS and to the Kubernetes API. */
   userAgent: string;
 }
+
+export const MIN_STALENESS_LIMIT_S = 20;
 
 /** klog's -v as a pino level: 0-3 info, 4-5 debug, 6 and more trace. */
 export function levelForVerbosity(v: number): LevelWithSilent {
@@ -69,6 +73,11 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
   if (clusterStateFile === '' && kubeconfig === '' && (env.KUBERNETES_SERVICE_HOST ?? '') === '') {
     throw new FlagError('no cluster state: give --cluster-state FILE or --kubeconfig FILE, or run in a cluster');
   }
+  const maxStale = Number(v['max-state-staleness']);
+  if (maxStale > 0 && maxStale < MIN_STALENESS_LIMIT_S) {
+    // State is confirmed about every 10 s; a tighter limit would refuse tokens on a healthy API.
+    throw new FlagError(`flag --max-state-staleness: ${maxStale} is below ${MIN_STALENESS_LIMIT_S}; use 0 (off) or at least ${MIN_STALENESS_LIMIT_S} seconds`);
+  }
   const node = String(v.node);
   if (clusterStateFile === '' && node === '') throw new FlagError('flag --node (or NODE_NAME) is required with the Kubernetes API');
   return {
@@ -88,6 +97,8 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
     clusterStateFile,
     kubeconfig,
     podWaitMs: Number(v['pod-wait-ms']),
+    maxStateStalenessS: Number(v['max-state-staleness']),
+    podEvents: v['pod-events'] === true,
     upstreamConnectTimeoutMs: Number(v['upstream-connect-timeout-ms']),
     upstreamTimeoutMs: Number(v['upstream-timeout-ms']),
     tokenCache: v['token-cache'] === true,

@@ -36,6 +36,7 @@ export const REFUSALS = {
   method_not_allowed: { status: 405, error: 'method_not_allowed', description: 'Method not allowed on this metadata route' },
   // the calling pod
   state_not_ready: { status: 503, error: 'service_unavailable', description: 'podid-nmi is still loading cluster state', retryAfter: 1 },
+  state_stale: { status: 503, error: 'service_unavailable', description: 'podid-nmi has not heard from the Kubernetes API for too long to trust its cluster state', retryAfter: 2 },
   pod_unknown: { status: 503, error: 'service_unavailable', description: 'No running pod is known for this source address yet', retryAfter: 1 },
   pod_ip_conflict: { status: 503, error: 'service_unavailable', description: 'Several live pods claim this source address', retryAfter: 1 },
   // fair shares: one caller (a pod, or an address no pod holds) cannot take what the others need
