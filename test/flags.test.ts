@@ -287,7 +287,7 @@ function cli(args: string[]): Promise<Run> {
   // Loopback and ephemeral ports first, in case a start got further than intended; the tested flags come after.
   const safe = ['--manage-iptables=false', '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0', '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1'];
   return new Promise((resolve) => {
-    execFile(join(ROOT, 'node_modules/.bin/node'), ['src/cli.ts', ...safe, ...args], { cwd: ROOT, env, timeout: 20_000, killSignal: 'SIGKILL' },
+    execFile(join(ROOT, 'node_modules/.bin/node'), ['src/cli.ts', ...safe, ...args], { cwd: ROOT, env, timeout: 60_000, killSignal: 'SIGKILL' },
       (err, stdout, stderr) => {
         const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
         resolve({ code, stdout, stderr });
