@@ -61,7 +61,7 @@ export class InformerClusterState extends IndexedClusterState {
    */
   static async start(opts: InformerSourceOptions): Promise<InformerClusterState> {
     if (!NODE_NAME.test(opts.nodeName)) throw new Error(`invalid node name ${JSON.stringify(opts.nodeName)}`);
-    const kc = loadKubeConfig(opts.kubeconfig);
+    const kc = await loadKubeConfig(opts.kubeconfig);
     const http = new KubeHttp(kc);
     // Unusable credentials (missing token or key file) are a startup error, not something to retry forever.
     await http.prepare(http.url('/api', {}));
@@ -75,7 +75,7 @@ export class InformerClusterState extends IndexedClusterState {
       pageSize: opts.pageSize ?? 500,
     };
     const metrics = new InformerMetrics(opts.registry, () => state.#informers);
-    const shared = { kc, http, tuning, metrics, log };
+    const shared = { http, tuning, metrics, log };
     for (const spec of state.#specs(opts.nodeName)) {
       state.#informers.push(new ResilientInformer(shared, spec, () => state.#onSynced()));
     }

@@ -2,8 +2,8 @@
 // authenticated from a KubeConfig. The library's own Watch cannot be stopped while it waits
 // for response headers and shares one timer for connect and idle; every request here can be
 // aborted by close(), and each phase has its own bound.
-import { HttpMethod, RequestContext } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { HttpMethod, RequestContext } from './kube-client.ts';
 import { fetch } from 'undici';
 import type { Dispatcher } from 'undici';
 
@@ -20,7 +20,7 @@ export class KubeApiError extends Error {
   }
 }
 
-/** Named like the library's client-side timeout, which ListWatch answers by resuming at once. */
+/** Named like the library's client-side timeout, which ListThenWatch answers by resuming at once. */
 export class WatchIdleTimeout extends Error {
   override name = 'TimeoutError';
 }
