@@ -146,22 +146,23 @@ export class ResilientInformer implements InformerGaugeSource {
       let resourceVersion = '';
       let cont: string | undefined;
       let rejected = 0;
+      const onItem = (raw: unknown): void => {
+        // Converted as it arrives: the raw object is garbage as soon as this returns.
+        const item = isRecord(raw) ? this.#toItem('ADDED', raw) : undefined;
+        if (item === undefined) rejected++;
+        else items.push(item);
+      };
       do {
-        const body = await this.#http.getJson(this.#spec.path, {
+        const body = await this.#http.getList(this.#spec.path, {
           fieldSelector: this.#spec.fieldSelector,
           limit: this.#tuning.pageSize,
           continue: cont,
           // The first list may come from the API server's watch cache (cheap for a DaemonSet
           // on every node); a relist after 410 reads the current state.
           resourceVersion: cont === undefined && !this.#synced ? '0' : undefined,
-        }, this.#tuning.listTimeoutMs);
+        }, this.#tuning.listTimeoutMs, onItem);
         if (this.#closed) throw new KubeApiError('informer stopped');
         const page = parseListPage(body, this.#spec.path);
-        for (const raw of page.items) {
-          const item = isRecord(raw) ? this.#toItem('ADDED', raw) : undefined;
-          if (item === undefined) rejected++;
-          else items.push(item);
-        }
         resourceVersion = page.resourceVersion;
         cont = page.continue;
       } while (cont !== undefined);
@@ -299,13 +300,12 @@ export class ResilientInformer implements InformerGaugeSource {
   }
 }
 
-function parseListPage(body: unknown, path: string): { items: unknown[]; resourceVersion: string; continue?: string } {
+function parseListPage(body: unknown, path: string): { resourceVersion: string; continue?: string } {
   if (!isRecord(body) || !Array.isArray(body.items) || !isRecord(body.metadata) || typeof body.metadata.resourceVersion !== 'string') {
     throw new KubeApiError(`list ${path}: response is not a list with a resourceVersion`);
   }
   const cont = body.metadata.continue;
   return {
-    items: body.items,
     resourceVersion: body.metadata.resourceVersion,
     ...(typeof cont === 'string' && cont !== '' ? { continue: cont } : {}),
   };
