@@ -62,7 +62,9 @@ async function cluster(): Promise<void> {
   const { startImdsEmulator } = await import('../src/emulator/imds-emulator.ts');
   const send = (m: FromCluster): void => void process.send!(m);
   const started = performance.now();
-  const api = await FakeApiServer.start({ bookmarkIntervalMs: 60_000 });
+  // As most clusters serve it: the first list (resourceVersion=0) comes from the watch cache in
+  // one response whatever its limit (kube-apiserver before 1.33). BENCH_PAGED=1: pages of 500.
+  const api = await FakeApiServer.start({ bookmarkIntervalMs: 60_000, watchCacheIgnoresLimit: process.env.BENCH_PAGED !== '1' });
   const podOf = (i: number, name: string, ip: string): ReturnType<typeof realisticPod> =>
     realisticPod({ name, namespace: podNs(i), node: NODE, ip, labels: { aadpodidbinding: podSelector(i) } });
   for (let i = 0; i < NODE_PODS; i++) api.create('pods', podOf(i, `app-${i}`, nodePodIp(i)));
@@ -215,15 +217,19 @@ async function main(): Promise<void> {
   children.push(clusterProc);
   try {
     const { kubeconfig, imdsPort, seedMs } = await next(clusterProc, 'ready');
-    rows.push(['cluster', `${NODE_PODS} pods on ${NODE}, ${OTHER_PODS} elsewhere, ${IDENTITIES} identities, ${IDENTITIES} bindings (seeded in ${(seedMs / 1000).toFixed(1)} s)`]);
+    rows.push(['cluster', `${NODE_PODS} pods on ${NODE}, ${OTHER_PODS} elsewhere, ${IDENTITIES} identities, ${IDENTITIES} bindings (seeded in ${(seedMs / 1000).toFixed(1)} s); first lists ${process.env.BENCH_PAGED === '1' ? 'in pages of 500' : 'in one response each (watch cache)'}`]);
 
     const [nmiPort, probePort, metricsPort] = [await freePort(), await freePort(), await freePort()];
     const env: Record<string, string> = { ...cmd.env, NODE_NAME: NODE, HOST_IP: '127.0.0.1', KUBECONFIG: kubeconfig, PATH: process.env.PATH ?? '' };
+    // BENCH_ENV="K=V ...": extra environment for an experiment, never for the figures.
+    for (const pair of (process.env.BENCH_ENV ?? '').split(' ').filter((x) => x.includes('='))) env[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1);
     const args = withFlags(cmd.args, env, {
       'manage-iptables': 'false', 'metadata-ip': '127.0.0.1', 'metadata-port': String(imdsPort),
       'nmi-port': String(nmiPort), 'http-probe-port': String(probePort), 'prometheus-port': String(metricsPort), 'probe-listen-address': '127.0.0.1',
     });
-    const argv = [...cmd.nodeArgs, cmd.script, ...args];
+    // BENCH_NODE_ARGS: extra node options for a diagnostic run (--cpu-prof ...), never for figures.
+    const extra = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((x) => x !== '');
+    const argv = [...extra, ...cmd.nodeArgs, cmd.script, ...args];
     rows.push(['command', `node ${argv.join(' ')}`.replace(ROOT, '/app/')]);
     rows.push(['env', Object.keys(cmd.env).map((k) => `${k}=${cmd.env[k]}`).join(' ') || '(none)']);
 

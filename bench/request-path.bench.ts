@@ -8,6 +8,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { deployedCommand } from './as-deployed.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 20_000);
@@ -36,11 +37,19 @@ status: {phase: Running, podIPs: [{ip: ${ip}}]}`);
   return docs.join('\n---\n');
 }
 
+// The daemons run with the image's node options and environment (Dockerfile ENTRYPOINT, ENV),
+// so that runtime tuning is measured here as deployed. BENCH_NODE_ARGS / BENCH_ENV="K=V ..."
+// replace them for an experiment.
+const deployed = deployedCommand();
+const daemonNodeArgs = process.env.BENCH_NODE_ARGS !== undefined ? process.env.BENCH_NODE_ARGS.split(' ').filter((a) => a !== '') : deployed.nodeArgs;
+const daemonEnv: Record<string, string> = { ...process.env as Record<string, string>, ...(process.env.BENCH_ENV !== undefined ? {} : deployed.env) };
+for (const pair of (process.env.BENCH_ENV ?? '').split(' ').filter((x) => x.includes('='))) daemonEnv[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1);
+
 const children: ChildProcess[] = [];
 process.on('exit', () => children.forEach((c) => c.kill('SIGTERM')));
 
-function start(args: string[], ready: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [`${root}src/cli.ts`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], ready: string, daemon = true): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...(daemon ? daemonNodeArgs : []), `${root}src/cli.ts`, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(daemon ? { env: daemonEnv } : {}) });
   children.push(child);
   return new Promise((resolve, reject) => {
     let out = '';
@@ -88,7 +97,7 @@ async function load(name: string, origin: string, path: string, headers: Record<
 const dir = await mkdtemp(`${tmpdir()}/podid-bench-`);
 await writeFile(`${dir}/state.yaml`, state());
 await writeFile(`${dir}/ids.json`, JSON.stringify({ identities: [{ clientID: CLIENT, resourceID: '/r/id', objectID: 'o' }] }));
-const emulator = await start(['imds-emulator', '--listen', '127.0.0.1:18079', '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening');
+const emulator = await start(['imds-emulator', '--listen', '127.0.0.1:18079', '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening', false);
 const common = ['--node=bench', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', '--metadata-port=18079',
   '--probe-listen-address=127.0.0.1', '--log-level=info', '--log-format=json'];
 const cached = await start([...common, '--nmi-port=12579', '--http-probe-port=18085', '--prometheus-port=18085'], 'podid-nmi listening');
@@ -108,6 +117,7 @@ try {
   results.push(await load('daemon, SDK probe (no header)', 'http://127.0.0.1:12579', '/metadata/identity/oauth2/token', {}));
   const base = results[0]!;
   console.log(`node ${process.version}, ${PODS} pods in state, ${CONCURRENCY} connections, up to ${REQUESTS} requests or ${CAP_MS / 1000} s per scenario`);
+  console.log(`daemon node options: ${daemonNodeArgs.join(' ') || '(none)'}; env: ${Object.keys(deployed.env).concat(Object.keys(daemonEnv).filter((k) => !(k in process.env))).filter((k, i, a) => a.indexOf(k) === i).map((k) => `${k}=${daemonEnv[k]}`).join(' ')}`);
   console.log('| scenario | requests | req/s | p50 ms | p99 ms | p50 vs baseline | statuses |');
   console.log('|---|---|---|---|---|---|---|');
   for (const r of results) {

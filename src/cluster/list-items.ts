@@ -20,6 +20,13 @@ const OPEN_ARRAY = 0x5b;
 const CLOSE_ARRAY = 0x5d;
 const COMMA = 0x2c;
 
+/** Whether the backslashes right before `at` (not looking before `from`) are odd in number: the character at `at` is escaped. */
+function oddBackslashesBefore(text: string, at: number, from: number): boolean {
+  let k = at - 1;
+  while (k >= from && text.charCodeAt(k) === BACKSLASH) k--;
+  return ((at - 1 - k) & 1) === 1;
+}
+
 /**
  * Push the text in chunks, then call end() for the envelope: the list without its items.
  * Each element of the top-level `items` array goes to `onItem` parsed, in order.
@@ -29,7 +36,7 @@ export class ListItemReader {
   #depth = 0;
   #inString = false;
   #escaped = false;
-  /** Text of the current top-level string, while it may be a key (depth 1). */
+  /** Start of the current depth-1 string, when it began in an earlier chunk (keys are short). */
   #key = '';
   #lastKey = '';
   #inItems = false;
@@ -44,25 +51,45 @@ export class ListItemReader {
   }
 
   push(chunk: string): void {
+    // Locals in the loop, fields between chunks: this runs over every character of the list.
+    let depth = this.#depth;
+    let inString = this.#inString;
     let envelopeFrom = this.#inItems ? -1 : 0;
     let itemFrom = this.#inItems ? 0 : -1;
-    for (let i = 0; i < chunk.length; i++) {
-      const c = chunk.charCodeAt(i);
-      if (this.#inString) {
-        if (this.#escaped) this.#escaped = false;
-        else if (c === BACKSLASH) this.#escaped = true;
-        else if (c === QUOTE) {
-          this.#inString = false;
-          if (this.#depth === 1 && !this.#inItems) this.#lastKey = this.#key;
-        } else if (this.#depth === 1 && !this.#inItems && this.#key.length < 16) this.#key += chunk[i];
+    let keyFrom = 0;
+    let i = 0;
+    const n = chunk.length;
+    if (inString && this.#escaped) {
+      this.#escaped = false;
+      i = 1;
+    }
+    while (i < n) {
+      if (inString) {
+        // Most of a list is string contents: jump from quote to quote.
+        const q = chunk.indexOf('"', i);
+        if (q === -1) {
+          this.#escaped = oddBackslashesBefore(chunk, n, i);
+          if (depth === 1 && !this.#inItems) this.#key += chunk.slice(keyFrom, Math.min(n, keyFrom + 16));
+          i = n;
+          break;
+        }
+        if (oddBackslashesBefore(chunk, q, i)) {
+          i = q + 1;
+          continue;
+        }
+        inString = false;
+        if (depth === 1 && !this.#inItems) this.#lastKey = this.#key + chunk.slice(keyFrom, q);
+        i = q + 1;
         continue;
       }
+      const c = chunk.charCodeAt(i);
       if (c === QUOTE) {
-        this.#inString = true;
-        if (this.#depth === 1) this.#key = '';
+        inString = true;
+        this.#key = '';
+        keyFrom = i + 1;
       } else if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
-        this.#depth++;
-        if (this.#depth === 2 && c === OPEN_ARRAY && this.#lastKey === 'items' && !this.#itemsDone) {
+        depth++;
+        if (depth === 2 && c === OPEN_ARRAY && this.#lastKey === 'items' && !this.#itemsDone) {
           // Enter items: the envelope keeps `[`; elements are read from here on.
           this.#envelope += chunk.slice(envelopeFrom, i + 1);
           envelopeFrom = -1;
@@ -71,8 +98,8 @@ export class ListItemReader {
           itemFrom = i + 1;
         }
       } else if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
-        if (this.#depth === 0) throw new ListFormatError('list response: unbalanced brackets');
-        if (this.#depth === 2 && this.#inItems) {
+        if (depth === 0) throw new ListFormatError('list response: unbalanced brackets');
+        if (depth === 2 && this.#inItems) {
           // `]` of items: the last element ends here.
           this.#flushItem(chunk, itemFrom, i);
           this.#inItems = false;
@@ -80,12 +107,15 @@ export class ListItemReader {
           itemFrom = -1;
           envelopeFrom = i;
         }
-        this.#depth--;
-      } else if (c === COMMA && this.#depth === 2 && this.#inItems) {
+        depth--;
+      } else if (c === COMMA && depth === 2 && this.#inItems) {
         this.#flushItem(chunk, itemFrom, i);
         itemFrom = i + 1;
       }
+      i++;
     }
+    this.#depth = depth;
+    this.#inString = inString;
     if (envelopeFrom !== -1) this.#envelope += chunk.slice(envelopeFrom);
     if (itemFrom !== -1) {
       this.#item += chunk.slice(itemFrom);

@@ -33,6 +33,12 @@ export interface ListThenWatchHandlers<T extends WatchedObject> {
   delay(ms: number): Promise<void>;
 }
 
+/** The same selectors go on the list and on every watch. */
+export interface Selectors {
+  readonly fieldSelector?: string | undefined;
+  readonly labelSelector?: string | undefined;
+}
+
 const BASE_RECONNECT_DELAY_MS = 1_000;
 const MAX_RECONNECT_DELAY_MS = 30_000;
 
@@ -44,7 +50,7 @@ function statusOf(err: unknown): number | undefined {
 
 export class ListThenWatch<T extends WatchedObject> {
   readonly #path: string;
-  readonly #fieldSelector: string | undefined;
+  readonly #selectors: Selectors;
   readonly #watch: WatchOpener;
   readonly #handlers: ListThenWatchHandlers<T>;
   #resourceVersion = '';
@@ -53,9 +59,9 @@ export class ListThenWatch<T extends WatchedObject> {
   #hasConnected = false;
   #reconnectDelayMs = 0;
 
-  constructor(path: string, fieldSelector: string | undefined, watch: WatchOpener, handlers: ListThenWatchHandlers<T>) {
+  constructor(path: string, selectors: Selectors, watch: WatchOpener, handlers: ListThenWatchHandlers<T>) {
     this.#path = path;
-    this.#fieldSelector = fieldSelector;
+    this.#selectors = selectors;
     this.#watch = watch;
     this.#handlers = handlers;
   }
@@ -104,7 +110,7 @@ export class ListThenWatch<T extends WatchedObject> {
       this.#reconnectDelayMs = Math.min(this.#reconnectDelayMs > 0 ? this.#reconnectDelayMs * 2 : BASE_RECONNECT_DELAY_MS, MAX_RECONNECT_DELAY_MS);
     }
     this.#hasConnected = true;
-    const query = { resourceVersion: this.#resourceVersion, fieldSelector: this.#fieldSelector };
+    const query = { resourceVersion: this.#resourceVersion, fieldSelector: this.#selectors.fieldSelector, labelSelector: this.#selectors.labelSelector };
     this.#request = await this.#watch.watch(this.#path, query, (phase, object) => this.#onEvent(phase, object), (doneErr) => this.#next(doneErr));
   }
 

@@ -101,7 +101,7 @@ export class ResilientInformer implements InformerGaugeSource {
       onEvent: (type, detail) => this.#onEvent(type, detail),
       onInternalError: (err) => this.#onInternalError(err),
     });
-    this.#listWatch = new ListThenWatch<Item>(spec.path, spec.fieldSelector, this.#watch, {
+    this.#listWatch = new ListThenWatch<Item>(spec.path, spec, this.#watch, {
       list: () => this.#list(),
       upsert: (item) => this.#apply(item),
       remove: (item) => this.#remove(item),
