@@ -215,6 +215,13 @@ async function main(): Promise<void> {
   }, (CHURN_S + 300) * 1000);
   const clusterProc = fork(new URL(import.meta.url).pathname, ['--cluster'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   children.push(clusterProc);
+  // Interrupted (Ctrl-C, timeout(1)): take the daemon and the cluster down too.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      for (const c of children) c.kill('SIGKILL');
+      process.exit(130);
+    });
+  }
   try {
     const { kubeconfig, imdsPort, seedMs } = await next(clusterProc, 'ready');
     rows.push(['cluster', `${NODE_PODS} pods on ${NODE}, ${OTHER_PODS} elsewhere, ${IDENTITIES} identities, ${IDENTITIES} bindings (seeded in ${(seedMs / 1000).toFixed(1)} s); first lists ${process.env.BENCH_PAGED === '1' ? 'in pages of 500' : 'in one response each (watch cache)'}`]);

@@ -11,6 +11,7 @@ import {
 } from './convert.ts';
 import { BindingSink, NamedSink, PodSink } from './index-sinks.ts';
 import { IndexedClusterState } from './indexed-state.ts';
+import { releaseBurstMemory } from './release-memory.ts';
 import { InformerMetrics } from './informer-metrics.ts';
 import { loadKubeConfig } from './kube-config.ts';
 import { KubeHttp } from './kube-http.ts';
@@ -156,7 +157,9 @@ export class InformerClusterState extends IndexedClusterState {
   #onSynced(): void {
     if (this.#ready || this.#closed || !this.#informers.every((i) => i.isSynced())) return;
     this.#ready = true;
-    this.#log.info({ ...this.counts(), ms: Math.round(performance.now() - this.#startedAt) }, 'cluster state ready');
+    const ms = Math.round(performance.now() - this.#startedAt);
+    const released = releaseBurstMemory();
+    this.#log.info({ ...this.counts(), ms, released }, 'cluster state ready');
     this.#notify();
   }
 

@@ -13,6 +13,7 @@ import type { CountedEventType } from './informer-watch.ts';
 import { KubeApiError } from './kube-http.ts';
 import type { KubeHttp } from './kube-http.ts';
 import { ListThenWatch } from './list-then-watch.ts';
+import { releaseBurstMemory } from './release-memory.ts';
 import type { ClusterObject } from './objects.ts';
 
 type Raw = Record<string, unknown>;
@@ -176,7 +177,7 @@ export class ResilientInformer implements InformerGaugeSource {
       this.#healthy();
       this.#operation = 'watch';
       const ms = Math.round(performance.now() - started);
-      if (this.#synced) this.#log.info({ objects: items.length, ms }, 'relisted; state replaced');
+      if (this.#synced) this.#log.info({ objects: items.length, ms, released: releaseBurstMemory() }, 'relisted; state replaced');
       else {
         this.#synced = true;
         this.#log.info({ objects: items.length, ms }, 'initial list applied');
