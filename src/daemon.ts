@@ -39,6 +39,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     blockInstanceMetadata: config.blockInstanceMetadata,
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,
+    policy: { mode: config.operationMode, forceNamespaced: config.operationMode === 'managed' || config.forceNamespaced },
+    assignmentWaitMs: config.assignmentWaitMs,
   });
   let closing = false;
   let interception: InterceptionRules | undefined;
@@ -108,6 +110,7 @@ async function openClusterState(config: DaemonConfig, log: Logger, metrics: Daem
   return InformerClusterState.start({
     kubeconfig: config.kubeconfig === '' ? undefined : config.kubeconfig,
     nodeName: config.node,
+    assignedIdentities: config.operationMode === 'standard',
     log,
     registry: metrics.registry,
   });

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { ClusterIndex } from '../src/cluster/cluster-index.ts';
 import {
-  canonicalIp, ConversionError, toAzureIdentity, toAzureIdentityBinding, toAzurePodIdentityException, toClusterObject, toPodInfo,
+  canonicalIp, ConversionError, toAzureAssignedIdentity, toAzureIdentity, toAzureIdentityBinding, toAzurePodIdentityException, toClusterObject, toPodInfo,
 } from '../src/cluster/convert.ts';
 import type { AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, ClusterObject, PodInfo } from '../src/cluster/objects.ts';
 import { MAX_PARKED, parkedCount, waitForIp } from '../src/cluster/wait-for-ip.ts';
@@ -220,12 +220,12 @@ t.test('upsert dispatches by kind, replaceKind relists', async (t) => {
     { kind: 'AzurePodIdentityException', object: exception('ns', 'e2') },
   ];
   for (const o of objects) index.upsert(o);
-  t.same(index.counts(), { pods: 2, identities: 2, bindings: 2, exceptions: 2 });
+  t.same(index.counts(), { pods: 2, identities: 2, bindings: 2, exceptions: 2, assignedIdentities: 0 });
 
   index.replaceKind('Pod', [{ kind: 'Pod', object: pod({ uid: 'b', ips: ['10.0.0.2'] }) }, objects[2]!]);
   t.same(index.podsAt('10.0.0.1'), [], 'absent pod removed');
   t.same(uids(index.podsAt('10.0.0.2')), ['b'], 'present pod kept');
-  t.same(index.counts(), { pods: 1, identities: 2, bindings: 2, exceptions: 2 }, 'other kinds in the list are ignored');
+  t.same(index.counts(), { pods: 1, identities: 2, bindings: 2, exceptions: 2, assignedIdentities: 0 }, 'other kinds in the list are ignored');
 
   index.replaceKind('AzureIdentity', [{ kind: 'AzureIdentity', object: identity('ns', 'i2', 'new') }]);
   t.equal(index.identity('ns', 'i1'), undefined);
@@ -237,7 +237,7 @@ t.test('upsert dispatches by kind, replaceKind relists', async (t) => {
 
   index.replaceKind('AzurePodIdentityException', []);
   t.same(index.exceptionsIn('ns'), []);
-  t.same(index.counts(), { pods: 1, identities: 1, bindings: 1, exceptions: 0 });
+  t.same(index.counts(), { pods: 1, identities: 1, bindings: 1, exceptions: 0, assignedIdentities: 0 });
 
   index.replaceKind('Pod', []);
   t.equal(index.counts().pods, 0);
@@ -300,7 +300,9 @@ t.test('convert: metadata and spec', async (t) => {
   t.equal(toPodInfo({ metadata: { name: 'p' }, spec: { hostNetwork: 'true' } }).hostNetwork, false, 'only boolean true is true');
 
   t.same(toAzureIdentity({ metadata: { name: 'i', namespace: 'ns' }, spec: { type: 0, clientID: 'c', resourceID: 'r' } }),
-    { namespace: 'ns', name: 'i', type: 0, clientID: 'c', resourceID: 'r' });
+    { namespace: 'ns', name: 'i', type: 0, clientID: 'c', resourceID: 'r', namespaced: false });
+  t.equal(toAzureIdentity({ metadata: { name: 'i', annotations: { 'aadpodidentity.k8s.io/Behavior': 'namespaced' } } }).namespaced, true, 'the namespaced annotation');
+  t.equal(toAzureIdentity({ metadata: { name: 'i', annotations: { 'aadpodidentity.k8s.io/Behavior': 'Namespaced' } } }).namespaced, false, 'compared exactly, as NMI');
   t.equal(toAzureIdentity({ metadata: { name: 'i' } }).type, 0, 'type defaults to 0');
   t.equal(toAzureIdentity({ metadata: { name: 'i' }, spec: { type: 1 } }).type, 1);
 
@@ -356,12 +358,41 @@ t.test('convert: wrong types name the field', async (t) => {
   t.throws(() => toPodInfo({ metadata: { name: 'p' }, status: { podIPs: [1] } }), ConversionError);
 });
 
+t.test('convert: AzureAssignedIdentity as MIC writes it', async (t) => {
+  const raw = {
+    kind: 'AzureAssignedIdentity',
+    metadata: { name: 'app-shop-reader', namespace: 'default', labels: { nodename: 'node-1' } },
+    spec: {
+      azureIdentityRef: { metadata: { name: 'reader', namespace: 'shop' }, spec: { type: 0, clientID: 'c', resourceID: 'r' } },
+      azureBindingRef: { metadata: { name: 'rb', namespace: 'shop' }, spec: { azureIdentity: 'reader', selector: 'app' } },
+      pod: 'app', podNamespace: 'shop', nodename: 'node-1',
+    },
+    status: { status: 'Assigned', availableReplicas: 1 },
+  };
+  t.same(toClusterObject(raw), {
+    kind: 'AzureAssignedIdentity',
+    object: {
+      namespace: 'default', name: 'app-shop-reader', pod: 'app', podNamespace: 'shop', nodeName: 'node-1', state: 'Assigned',
+      identity: { namespace: 'shop', name: 'reader', type: 0, clientID: 'c', resourceID: 'r', namespaced: false },
+      bindingSelector: 'app',
+    },
+  });
+  const legacy = toAzureAssignedIdentity({ ...raw, status: undefined, spec: { ...raw.spec, azureBindingRef: undefined } });
+  t.equal(legacy.state, '', 'no status: a legacy AAI');
+  t.equal(legacy.bindingSelector, undefined, 'no embedded binding');
+  t.throws(() => toAzureAssignedIdentity({ ...raw, spec: { ...raw.spec, azureIdentityRef: undefined } }), { name: 'ConversionError', message: 'spec.azureIdentityRef is required' });
+  t.throws(() => toAzureAssignedIdentity({ ...raw, spec: { ...raw.spec, azureIdentityRef: { metadata: { name: 'x' }, spec: { clientID: 7 } } } }),
+    { name: 'ConversionError', message: 'spec.azureIdentityRef.spec.clientID must be a string' }, 'errors name the embedded field');
+  t.throws(() => toAzureAssignedIdentity({ ...raw, status: { status: 3 } }), { name: 'ConversionError', message: 'status.status must be a string' });
+});
+
 t.test('convert: toClusterObject by kind', async (t) => {
   t.equal(toClusterObject({ kind: 'Pod', metadata: { name: 'p' } })?.kind, 'Pod');
   t.equal(toClusterObject({ kind: 'AzureIdentity', metadata: { name: 'i' } })?.kind, 'AzureIdentity');
   t.equal(toClusterObject({ kind: 'AzureIdentityBinding', metadata: { name: 'b' } })?.kind, 'AzureIdentityBinding');
   t.equal(toClusterObject({ kind: 'AzurePodIdentityException', metadata: { name: 'e' } })?.kind, 'AzurePodIdentityException');
-  for (const kind of ['Deployment', 'AzureAssignedIdentity', 'pod', 'List', '']) {
+  t.throws(() => toClusterObject({ kind: 'AzureAssignedIdentity', metadata: { name: 'x' } }), { name: 'ConversionError', message: 'spec.azureIdentityRef is required' });
+  for (const kind of ['Deployment', 'pod', 'List', '']) {
     t.equal(toClusterObject({ kind, metadata: { name: 'x' } }), undefined, `${JSON.stringify(kind)} is not read`);
   }
   t.equal(toClusterObject({ kind: 'Secret', metadata: 'not even valid' }), undefined, 'other kinds are not inspected');

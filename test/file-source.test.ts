@@ -154,7 +154,7 @@ t.test('FileClusterState.load', async (t) => {
 
   const all = await FileClusterState.load(join(dir, 'state.yaml'));
   t.equal(all.isReady(), true);
-  t.same(all.counts(), { pods: 3, identities: 1, bindings: 2, exceptions: 1 }, 'without a node filter every pod is held');
+  t.same(all.counts(), { pods: 3, identities: 1, bindings: 2, exceptions: 1, assignedIdentities: 0 }, 'without a node filter every pod is held');
   t.equal(all.podsAt('fd00::1')[0]?.name, 'web');
   t.equal(all.identity('shop', 'web-id')?.clientID, '11111111-1111-4111-8111-111111111111');
   t.same(all.bindingsFor('shop', 'web-sel').map((b) => b.name), ['web-binding']);
@@ -168,7 +168,7 @@ t.test('FileClusterState.load', async (t) => {
   t.equal(nodeA.podsAt('10.0.0.1').length, 1, 'this node\'s pod is held');
   t.equal(nodeA.podsAt('10.0.0.2').length, 0, 'another node\'s pod is left out');
   t.equal(nodeA.podsAt('10.0.0.3').length, 1, 'a pod without nodeName is kept');
-  t.same(nodeA.counts(), { pods: 2, identities: 1, bindings: 2, exceptions: 1 }, 'the filter touches only pods');
+  t.same(nodeA.counts(), { pods: 2, identities: 1, bindings: 2, exceptions: 1, assignedIdentities: 0 }, 'the filter touches only pods');
 
   const nodeB = await FileClusterState.load(join(dir, 'state.yaml'), 'node-b');
   t.same([nodeB.podsAt('10.0.0.1').length, nodeB.podsAt('10.0.0.2').length, nodeB.podsAt('10.0.0.3').length], [0, 1, 1]);

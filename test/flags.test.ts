@@ -101,7 +101,7 @@ t.test('environment fallbacks', async (t) => {
 
   const empty = parseFlags([], { NODE_NAME: '', FORCENAMESPACED: '' });
   t.equal(empty.values.node, '', 'an empty variable is not a value');
-  t.equal(empty.values.forceNamespaced, true);
+  t.equal(empty.values.forceNamespaced, false, 'NMI\'s default');
   t.equal(empty.given.size, 0);
 
   t.equal(values([], { FORCENAMESPACED: 'T' }).forceNamespaced, true, 'Go bools from the environment too');
@@ -151,7 +151,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     probeListenAddress: '127.0.0.1', blockInstanceMetadata: true, metadataHeaderRequired: false, iptUpdateIntervalSec: 5,
     manageIptables: true, conntrackFlush: true, clusterStateFile: '/s.yaml', kubeconfig: '/kc', podWaitMs: 6,
     upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, shutdownGraceMs: 10,
-    logFormat: 'json', logLevel: 'debug',
+    logFormat: 'json', logLevel: 'debug', operationMode: 'standard', forceNamespaced: false, assignmentWaitMs: 5000,
   });
   const defaults = toDaemonConfig(values(STATE));
   t.equal(defaults.listenAddress, '127.0.0.1');
@@ -166,12 +166,11 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
 });
 
 t.test('toDaemonConfig: refusals', async (t) => {
-  t.throws(() => toDaemonConfig(values([...STATE, '--operation-mode=standard'])),
-    { name: 'FlagError', message: /^flag --operation-mode: standard mode .*not supported/ });
-  t.throws(() => toDaemonConfig(values([...STATE, '--forceNamespaced=false'])),
-    { name: 'FlagError', message: /^flag --forceNamespaced: .*false is not supported$/ });
-  t.throws(() => toDaemonConfig(values(STATE, { FORCENAMESPACED: 'false' })), { message: /^flag --forceNamespaced/ }, 'from the environment too');
-  t.doesNotThrow(() => toDaemonConfig(values([...STATE, '--forceNamespaced=true', '--operation-mode=managed'])));
+  const standard = toDaemonConfig(values([...STATE, '--operation-mode=standard', '--forceNamespaced=false']));
+  t.equal(standard.operationMode, 'standard');
+  t.equal(standard.forceNamespaced, false);
+  t.equal(standard.assignmentWaitMs, 5000);
+  t.equal(toDaemonConfig(values([...STATE, '--forceNamespaced=true', '--operation-mode=managed'])).operationMode, 'managed');
 
   t.throws(() => toDaemonConfig(values([]), {}), { name: 'FlagError', message: /^no cluster state: give --cluster-state FILE or --kubeconfig FILE/ });
   t.throws(() => toDaemonConfig(values(['--node=n1']), {}), { message: /^no cluster state/ }, 'a node alone is not a source');
@@ -198,7 +197,7 @@ t.test('flagHelp', async (t) => {
   }
   t.match(help, '--nmi-port int', 'types of non-bool flags');
   t.match(help, '(default 2579)');
-  t.match(help, '(default true, env FORCENAMESPACED)');
+  t.match(help, '(default false, env FORCENAMESPACED)');
   for (const name of IGNORED_FLAGS.keys()) t.notMatch(help, new RegExp(`--${name}\\b`), `ignored --${name} is not advertised`);
 });
 
@@ -262,7 +261,7 @@ t.test('CLI', async (t) => {
 
   const standard = await cli(['--cluster-state=/nonexistent', '--operation-mode=standard']);
   t.equal(standard.code, 2);
-  t.match(standard.stderr, /^nmi: flag --operation-mode: .*not supported/);
+  t.match(standard.stderr, /^nmi: \/nonexistent: ENOENT/, 'standard mode is accepted; the missing file is what stops it');
 
   const noSource = await cli([]);
   t.equal(noSource.code, 2, 'no cluster state at all');

@@ -44,7 +44,7 @@ t.test('syncs the four kinds, keeps other nodes\' pods out, and is ready only on
   api.unstall();
   await state.whenReady(AbortSignal.timeout(5_000));
   t.equal(state.isReady(), true);
-  t.same(state.counts(), { pods: 2, identities: 1, bindings: 1, exceptions: 1 });
+  t.same(state.counts(), { pods: 2, identities: 1, bindings: 1, exceptions: 1, assignedIdentities: 0 });
   t.same(names(h, '10.0.0.1'), ['default/a']);
   t.same(state.podsAt('10.0.9.1'), [], 'a pod of another node is never held');
   t.equal(state.identity('default', 'id-a')?.clientID, 'client-a');

@@ -65,3 +65,15 @@ t.test('broken responses are errors naming what is wrong', async (t) => {
   reader.push('{"items":[{"big":"');
   t.throws(() => reader.push('x'.repeat(MAX_ITEM_CHARS)), new ListFormatError(`list response: an item over ${MAX_ITEM_CHARS} characters`));
 });
+
+t.test('any JSON items, cut anywhere, come out as JSON.parse gives them', async () => {
+  const text = fc.string({ unit: fc.constantFrom('a', '"', '\\', '[', ']', '{', '}', ',', ':', ' ', 'é', '\u2028') });
+  fc.assert(fc.property(
+    fc.array(fc.oneof(fc.jsonValue(), fc.dictionary(text, text))), text, fc.array(fc.nat(), { maxLength: 20 }),
+    (items, note, offsets) => {
+      const list = { kind: 'List', metadata: { resourceVersion: note }, items };
+      const { items: out, envelope } = read(cut(JSON.stringify(list), offsets));
+      return JSON.stringify(out) === JSON.stringify(JSON.parse(JSON.stringify(items))) && JSON.stringify(envelope) === JSON.stringify({ ...list, items: [] });
+    },
+  ), { numRuns: 500 });
+});

@@ -26,7 +26,8 @@ const CRDS: Record<string, { plural: string; singular: string }> = {
   AzurePodIdentityException: { plural: 'azurepodidentityexceptions', singular: 'azurepodidentityexception' },
   AzureAssignedIdentity: { plural: 'azureassignedidentities', singular: 'azureassignedidentity' },
 };
-const WATCHED = ['azureidentities', 'azureidentitybindings', 'azurepodidentityexceptions'];
+// azureassignedidentities only in standard mode (label-selected nodename=<node>).
+const WATCHED = ['azureidentities', 'azureidentitybindings', 'azurepodidentityexceptions', 'azureassignedidentities'];
 // The informers' resource table is private to InformerClusterState; its source is the truth.
 const INFORMER_SOURCE = await readFile(new URL('../src/cluster/informer-source.ts', import.meta.url), 'utf8').catch(() => '');
 

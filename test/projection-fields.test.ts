@@ -15,7 +15,8 @@ import { toClusterObject } from '../src/cluster/convert.ts';
 import { BindingSink, NamedSink, PodSink } from '../src/cluster/index-sinks.ts';
 import type { KindSink } from '../src/cluster/index-sinks.ts';
 import type { ClusterObject } from '../src/cluster/objects.ts';
-import { decideToken } from '../src/decision/decide.ts';
+import { decideToken, MANAGED } from '../src/decision/decide.ts';
+import type { DecisionPolicy } from '../src/decision/decide.ts';
 import type { SelectorName, TokenRequest } from '../src/decision/token-request.ts';
 import { lookupPodNow } from '../src/pods/pod-lookup.ts';
 
@@ -40,6 +41,7 @@ const SOURCE_OF: Record<Kind, Record<string, (raw: Raw) => unknown>> = {
     type: (r) => r.spec.type,
     clientID: (r) => r.spec.clientID,
     resourceID: (r) => r.spec.resourceID,
+    namespaced: (r) => r.metadata.annotations?.['aadpodidentity.k8s.io/Behavior'] === 'namespaced',
   },
   AzureIdentityBinding: {
     namespace: (r) => r.metadata.namespace,
@@ -51,6 +53,17 @@ const SOURCE_OF: Record<Kind, Record<string, (raw: Raw) => unknown>> = {
     namespace: (r) => r.metadata.namespace,
     name: (r) => r.metadata.name,
     podLabels: (r) => r.spec.podLabels,
+  },
+  AzureAssignedIdentity: {
+    namespace: (r) => r.metadata.namespace,
+    name: (r) => r.metadata.name,
+    pod: (r) => r.spec.pod,
+    podNamespace: (r) => r.spec.podNamespace,
+    nodeName: (r) => r.spec.nodename,
+    state: (r) => r.status?.status ?? '',
+    // The embedded identity is an AzureIdentity slice: its own properties are checked as one.
+    identity: (r) => Object.fromEntries(Object.entries(SOURCE_OF.AzureIdentity).map(([k, source]) => [k, source(r.spec.azureIdentityRef)])),
+    bindingSelector: (r) => r.spec.azureBindingRef?.spec.selector,
   },
 };
 
@@ -79,8 +92,10 @@ const podArb = fc.record({
 const identityArb = fc.record({
   name: fc.constantFrom('id-a', 'id-b'), namespace: fc.constantFrom(...NS), type: fc.constantFrom(0, 0, 0, 1, 2),
   clientID: fc.constantFrom(...CLIENT_IDS), resourceID: fc.constantFrom(...RESOURCE_IDS),
+  namespaced: fc.boolean(),
 }).map((i): Raw => ({
-  kind: 'AzureIdentity', metadata: { name: i.name, namespace: i.namespace, ...clutter },
+  kind: 'AzureIdentity',
+  metadata: { name: i.name, namespace: i.namespace, ...clutter, annotations: { ...clutter.annotations, ...(i.namespaced ? { 'aadpodidentity.k8s.io/Behavior': 'namespaced' } : {}) } },
   spec: { type: i.type, clientID: i.clientID, resourceID: i.resourceID, tenantID: 't', adEndpoint: 'https://login' },
 }));
 
@@ -94,6 +109,20 @@ const exceptionArb = fc.record({
   podLabels: fc.dictionary(fc.constantFrom('app', 'tier'), fc.constantFrom('proxy', 'x'), { minKeys: 1, maxKeys: 2 }),
 }).map((e): Raw => ({ kind: 'AzurePodIdentityException', metadata: { name: e.name, namespace: e.namespace, ...clutter }, spec: { podLabels: e.podLabels } }));
 
+const assignedArb = fc.record({
+  pod: fc.constantFrom('p1', 'p2'), podNamespace: fc.constantFrom(...NS), node: fc.constantFrom('node-a', 'node-a', 'node-b'),
+  state: fc.constantFrom('Assigned', 'Assigned', 'Created', '', 'Unassigned'), identity: identityArb,
+  selector: fc.option(fc.constantFrom('sel-a', 'sel-b'), { nil: undefined, freq: 5 }),
+}).map((a): Raw => ({
+  kind: 'AzureAssignedIdentity',
+  metadata: { name: `${a.pod}-${a.podNamespace}-${a.identity.metadata.name}`, namespace: a.identity.metadata.namespace, labels: { nodename: a.node }, ...clutter },
+  spec: {
+    pod: a.pod, podNamespace: a.podNamespace, nodename: a.node, azureIdentityRef: a.identity,
+    ...(a.selector === undefined ? {} : { azureBindingRef: { metadata: { name: 'b', namespace: a.podNamespace }, spec: { azureIdentity: a.identity.metadata.name, selector: a.selector } } }),
+  },
+  status: a.state === '' ? { availableReplicas: 1 } : { status: a.state, availableReplicas: 1 },
+}));
+
 const requestArb = fc.option(fc.record({
   name: fc.constantFrom<SelectorName>('client_id', 'msi_res_id', 'object_id'),
   value: fc.constantFrom(...CLIENT_IDS.slice(0, 2), ...RESOURCE_IDS.slice(0, 2)),
@@ -104,22 +133,31 @@ const clusterArb = fc.record({
   identities: fc.array(identityArb, { minLength: 1, maxLength: 4 }),
   bindings: fc.array(bindingArb, { minLength: 1, maxLength: 4 }),
   exceptions: fc.array(exceptionArb, { maxLength: 1 }),
+  assigned: fc.array(assignedArb, { maxLength: 4 }),
   requests: fc.array(requestArb, { minLength: 1, maxLength: 3 }),
 });
 
-/** The slice, behind a proxy that records the properties read from it. */
-function recorded(raw: Raw, reads: Map<Kind, Set<string>>): ClusterObject {
-  const entry = toClusterObject(raw)!;
-  const seen = reads.get(entry.kind) ?? new Set<string>();
-  reads.set(entry.kind, seen);
-  const object = new Proxy(entry.object, {
+function recording<T extends object>(object: T, kind: Kind, reads: Map<Kind, Set<string>>): T {
+  const seen = reads.get(kind) ?? new Set<string>();
+  reads.set(kind, seen);
+  return new Proxy(object, {
     get(target, key, receiver) {
       if (typeof key === 'string') seen.add(key);
       return Reflect.get(target, key, receiver);
     },
   });
-  return { kind: entry.kind, object } as ClusterObject;
 }
+
+/** The slice, behind proxies that record the properties read from it (and from an AAI's embedded identity). */
+function recorded(raw: Raw, reads: Map<Kind, Set<string>>): ClusterObject {
+  const entry = toClusterObject(raw)!;
+  const object = entry.kind === 'AzureAssignedIdentity'
+    ? { ...entry.object, identity: recording(entry.object.identity, 'AzureIdentity', reads) }
+    : entry.object;
+  return { kind: entry.kind, object: recording(object, entry.kind, reads) } as ClusterObject;
+}
+
+const POLICIES: DecisionPolicy[] = [MANAGED, { mode: 'standard', forceNamespaced: true }, { mode: 'standard', forceNamespaced: false }];
 
 t.test('every property the decision, the pod lookup and the index read has a source listed', async (t) => {
   const reads = new Map<Kind, Set<string>>();
@@ -132,8 +170,9 @@ t.test('every property the decision, the pod lookup and the index read has a sou
       AzureIdentity: new NamedSink(index, 'AzureIdentity'),
       AzureIdentityBinding: new BindingSink(index, pino({ level: 'silent' })),
       AzurePodIdentityException: new NamedSink(index, 'AzurePodIdentityException'),
+      AzureAssignedIdentity: new NamedSink(index, 'AzureAssignedIdentity'),
     };
-    for (const raw of [...c.identities, ...c.bindings, ...c.exceptions, ...c.pods]) {
+    for (const raw of [...c.identities, ...c.bindings, ...c.exceptions, ...c.assigned, ...c.pods]) {
       const entry = recorded(raw, reads);
       sinks[entry.kind].upsert({ namespace: raw.metadata.namespace, name: raw.metadata.name, uid: raw.metadata.uid ?? '' }, entry);
     }
@@ -141,8 +180,10 @@ t.test('every property the decision, the pod lookup and the index read has a sou
       const lookup = lookupPodNow(index, raw.status.podIP);
       if (lookup === undefined || lookup.kind !== 'pod') continue;
       for (const request of c.requests) {
-        if (decideToken(lookup.pod, index, request).kind === 'grant') grants++;
-        decisions++;
+        for (const policy of POLICIES) {
+          if (decideToken(lookup.pod, index, request, policy).kind === 'grant') grants++;
+          decisions++;
+        }
       }
     }
   }), { numRuns: 400 });
@@ -156,10 +197,11 @@ t.test('every property the decision, the pod lookup and the index read has a sou
   // The fields that drive grants must be among those read, or this test watches nothing.
   t.ok(reads.get('AzureIdentity')?.has('clientID') && reads.get('AzureIdentity')?.has('resourceID'), 'identity ids are read');
   t.ok(reads.get('AzureIdentityBinding')?.has('selector') && reads.get('Pod')?.has('labels'), 'selectors and labels are read');
+  t.ok(reads.get('AzureAssignedIdentity')?.has('state') && reads.get('AzureAssignedIdentity')?.has('identity'), 'assignments are read');
 });
 
 t.test('every listed property of a slice holds the API object\'s value', async (t) => {
-  const anyObject = fc.oneof(podArb, identityArb, bindingArb, exceptionArb);
+  const anyObject = fc.oneof(podArb, identityArb, bindingArb, exceptionArb, assignedArb);
   let checked = 0;
   fc.assert(fc.property(anyObject, (raw) => {
     const entry = toClusterObject(raw)!;
@@ -173,7 +215,7 @@ t.test('every listed property of a slice holds the API object\'s value', async (
 });
 
 t.test('a slice keeps nothing else: no raw object rides along', async (t) => {
-  const samples = fc.sample(fc.oneof(podArb, identityArb, bindingArb, exceptionArb), 50);
+  const samples = fc.sample(fc.oneof(podArb, identityArb, bindingArb, exceptionArb, assignedArb), 60);
   for (const raw of samples) {
     const entry = toClusterObject(raw)!;
     t.same(Object.keys(entry.object).sort(), Object.keys(SOURCE_OF[entry.kind]).sort(), `${entry.kind} slice has only its listed properties`);

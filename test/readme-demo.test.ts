@@ -18,7 +18,7 @@ t.test('the demo walkthrough works verbatim', async (t) => {
   demo.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   demo.stderr.on('data', (d: Buffer) => { out += d.toString(); });
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`demo did not start: ${out}`)), 15_000);
+    const timer = setTimeout(() => reject(new Error(`demo did not start: ${out}`)), 30_000);
     const check = setInterval(() => {
       if (out.includes('Ctrl-C stops')) { clearInterval(check); clearTimeout(timer); resolve(); }
     }, 50);

@@ -3,7 +3,7 @@
 // mutators on every event; the request path only reads.
 import { isInterceptable } from './objects.ts';
 import type {
-  AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, ClusterObject, PodInfo,
+  AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, ClusterObject, PodInfo,
 } from './objects.ts';
 import type { ClusterView, ObjectCounts } from './view.ts';
 
@@ -39,15 +39,42 @@ class MultiMap<V> {
   }
 }
 
+/** One-shot wake-ups by key: a parked request registers, the event that concerns the key wakes it. */
+class Wakers {
+  readonly #byKey = new Map<string, Set<Waiter>>();
+  on(k: string, wake: Waiter): () => void {
+    let set = this.#byKey.get(k);
+    if (set === undefined) this.#byKey.set(k, (set = new Set()));
+    set.add(wake);
+    return () => {
+      const current = this.#byKey.get(k);
+      if (current === undefined) return;
+      current.delete(wake);
+      if (current.size === 0) this.#byKey.delete(k);
+    };
+  }
+  wake(k: string): void {
+    const set = this.#byKey.get(k);
+    if (set === undefined) return;
+    this.#byKey.delete(k);
+    for (const wake of set) wake();
+  }
+}
+
 export class ClusterIndex implements ClusterView {
   readonly #podsByUid = new Map<string, PodInfo>();
   readonly #podsByIp = new MultiMap<PodInfo>();
   readonly #identities = new Map<string, AzureIdentity>();
   readonly #bindings = new Map<string, AzureIdentityBinding>();
   readonly #bindingsBySelector = new MultiMap<AzureIdentityBinding>();
+  /** Standard mode: MIC matches a label against bindings of every namespace. */
+  readonly #bindingsBySelectorAnyNs = new MultiMap<AzureIdentityBinding>();
   readonly #exceptions = new Map<string, AzurePodIdentityException>();
   readonly #exceptionsByNs = new MultiMap<AzurePodIdentityException>();
-  readonly #ipWaiters = new Map<string, Set<Waiter>>();
+  readonly #assigned = new Map<string, AzureAssignedIdentity>();
+  readonly #assignedByPod = new MultiMap<AzureAssignedIdentity>();
+  readonly #ipWaiters = new Wakers();
+  readonly #assignmentWaiters = new Wakers();
 
   // ---- reads (request path) ----
 
@@ -67,26 +94,32 @@ export class ClusterIndex implements ClusterView {
     return this.#exceptionsByNs.get(namespace);
   }
 
+  bindingsSelecting(selector: string): readonly AzureIdentityBinding[] {
+    return this.#bindingsBySelectorAnyNs.get(selector);
+  }
+
+  assignedTo(podNamespace: string, podName: string): readonly AzureAssignedIdentity[] {
+    return this.#assignedByPod.get(key(podNamespace, podName));
+  }
+
   counts(): ObjectCounts {
     return {
       pods: this.#podsByUid.size,
       identities: this.#identities.size,
       bindings: this.#bindings.size,
       exceptions: this.#exceptions.size,
+      assignedIdentities: this.#assigned.size,
     };
   }
 
   /** Calls `wake` once when a pod claims `ip`; returns the function that cancels the wait. */
   onIp(ip: string, wake: Waiter): () => void {
-    let set = this.#ipWaiters.get(ip);
-    if (set === undefined) this.#ipWaiters.set(ip, (set = new Set()));
-    set.add(wake);
-    return () => {
-      const current = this.#ipWaiters.get(ip);
-      if (current === undefined) return;
-      current.delete(wake);
-      if (current.size === 0) this.#ipWaiters.delete(ip);
-    };
+    return this.#ipWaiters.on(ip, wake);
+  }
+
+  /** Calls `wake` once when an AzureAssignedIdentity of this pod arrives, changes or goes. */
+  onAssignment(podNamespace: string, podName: string, wake: Waiter): () => void {
+    return this.#assignmentWaiters.on(key(podNamespace, podName), wake);
   }
 
   // ---- writes (sources) ----
@@ -99,11 +132,7 @@ export class ClusterIndex implements ClusterView {
     this.#podsByUid.set(pod.uid, pod);
     for (const ip of pod.ips) {
       this.#podsByIp.add(ip, pod);
-      const waiters = this.#ipWaiters.get(ip);
-      if (waiters !== undefined) {
-        this.#ipWaiters.delete(ip);
-        for (const wake of waiters) wake();
-      }
+      this.#ipWaiters.wake(ip);
     }
   }
 
@@ -127,6 +156,7 @@ export class ClusterIndex implements ClusterView {
     const k = key(binding.namespace, binding.name);
     this.#bindings.set(k, binding);
     this.#bindingsBySelector.add(key(binding.namespace, binding.selector), binding);
+    this.#bindingsBySelectorAnyNs.add(binding.selector, binding);
   }
 
   deleteBinding(namespace: string, name: string): void {
@@ -135,6 +165,7 @@ export class ClusterIndex implements ClusterView {
     if (old === undefined) return;
     this.#bindings.delete(k);
     this.#bindingsBySelector.remove(key(namespace, old.selector), (b) => b === old);
+    this.#bindingsBySelectorAnyNs.remove(old.selector, (b) => b === old);
   }
 
   upsertException(exception: AzurePodIdentityException): void {
@@ -151,12 +182,31 @@ export class ClusterIndex implements ClusterView {
     this.#exceptionsByNs.remove(namespace, (e) => e === old);
   }
 
+  upsertAssigned(assigned: AzureAssignedIdentity): void {
+    this.deleteAssigned(assigned.namespace, assigned.name);
+    this.#assigned.set(key(assigned.namespace, assigned.name), assigned);
+    const podKey = key(assigned.podNamespace, assigned.pod);
+    this.#assignedByPod.add(podKey, assigned);
+    this.#assignmentWaiters.wake(podKey);
+  }
+
+  deleteAssigned(namespace: string, name: string): void {
+    const k = key(namespace, name);
+    const old = this.#assigned.get(k);
+    if (old === undefined) return;
+    this.#assigned.delete(k);
+    const podKey = key(old.podNamespace, old.pod);
+    this.#assignedByPod.remove(podKey, (a) => a === old);
+    this.#assignmentWaiters.wake(podKey);
+  }
+
   upsert(entry: ClusterObject): void {
     switch (entry.kind) {
       case 'Pod': return this.upsertPod(entry.object);
       case 'AzureIdentity': return this.upsertIdentity(entry.object);
       case 'AzureIdentityBinding': return this.upsertBinding(entry.object);
       case 'AzurePodIdentityException': return this.upsertException(entry.object);
+      case 'AzureAssignedIdentity': return this.upsertAssigned(entry.object);
     }
   }
 
@@ -172,10 +222,15 @@ export class ClusterIndex implements ClusterView {
       case 'AzureIdentityBinding':
         this.#bindings.clear();
         this.#bindingsBySelector.clear();
+        this.#bindingsBySelectorAnyNs.clear();
         break;
       case 'AzurePodIdentityException':
         this.#exceptions.clear();
         this.#exceptionsByNs.clear();
+        break;
+      case 'AzureAssignedIdentity':
+        // One by one, so that requests parked for an assignment see it go.
+        for (const a of [...this.#assigned.values()]) this.deleteAssigned(a.namespace, a.name);
         break;
     }
     for (const entry of objects) if (entry.kind === kind) this.upsert(entry);

@@ -2,8 +2,9 @@
 // to the read-only slices in objects.ts. Every field is treated as hostile: wrong types
 // become a ConversionError naming the field, never a half-filled object.
 import { isIP } from 'node:net';
+import { NAMESPACED_ANNOTATION } from './objects.ts';
 import type {
-  AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, ClusterObject, PodInfo,
+  AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, ClusterObject, PodInfo,
 } from './objects.ts';
 
 export const CRD_GROUP = 'aadpodidentity.k8s.io';
@@ -72,13 +73,13 @@ function field(spec: Raw, name: string): unknown {
   return matches.length === 1 ? spec[matches[0]!] : undefined;
 }
 
-function metadataOf(raw: Raw): { namespace: string; name: string; labels: Record<string, string>; uid: string } {
-  const meta = asRecord(raw.metadata, 'metadata');
+function metadataOf(raw: Raw, where = 'metadata'): { namespace: string; name: string; labels: Record<string, string>; uid: string } {
+  const meta = asRecord(raw.metadata, where);
   return {
-    name: asString(meta.name, 'metadata.name', true),
-    namespace: asString(meta.namespace, 'metadata.namespace') || 'default',
-    labels: asStringMap(meta.labels, 'metadata.labels'),
-    uid: asString(meta.uid, 'metadata.uid'),
+    name: asString(meta.name, `${where}.name`, true),
+    namespace: asString(meta.namespace, `${where}.namespace`) || 'default',
+    labels: asStringMap(meta.labels, `${where}.labels`),
+    uid: asString(meta.uid, `${where}.uid`),
   };
 }
 
@@ -108,17 +109,21 @@ export function toPodInfo(raw: Raw): PodInfo {
   };
 }
 
-export function toAzureIdentity(raw: Raw): AzureIdentity {
-  const meta = metadataOf(raw);
-  const spec = asRecord(raw.spec, 'spec');
+/** `where` names the object inside another one (an AAI's spec.azureIdentityRef) in errors. */
+export function toAzureIdentity(raw: Raw, where = ''): AzureIdentity {
+  const meta = metadataOf(raw, `${where}metadata`);
+  const spec = asRecord(raw.spec, `${where}spec`);
   const type = field(spec, 'type') ?? 0;
-  if (typeof type !== 'number' || !Number.isInteger(type)) throw new ConversionError('spec.type must be an integer');
+  if (typeof type !== 'number' || !Number.isInteger(type)) throw new ConversionError(`${where}spec.type must be an integer`);
+  const annotations = asRecord(asRecord(raw.metadata, `${where}metadata`).annotations, `${where}metadata.annotations`);
   return {
     namespace: meta.namespace,
     name: meta.name,
     type,
-    clientID: asString(field(spec, 'clientID'), 'spec.clientID'),
-    resourceID: asString(field(spec, 'resourceID'), 'spec.resourceID'),
+    clientID: asString(field(spec, 'clientID'), `${where}spec.clientID`),
+    resourceID: asString(field(spec, 'resourceID'), `${where}spec.resourceID`),
+    // NMI compared exactly: aadpodid.IsNamespacedIdentity.
+    namespaced: annotations[NAMESPACED_ANNOTATION] === 'namespaced',
   };
 }
 
@@ -139,6 +144,32 @@ export function toAzurePodIdentityException(raw: Raw): AzurePodIdentityException
   return { namespace: meta.namespace, name: meta.name, podLabels: asStringMap(field(spec, 'podLabels'), 'spec.podLabels') };
 }
 
+/**
+ * MIC's AzureAssignedIdentity. spec.nodename is spelled so by MIC (Go's json tag is
+ * `nodename`); the embedded identity is required, since it is what would be minted.
+ */
+export function toAzureAssignedIdentity(raw: Raw): AzureAssignedIdentity {
+  const meta = metadataOf(raw);
+  const spec = asRecord(raw.spec, 'spec');
+  const status = asRecord(raw.status, 'status');
+  const identityRef = field(spec, 'azureIdentityRef');
+  if (identityRef === undefined || identityRef === null) throw new ConversionError('spec.azureIdentityRef is required');
+  const bindingRef = field(spec, 'azureBindingRef');
+  const bindingSpec = bindingRef === undefined || bindingRef === null
+    ? undefined
+    : asRecord(asRecord(bindingRef, 'spec.azureBindingRef').spec, 'spec.azureBindingRef.spec');
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    pod: asString(field(spec, 'pod'), 'spec.pod', true),
+    podNamespace: asString(field(spec, 'podNamespace'), 'spec.podNamespace', true),
+    nodeName: asString(field(spec, 'nodename'), 'spec.nodename'),
+    state: asString(field(status, 'status'), 'status.status'),
+    identity: toAzureIdentity(asRecord(identityRef, 'spec.azureIdentityRef'), 'spec.azureIdentityRef.'),
+    bindingSelector: bindingSpec === undefined ? undefined : asString(field(bindingSpec, 'selector'), 'spec.azureBindingRef.spec.selector'),
+  };
+}
+
 /** Converts any supported object by its `kind`; undefined for kinds the daemon does not read. */
 export function toClusterObject(raw: unknown): ClusterObject | undefined {
   const obj = asRecord(raw, 'document');
@@ -148,6 +179,7 @@ export function toClusterObject(raw: unknown): ClusterObject | undefined {
     case 'AzureIdentity': return { kind, object: toAzureIdentity(obj) };
     case 'AzureIdentityBinding': return { kind, object: toAzureIdentityBinding(obj) };
     case 'AzurePodIdentityException': return { kind, object: toAzurePodIdentityException(obj) };
+    case 'AzureAssignedIdentity': return { kind, object: toAzureAssignedIdentity(obj) };
     default: return undefined;
   }
 }

@@ -73,9 +73,9 @@ export class PodSink implements KindSink {
   }
 }
 
-/** AzureIdentity and AzurePodIdentityException: keyed by namespace/name, nothing else to track. */
+/** AzureIdentity, AzurePodIdentityException, AzureAssignedIdentity: keyed by namespace/name, nothing else to track. */
 export class NamedSink implements KindSink {
-  readonly kind: 'AzureIdentity' | 'AzurePodIdentityException';
+  readonly kind: 'AzureIdentity' | 'AzurePodIdentityException' | 'AzureAssignedIdentity';
   readonly #index: ClusterIndex;
 
   constructor(index: ClusterIndex, kind: NamedSink['kind']) {
@@ -91,6 +91,7 @@ export class NamedSink implements KindSink {
   }
   remove(ref: ObjectRef): void {
     if (this.kind === 'AzureIdentity') this.#index.deleteIdentity(ref.namespace, ref.name);
+    else if (this.kind === 'AzureAssignedIdentity') this.#index.deleteAssigned(ref.namespace, ref.name);
     else this.#index.deleteException(ref.namespace, ref.name);
   }
 }

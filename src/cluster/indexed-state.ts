@@ -1,9 +1,9 @@
 // The part of a ClusterState that every source shares: reads go to one ClusterIndex.
 // A source extends this, fills `index` from its events, and says when it is ready.
 import { ClusterIndex } from './cluster-index.ts';
-import type { AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, PodInfo } from './objects.ts';
+import type { AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, PodInfo } from './objects.ts';
 import type { ClusterState, ObjectCounts } from './view.ts';
-import { waitForIp } from './wait-for-ip.ts';
+import { waitForAssignment, waitForIp } from './wait-for-ip.ts';
 
 export abstract class IndexedClusterState implements ClusterState {
   readonly index = new ClusterIndex();
@@ -24,8 +24,17 @@ export abstract class IndexedClusterState implements ClusterState {
   exceptionsIn(namespace: string): readonly AzurePodIdentityException[] {
     return this.index.exceptionsIn(namespace);
   }
+  bindingsSelecting(selector: string): readonly AzureIdentityBinding[] {
+    return this.index.bindingsSelecting(selector);
+  }
+  assignedTo(podNamespace: string, podName: string): readonly AzureAssignedIdentity[] {
+    return this.index.assignedTo(podNamespace, podName);
+  }
   waitForIp(ip: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     return waitForIp(this.index, ip, timeoutMs, signal);
+  }
+  waitForAssignment(podNamespace: string, podName: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    return waitForAssignment(this.index, podNamespace, podName, timeoutMs, signal);
   }
   counts(): ObjectCounts {
     return this.index.counts();

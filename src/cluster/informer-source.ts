@@ -1,5 +1,6 @@
 // Cluster state from the Kubernetes API: four informers (this node's pods, and the three
-// aad-pod-identity kinds in all namespaces) feeding one ClusterIndex. API trouble never ends
+// aad-pod-identity kinds in all namespaces), plus in standard mode a fifth for MIC's
+// AzureAssignedIdentities of this node, feeding one ClusterIndex. API trouble never ends
 // the process nor empties the state: the informers retry with backoff and the request path
 // keeps answering from the last known objects.
 import type { Logger } from 'pino';
@@ -7,7 +8,7 @@ import type { Registry } from 'prom-client';
 import { DEFAULT_BACKOFF } from './backoff.ts';
 import type { BackoffOptions } from './backoff.ts';
 import {
-  CRD_GROUP, toAzureIdentity, toAzureIdentityBinding, toAzurePodIdentityException, toPodInfo,
+  CRD_GROUP, toAzureAssignedIdentity, toAzureIdentity, toAzureIdentityBinding, toAzurePodIdentityException, toPodInfo,
 } from './convert.ts';
 import { BindingSink, NamedSink, PodSink } from './index-sinks.ts';
 import { IndexedClusterState } from './indexed-state.ts';
@@ -32,6 +33,8 @@ export interface InformerSourceOptions {
   timeouts?: { connectMs?: number; idleMs?: number; listMs?: number };
   /** Objects per list page (default 500). */
   pageSize?: number;
+  /** Standard mode: also watch MIC's AzureAssignedIdentities labelled `nodename=<nodeName>`. */
+  assignedIdentities?: boolean;
 }
 
 export const DEFAULT_TIMEOUTS = { connectMs: 10_000, idleMs: 150_000, listMs: 60_000 } as const;
@@ -77,7 +80,7 @@ export class InformerClusterState extends IndexedClusterState {
     };
     const metrics = new InformerMetrics(opts.registry, () => state.#informers);
     const shared = { http, tuning, metrics, log };
-    for (const spec of state.#specs(opts.nodeName)) {
+    for (const spec of state.#specs(opts.nodeName, opts.assignedIdentities === true)) {
       state.#informers.push(new ResilientInformer(shared, spec, () => state.#onSynced()));
     }
     log.info({ server: http.server, node: opts.nodeName }, 'starting informers');
@@ -119,9 +122,9 @@ export class InformerClusterState extends IndexedClusterState {
     this.#notify();
   }
 
-  #specs(nodeName: string): ResourceSpec[] {
+  #specs(nodeName: string, assignedIdentities: boolean): ResourceSpec[] {
     const index = this.index;
-    return [
+    const specs: ResourceSpec[] = [
       {
         resource: 'pods',
         path: '/api/v1/pods',
@@ -152,6 +155,18 @@ export class InformerClusterState extends IndexedClusterState {
         count: () => index.counts().exceptions,
       },
     ];
+    if (assignedIdentities) {
+      specs.push({
+        resource: 'azureassignedidentities',
+        path: `${AAD_PATH}/azureassignedidentities`,
+        // The only label MIC sets (NMI with --enableScaleFeatures watched the same way).
+        labelSelector: `nodename=${nodeName}`,
+        convert: (raw) => ({ kind: 'AzureAssignedIdentity', object: toAzureAssignedIdentity(raw) }),
+        sink: new NamedSink(index, 'AzureAssignedIdentity'),
+        count: () => index.counts().assignedIdentities,
+      });
+    }
+    return specs;
   }
 
   #onSynced(): void {

@@ -28,7 +28,11 @@ export interface AzureIdentity {
   readonly type: number;
   readonly clientID: string;
   readonly resourceID: string;
+  /** Annotation `aadpodidentity.k8s.io/Behavior: namespaced`: in standard mode, only pods of its own namespace may use it. */
+  readonly namespaced?: boolean;
 }
+
+export const NAMESPACED_ANNOTATION = 'aadpodidentity.k8s.io/Behavior';
 
 export interface AzureIdentityBinding {
   readonly namespace: string;
@@ -43,11 +47,33 @@ export interface AzurePodIdentityException {
   readonly podLabels: Readonly<Record<string, string>>;
 }
 
+/** MIC's AzureAssignedIdentity status.status: `Created`, then `Assigned` once the identity is on the VM/VMSS. */
+export const ASSIGNED = 'Assigned';
+export const CREATED = 'Created';
+
+/**
+ * Standard mode: MIC's record that an identity is (being) assigned to a pod on a node. The
+ * identity is MIC's embedded copy (spec.azureIdentityRef), as NMI used it.
+ */
+export interface AzureAssignedIdentity {
+  readonly namespace: string;
+  readonly name: string;
+  readonly pod: string;
+  readonly podNamespace: string;
+  readonly nodeName: string;
+  /** status.status: `Assigned`, `Created`, '' (made before MIC had states; NMI counted it as assigned) or another. */
+  readonly state: string;
+  readonly identity: AzureIdentity;
+  /** The embedded binding's selector, or undefined when the AAI carries no binding. */
+  readonly bindingSelector: string | undefined;
+}
+
 export type ClusterObject =
   | { kind: 'Pod'; object: PodInfo }
   | { kind: 'AzureIdentity'; object: AzureIdentity }
   | { kind: 'AzureIdentityBinding'; object: AzureIdentityBinding }
-  | { kind: 'AzurePodIdentityException'; object: AzurePodIdentityException };
+  | { kind: 'AzurePodIdentityException'; object: AzurePodIdentityException }
+  | { kind: 'AzureAssignedIdentity'; object: AzureAssignedIdentity };
 
 /** A pod that can be the source of intercepted traffic: it owns its IP, and it is alive. */
 export function isInterceptable(pod: PodInfo): boolean {

@@ -38,6 +38,7 @@ export interface ResourceSpec {
   resource: string;
   path: string;
   fieldSelector?: string;
+  labelSelector?: string;
   /** Throws (ConversionError) on a malformed object. */
   convert(raw: Raw): ClusterObject;
   sink: KindSink;
@@ -156,6 +157,7 @@ export class ResilientInformer implements InformerGaugeSource {
       do {
         const body = await this.#http.getList(this.#spec.path, {
           fieldSelector: this.#spec.fieldSelector,
+          labelSelector: this.#spec.labelSelector,
           limit: this.#tuning.pageSize,
           continue: cont,
           // The first list may come from the API server's watch cache (cheap for a DaemonSet

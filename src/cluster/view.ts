@@ -1,6 +1,6 @@
 // The one read-only interface through which the request path sees cluster state.
 // Two sources fill it: the manifests file (file-source.ts) and the informers (informer-source.ts).
-import type { AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, PodInfo } from './objects.ts';
+import type { AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, PodInfo } from './objects.ts';
 
 export interface ClusterView {
   /** Live, interceptable pods that claim this canonical IP: normally one; two or more is a conflict. */
@@ -9,6 +9,10 @@ export interface ClusterView {
   bindingsFor(namespace: string, selector: string): readonly AzureIdentityBinding[];
   identity(namespace: string, name: string): AzureIdentity | undefined;
   exceptionsIn(namespace: string): readonly AzurePodIdentityException[];
+  /** Bindings of every namespace whose selector is exactly `selector` (standard mode: MIC matches across namespaces). */
+  bindingsSelecting(selector: string): readonly AzureIdentityBinding[];
+  /** Standard mode: MIC's AzureAssignedIdentities that name this pod. */
+  assignedTo(podNamespace: string, podName: string): readonly AzureAssignedIdentity[];
 }
 
 export interface ObjectCounts {
@@ -16,6 +20,7 @@ export interface ObjectCounts {
   identities: number;
   bindings: number;
   exceptions: number;
+  assignedIdentities: number;
 }
 
 /** What the daemon holds: the view, plus readiness and the wait that covers the pod-start race. */
@@ -29,6 +34,11 @@ export interface ClusterState extends ClusterView {
    * Woken by the event that brings the pod, never by polling.
    */
   waitForIp(ip: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Standard mode: resolves true when an AzureAssignedIdentity of this pod arrives, changes or
+   * goes, false after `timeoutMs` or when `signal` aborts. Woken by the event, never by polling.
+   */
+  waitForAssignment(podNamespace: string, podName: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean>;
   counts(): ObjectCounts;
   close(): Promise<void>;
 }

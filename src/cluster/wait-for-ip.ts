@@ -1,8 +1,9 @@
-// The pod-start race: a new pod may call IMDS before its IP reaches the index. The request
-// parks here until the event that brings the pod wakes it, or the bound runs out.
+// Parked requests. The pod-start race: a new pod may call IMDS before its IP reaches the
+// index. Standard mode: a pod may call before MIC has assigned its identity. The request
+// parks until the event that concerns it wakes it, or the bound runs out.
 import type { ClusterIndex } from './cluster-index.ts';
 
-/** Upper bound on parked requests across all IPs; past it a request is not parked at all. */
+/** Upper bound on parked requests of both kinds; past it a request is not parked at all. */
 export const MAX_PARKED = 4096;
 
 let parked = 0;
@@ -13,6 +14,15 @@ export function parkedCount(): number {
 
 export function waitForIp(index: ClusterIndex, ip: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
   if (index.podsAt(ip).length > 0) return Promise.resolve(true);
+  return park((wake) => index.onIp(ip, wake), timeoutMs, signal);
+}
+
+export function waitForAssignment(index: ClusterIndex, podNamespace: string, podName: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+  return park((wake) => index.onAssignment(podNamespace, podName, wake), timeoutMs, signal);
+}
+
+/** Resolves true when woken, false on timeout, abort, or when the parking is full. */
+function park(subscribe: (wake: () => void) => () => void, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
   if (timeoutMs <= 0 || parked >= MAX_PARKED || signal?.aborted === true) return Promise.resolve(false);
   parked++;
   return new Promise<boolean>((resolve) => {
@@ -27,7 +37,7 @@ export function waitForIp(index: ClusterIndex, ip: string, timeoutMs: number, si
       resolve(found);
     };
     const onAbort = (): void => finish(false);
-    const cancel = index.onIp(ip, () => finish(true));
+    const cancel = subscribe(() => finish(true));
     const timer = setTimeout(finish, timeoutMs, false);
     signal?.addEventListener('abort', onAbort, { once: true });
   });

@@ -2,6 +2,7 @@
 import { isIP } from 'node:net';
 import type { LevelWithSilent } from 'pino';
 import type { LogFormat } from '../observability/logger.ts';
+import type { OperationMode } from '../decision/decide.ts';
 import { FlagError, type FlagValues } from './flags.ts';
 
 export interface DaemonConfig {
@@ -28,15 +29,13 @@ export interface DaemonConfig {
   shutdownGraceMs: number;
   logFormat: LogFormat;
   logLevel: LevelWithSilent;
+  operationMode: OperationMode;
+  /** Standard mode's namespace rule; managed mode is always namespaced. */
+  forceNamespaced: boolean;
+  assignmentWaitMs: number;
 }
 
 export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): DaemonConfig {
-  if (v['operation-mode'] === 'standard') {
-    throw new FlagError('flag --operation-mode: standard mode (AzureAssignedIdentity from MIC) is not supported yet; use managed');
-  }
-  if (v.forceNamespaced === false) {
-    throw new FlagError('flag --forceNamespaced: managed mode always matches within the pod\'s namespace; false is not supported');
-  }
   for (const name of ['nmi-listen-address', 'metadata-ip', 'probe-listen-address']) {
     if (isIP(String(v[name])) === 0) throw new FlagError(`flag --${name}: ${JSON.stringify(v[name])} is not an IP address`);
   }
@@ -71,5 +70,8 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): Daem
     shutdownGraceMs: Number(v['shutdown-grace-ms']),
     logFormat: v['log-format'] as LogFormat,
     logLevel: v['log-level'] as LevelWithSilent,
+    operationMode: String(v['operation-mode']).toLowerCase() === 'standard' ? 'standard' : 'managed',
+    forceNamespaced: v.forceNamespaced === true,
+    assignmentWaitMs: Number(v['assignment-wait-ms']),
   };
 }

@@ -1,26 +1,56 @@
 // Where a pod's entitlement is decided. A pure function of the calling pod, the cluster
-// objects and the parsed request; no I/O, no clock. Managed mode, namespaced as NMI's
-// managed mode always was: bindings and identities count only in the pod's own namespace.
-import { BINDING_LABEL, USER_ASSIGNED_MSI } from '../cluster/objects.ts';
-import type { AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, PodInfo } from '../cluster/objects.ts';
+// objects, the parsed request and the mode; no I/O, no clock.
+// - managed mode: bindings and identities count only in the pod's own namespace, as NMI's
+//   managed mode always did;
+// - standard mode: MIC's AzureAssignedIdentities say which identities a pod has; while MIC is
+//   still expected to assign one, the answer is 'pending' (the caller waits, then retries).
+// Choice, client_id / resource-id matching and the upstream selector are the same in both.
+import { ASSIGNED, BINDING_LABEL, CREATED, USER_ASSIGNED_MSI } from '../cluster/objects.ts';
+import type { AzureIdentity, AzurePodIdentityException, PodInfo } from '../cluster/objects.ts';
 import type { ClusterView } from '../cluster/view.ts';
 import type { Reason } from './reasons.ts';
 import type { Selector, TokenRequest } from './token-request.ts';
+
+export type OperationMode = 'managed' | 'standard';
+
+export interface DecisionPolicy {
+  readonly mode: OperationMode;
+  /** Standard mode: only identities of the pod's own namespace (NMI's --forceNamespaced). Managed mode always is. */
+  readonly forceNamespaced: boolean;
+}
+
+export const MANAGED: DecisionPolicy = Object.freeze({ mode: 'managed', forceNamespaced: true });
+
+/** What granted the identity: a binding (managed mode) or MIC's assignment (standard mode). */
+export interface Grantor {
+  readonly kind: 'AzureIdentityBinding' | 'AzureAssignedIdentity';
+  readonly namespace: string;
+  readonly name: string;
+}
 
 export type TokenDecision =
   | {
     readonly kind: 'grant';
     readonly identity: AzureIdentity;
-    readonly binding: AzureIdentityBinding;
+    readonly via: Grantor;
     /** What goes upstream to name the identity: always the identity's own id, never the pod's text. */
     readonly upstream: Selector;
   }
   | { readonly kind: 'pass-through'; readonly exception: AzurePodIdentityException; readonly upstream: Selector | undefined }
+  /** Standard mode: MIC has not assigned a matching identity yet but is expected to. */
+  | { readonly kind: 'pending' }
   | { readonly kind: 'refuse'; readonly reason: Reason };
 
-type Cluster = Pick<ClusterView, 'bindingsFor' | 'identity' | 'exceptionsIn'>;
+export type DecisionCluster = Pick<ClusterView, 'bindingsFor' | 'bindingsSelecting' | 'identity' | 'exceptionsIn' | 'assignedTo'>;
 
-export function decideToken(pod: PodInfo, cluster: Cluster, request: TokenRequest): TokenDecision {
+interface Candidate {
+  readonly identity: AzureIdentity;
+  readonly via: Grantor;
+}
+
+const PENDING: TokenDecision = Object.freeze({ kind: 'pending' });
+
+export function decideToken(pod: PodInfo, cluster: DecisionCluster, request: TokenRequest, policy: DecisionPolicy = MANAGED): TokenDecision {
   const exception = exceptionFor(pod, cluster.exceptionsIn(pod.namespace));
   if (exception !== undefined) return { kind: 'pass-through', exception, upstream: request.selector };
 
@@ -28,34 +58,95 @@ export function decideToken(pod: PodInfo, cluster: Cluster, request: TokenReques
   // NMI read a missing label as selector "", so an empty-selector binding granted every
   // unlabelled pod of the namespace. Here no label means no identity.
   if (label === undefined || label === '') return refuse('pod_unlabeled');
+  return policy.mode === 'standard'
+    ? decideStandard(pod, label, cluster, request.selector, policy.forceNamespaced)
+    : decideManaged(pod, label, cluster, request.selector);
+}
+
+function decideManaged(pod: PodInfo, label: string, cluster: DecisionCluster, selector: Selector | undefined): TokenDecision {
   const bindings = cluster.bindingsFor(pod.namespace, label);
   if (bindings.length === 0) return refuse('binding_missing');
-
-  const selector = request.selector;
   if (selector?.name === 'object_id') return refuse('object_id_unverifiable');
-
-  let chosen: { identity: AzureIdentity; binding: AzureIdentityBinding } | undefined;
-  let sawIdentity = false;
-  let sawUnsupported = false;
+  const candidates: Candidate[] = [];
   for (const binding of bindings) {
     const identity = cluster.identity(pod.namespace, binding.azureIdentity);
-    if (identity === undefined) continue;
-    sawIdentity = true;
-    if (selector !== undefined && !selects(selector, identity)) continue;
-    if (identity.type !== USER_ASSIGNED_MSI) {
+    if (identity !== undefined) candidates.push({ identity, via: { kind: 'AzureIdentityBinding', namespace: binding.namespace, name: binding.name } });
+  }
+  return choose(candidates, selector);
+}
+
+/**
+ * MIC's AAIs for this pod count when they are on the pod's node, Assigned (or '' from MICs
+ * older than states), still made for the pod's current label, and within the namespace rule.
+ * When none serves the request, the answer waits only if MIC is expected to act: a matching
+ * AAI is `Created`, or a binding MIC would follow selects the pod. Otherwise it is final.
+ */
+function decideStandard(pod: PodInfo, label: string, cluster: DecisionCluster, selector: Selector | undefined, forceNamespaced: boolean): TokenDecision {
+  if (selector?.name === 'object_id') return refuse('object_id_unverifiable');
+  const assigned: Candidate[] = [];
+  let creating = false;
+  for (const aai of cluster.assignedTo(pod.namespace, pod.name)) {
+    // Another node's AAI is stale (a pod of the same name was there); another label's, the pod was relabelled.
+    if (aai.nodeName !== pod.nodeName || aai.bindingSelector !== label) continue;
+    if (!namespaceAllows(aai.identity, pod.namespace, forceNamespaced)) continue;
+    if (aai.state === ASSIGNED || aai.state === '') {
+      assigned.push({ identity: aai.identity, via: { kind: 'AzureAssignedIdentity', namespace: aai.namespace, name: aai.name } });
+    } else if (aai.state === CREATED && (selector === undefined || selects(selector, aai.identity))) {
+      creating = true;
+    }
+  }
+  const chosen = choose(assigned, selector);
+  if (chosen.kind === 'grant') return chosen;
+  if (creating) return PENDING;
+  // What MIC would assign from the bindings as they are now.
+  const expected = micWouldAssign(pod, label, cluster, forceNamespaced);
+  if (expected === undefined) return assigned.length === 0 ? refuse('binding_missing') : chosen;
+  const fromBindings = choose(expected, selector);
+  if (fromBindings.kind === 'grant') return PENDING;
+  return assigned.length === 0 ? fromBindings : chosen;
+}
+
+/**
+ * MIC's matching (pkg/mic getAzureAssignedIDsToCreate): bindings of any namespace (only the
+ * pod's own when namespaced), identity looked up in the binding's namespace. Undefined when
+ * no binding selects the pod, so nothing will ever be assigned.
+ */
+function micWouldAssign(pod: PodInfo, label: string, cluster: DecisionCluster, forceNamespaced: boolean): Candidate[] | undefined {
+  const bindings = forceNamespaced ? cluster.bindingsFor(pod.namespace, label) : cluster.bindingsSelecting(label);
+  if (bindings.length === 0) return undefined;
+  const out: Candidate[] = [];
+  for (const binding of bindings) {
+    const identity = cluster.identity(binding.namespace, binding.azureIdentity);
+    if (identity === undefined || !namespaceAllows(identity, pod.namespace, forceNamespaced)) continue;
+    out.push({ identity, via: { kind: 'AzureIdentityBinding', namespace: binding.namespace, name: binding.name } });
+  }
+  return out;
+}
+
+function namespaceAllows(identity: AzureIdentity, podNamespace: string, forceNamespaced: boolean): boolean {
+  return !(forceNamespaced || identity.namespaced === true) || identity.namespace === podNamespace;
+}
+
+/** The one choice rule of both modes: exact selector match, user-assigned only, stable order. */
+function choose(candidates: readonly Candidate[], selector: Selector | undefined): TokenDecision {
+  let chosen: Candidate | undefined;
+  let sawUnsupported = false;
+  for (const c of candidates) {
+    if (selector !== undefined && !selects(selector, c.identity)) continue;
+    if (c.identity.type !== USER_ASSIGNED_MSI) {
       sawUnsupported = true;
       continue;
     }
-    if (chosen === undefined || precedes(identity, binding, chosen.identity, chosen.binding)) chosen = { identity, binding };
+    if (chosen === undefined || precedes(c, chosen)) chosen = c;
   }
   if (chosen === undefined) {
     if (sawUnsupported) return refuse('identity_type_unsupported');
-    if (selector !== undefined && sawIdentity) return refuse('identity_not_bound');
+    if (selector !== undefined && candidates.length > 0) return refuse('identity_not_bound');
     return refuse('identity_missing');
   }
   const upstream = upstreamSelector(chosen.identity);
   if (upstream === undefined) return refuse('identity_incomplete');
-  return { kind: 'grant', identity: chosen.identity, binding: chosen.binding, upstream };
+  return { kind: 'grant', identity: chosen.identity, via: chosen.via, upstream };
 }
 
 function refuse(reason: Reason): TokenDecision {
@@ -82,11 +173,12 @@ function selects(selector: Selector, identity: AzureIdentity): boolean {
 
 /**
  * With no selector and several identities NMI took whichever came first. Here the choice is
- * stable: the identity whose name sorts first, then the binding whose name sorts first.
+ * stable: the identity whose namespace/name sorts first, then the grantor whose name sorts first.
  */
-function precedes(a: AzureIdentity, ab: AzureIdentityBinding, b: AzureIdentity, bb: AzureIdentityBinding): boolean {
-  if (a.name !== b.name) return a.name < b.name;
-  return ab.name < bb.name;
+function precedes(a: Candidate, b: Candidate): boolean {
+  if (a.identity.namespace !== b.identity.namespace) return a.identity.namespace < b.identity.namespace;
+  if (a.identity.name !== b.identity.name) return a.identity.name < b.identity.name;
+  return a.via.name < b.via.name;
 }
 
 /** An identity is minted by its own client id even when the pod named it by resource id. */

@@ -40,6 +40,8 @@ export const REFUSALS = {
   identity_type_unsupported: { status: 400, error: 'invalid_request', description: 'Identity not found: the bound AzureIdentity is a service principal, which podid-nmi does not mint' },
   identity_incomplete: { status: 400, error: 'invalid_request', description: 'Identity not found: the bound AzureIdentity has neither clientID nor resourceID' },
   identity_not_bound: { status: 403, error: 'access_denied', description: 'The requested identity is not bound to this pod' },
+  // standard mode: MIC is expected to assign an identity but has not yet (NMI's find-identity-retry-interval, 5 s)
+  assignment_pending: { status: 503, error: 'service_unavailable', description: 'Identity not yet assigned: aad-pod-identity MIC has not assigned this pod\'s identity to the node yet', retryAfter: 5 },
   object_id_unverifiable: { status: 403, error: 'access_denied', description: 'object_id cannot be checked against AzureIdentities; request by client_id or msi_res_id' },
   // upstream and the daemon itself
   upstream_timeout: { status: 503, error: 'service_unavailable', description: 'The metadata service did not answer in time', retryAfter: 2 },

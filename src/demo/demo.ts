@@ -17,7 +17,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   const identities = parseIdentitiesFile(await readFile(`${EXAMPLES}imds-identities.json`, 'utf8'));
   const emulator = await startImdsEmulator({ host: '127.0.0.1', port: DEMO_EMULATOR_PORT, ...identities });
   const defaults = [
-    `--cluster-state=${EXAMPLES}cluster-state.yaml`, '--node=demo-node',
+    `--cluster-state=${EXAMPLES}cluster-state.yaml`, '--node=demo-node', '--operation-mode=managed',
     '--metadata-ip=127.0.0.1', `--metadata-port=${emulator.port}`,
     '--probe-listen-address=127.0.0.1', '--log-format=text',
   ];

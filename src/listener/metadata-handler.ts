@@ -4,13 +4,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { ClusterState } from '../cluster/view.ts';
 import { writeRefusal, writeUpstream, refusalStatus } from '../answer/respond.ts';
-import { decideToken } from '../decision/decide.ts';
+import type { DecisionPolicy } from '../decision/decide.ts';
 import type { Reason } from '../decision/reasons.ts';
 import { isApiVersion, parseTokenRequest } from '../decision/token-request.ts';
 import { formatQuery, parseQuery } from '../matcher/query.ts';
 import { matchTarget, type MatchedTarget } from '../matcher/request-target.ts';
 import type { DaemonMetrics, DecisionLabel } from '../observability/metrics.ts';
 import { lookupPod, sourceIp } from '../pods/pod-lookup.ts';
+import { decideAwaitingAssignment } from './await-assignment.ts';
 import { readBody } from './read-body.ts';
 import { UpstreamFailure, type ImdsClient, type UpstreamAnswer } from '../upstream/imds-client.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
@@ -26,6 +27,10 @@ export interface HandlerOptions {
   /** NMI's --metadata-header-required: false lets token requests through without the header. */
   metadataHeaderRequired: boolean;
   podWaitMs: number;
+  /** Mode and namespace rule of the decision. */
+  policy: DecisionPolicy;
+  /** Standard mode: how long a request waits for MIC to assign the pod's identity. */
+  assignmentWaitMs: number;
   maxBodyBytes?: number;
 }
 
@@ -90,11 +95,12 @@ export class MetadataHandler {
       return;
     }
     const pod = found.pod;
-    const decision = decideToken(pod, o.state, request);
+    const decision = await decideAwaitingAssignment(o.state, pod, request, o.policy, o.assignmentWaitMs, signal);
     const who = { req: id, pod: `${pod.namespace}/${pod.name}`, uid: pod.uid, resource: request.resource };
-    if (decision.kind === 'refuse') {
-      this.#refuse(res, 'token', decision.reason, started);
-      o.log.info({ ...who, requested: request.selector, decision: 'refused', reason: decision.reason, status: refusalStatus(decision.reason), ms: ms(started) }, 'token request refused');
+    if (decision.kind === 'refuse' || decision.kind === 'pending') {
+      const reason = decision.kind === 'refuse' ? decision.reason : 'assignment_pending';
+      this.#refuse(res, 'token', reason, started);
+      o.log.info({ ...who, requested: request.selector, decision: 'refused', reason, status: refusalStatus(reason), ms: ms(started) }, 'token request refused');
       return;
     }
     const path = tokenPath(request.apiVersion, request.resource, decision.upstream);

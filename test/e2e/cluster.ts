@@ -2,7 +2,7 @@
 // node, and the aad-pod-identity objects that bind them. Plain data: the fake API server
 // serves the objects, the IMDS emulator serves the identities.
 import type { EmulatedIdentity } from '../../src/emulator/imds-emulator.ts';
-import { binding, exception, identity, pod } from '../fake-apiserver/fixtures.ts';
+import { assignedIdentity, binding, exception, identity, pod } from '../fake-apiserver/fixtures.ts';
 import type { Obj } from '../fake-apiserver/store.ts';
 
 export const NODE_NAME = 'e2e-node';
@@ -43,16 +43,21 @@ export const PODS: Record<PodKey, PodSpec> = {
 export const IMDS_IDENTITIES = { identities: [IDS.A, IDS.B, IDS.C] };
 
 /** The objects the fake API server holds, in creation order. */
-export function clusterObjects(): Array<{ resource: 'pods' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions'; object: Obj }> {
+export function clusterObjects(): Array<{ resource: 'pods' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions' | 'azureassignedidentities'; object: Obj }> {
   const pods = Object.values(PODS).map((p) => ({
     resource: 'pods' as const,
     object: pod({ name: p.name, namespace: p.namespace, node: NODE_NAME, ip: p.ip, phase: 'Running', ...(p.labels ? { labels: p.labels } : {}) }),
   }));
+  const idA = identity({ name: 'id-a', namespace: 'team-a', clientID: IDS.A.clientID, resourceID: IDS.A.resourceID, type: 0 });
+  const idB = identity({ name: 'id-b', namespace: 'team-b', clientID: IDS.B.clientID, resourceID: IDS.B.resourceID, type: 0 });
   return [
-    { resource: 'azureidentities', object: identity({ name: 'id-a', namespace: 'team-a', clientID: IDS.A.clientID, resourceID: IDS.A.resourceID, type: 0 }) },
+    { resource: 'azureidentities', object: idA },
     { resource: 'azureidentitybindings', object: binding({ name: 'bind-a', namespace: 'team-a', azureIdentity: 'id-a', selector: 'a' }) },
-    { resource: 'azureidentities', object: identity({ name: 'id-b', namespace: 'team-b', clientID: IDS.B.clientID, resourceID: IDS.B.resourceID, type: 0 }) },
+    { resource: 'azureidentities', object: idB },
     { resource: 'azureidentitybindings', object: binding({ name: 'bind-b', namespace: 'team-b', azureIdentity: 'id-b', selector: 'b' }) },
+    // What MIC writes for pods A and B in standard mode; managed mode does not read them.
+    { resource: 'azureassignedidentities', object: assignedIdentity({ pod: PODS.a.name, podNamespace: PODS.a.namespace, identity: idA, selector: 'a', node: NODE_NAME }) },
+    { resource: 'azureassignedidentities', object: assignedIdentity({ pod: PODS.b.name, podNamespace: PODS.b.namespace, identity: idB, selector: 'b', node: NODE_NAME }) },
     { resource: 'azurepodidentityexceptions', object: exception({ name: 'aks-managed', namespace: 'kube-system', podLabels: { 'kubernetes.azure.com/managedby': 'aks' } }) },
     ...pods,
   ];

@@ -133,7 +133,7 @@ export class E2E {
   /** Spawns the daemon in the node namespace, without waiting for it. */
   spawnDaemon(): DaemonRun {
     const flags = this.daemonFlags([
-      '--kubeconfig', this.kubeconfig, '--node', NODE_NAME,
+      '--kubeconfig', this.kubeconfig, '--node', NODE_NAME, '--operation-mode=managed',
       '--manage-iptables', '--ipt-update-interval-sec=1',
       '--nmi-port', '2579',
       '--http-probe-port', String(PROBE_PORT), '--prometheus-port', String(METRICS_PORT),
@@ -148,13 +148,13 @@ export class E2E {
    * Starts the daemon; resolves when /readyz says 200 and the daemon has logged that it is
    * listening (which it does once the rules are in place).
    */
-  async startDaemon(readyTimeoutMs = 15_000): Promise<DaemonRun> {
+  async startDaemon(readyTimeoutMs = 30_000): Promise<DaemonRun> {
     const run = this.spawnDaemon();
     await this.waitDaemonReady(run, readyTimeoutMs);
     return run;
   }
 
-  async waitDaemonReady(run: DaemonRun, timeoutMs = 15_000): Promise<void> {
+  async waitDaemonReady(run: DaemonRun, timeoutMs = 30_000): Promise<void> {
     const deadline = performance.now() + timeoutMs;
     let last = '';
     while (performance.now() < deadline) {

@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { FieldSelectorError, parseFieldSelector } from './field-selector.ts';
+import { FieldSelectorError, parseSelectors } from './field-selector.ts';
 import type { FieldSelector } from './field-selector.ts';
 import { RESOURCES, resolvePath } from './resources.ts';
 import type { ResourceInfo, ResourceName, ResourcePath } from './resources.ts';
@@ -319,7 +319,7 @@ export class FakeApiServer {
 
   #list(res: ServerResponse, rp: ResourcePath, query: Record<string, string>): void {
     const info = rp.resource;
-    const selector = parseFieldSelector(query.fieldSelector ?? '', info);
+    const selector = parseSelectors(query, info);
     const limit = this.#watchCacheIgnoresLimit && query.resourceVersion === '0' ? 0 : Number(query.limit ?? 0);
     let rv: number;
     let items: unknown[];
@@ -351,7 +351,7 @@ export class FakeApiServer {
 
   #watch(res: ServerResponse, rp: ResourcePath, query: Record<string, string>): void {
     const info = rp.resource;
-    const selector = parseFieldSelector(query.fieldSelector ?? '', info);
+    const selector = parseSelectors(query, info);
     const rvText = query.resourceVersion ?? '';
     let from: number | undefined;
     if (rvText !== '' && rvText !== '0') {

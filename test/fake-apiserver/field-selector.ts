@@ -1,5 +1,6 @@
-// Field selectors as the API server evaluates them: `a=b`, `a==b`, `a!=b`, comma-separated,
-// all requirements must hold, only the labels a resource supports.
+// Field and label selectors as the API server evaluates them: `a=b`, `a==b`, `a!=b`,
+// comma-separated, all requirements must hold; fields only those a resource supports.
+// (Label selectors' set-based forms are not needed by the daemon, so they are refused.)
 import type { ResourceInfo } from './resources.ts';
 
 type Obj = Record<string, unknown>;
@@ -35,4 +36,26 @@ export function parseFieldSelector(text: string, resource: ResourceInfo): FieldS
     reqs.push({ field, value: m[3]!.trim(), negate: m[2] === '!=' });
   }
   return (obj) => reqs.every((r) => (fieldValue(obj, r.field) === r.value) !== r.negate);
+}
+
+/** Equality-based label selectors; a missing label compares as absent (`a!=b` holds). */
+export function parseLabelSelector(text: string): FieldSelector {
+  const reqs: Requirement[] = [];
+  for (const part of text.split(',')) {
+    if (part.trim() === '') continue;
+    const m = /^([A-Za-z0-9._/-]+)\s*(==|!=|=)\s*([A-Za-z0-9._-]*)$/.exec(part.trim());
+    if (m === null) throw new FieldSelectorError(`unable to parse requirement: ${part}`);
+    reqs.push({ field: m[1]!, value: m[3]!, negate: m[2] === '!=' });
+  }
+  return (obj) => {
+    const labels = ((obj.metadata as Obj | undefined)?.labels ?? {}) as Record<string, unknown>;
+    return reqs.every((r) => (labels[r.field] === r.value) !== r.negate);
+  };
+}
+
+/** Both selectors of a list or watch request, as one predicate. */
+export function parseSelectors(query: Record<string, string>, resource: ResourceInfo): FieldSelector {
+  const fields = parseFieldSelector(query.fieldSelector ?? '', resource);
+  const labels = parseLabelSelector(query.labelSelector ?? '');
+  return (obj) => fields(obj) && labels(obj);
 }

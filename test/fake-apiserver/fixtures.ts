@@ -56,3 +56,25 @@ export function exception(f: { name: string; namespace?: string; podLabels: Reco
     spec: { podLabels: f.podLabels },
   };
 }
+
+/**
+ * An AzureAssignedIdentity as MIC v1.8.17 writes it (pkg/mic makeAssignedIDs): name
+ * <pod>-<podNamespace>-<identity>, namespace `default` unless namespaced, the only label
+ * `nodename`, embedded copies of the identity and of the binding, status.status Created then
+ * Assigned ('' for an AAI made before MIC had states).
+ */
+export function assignedIdentity(f: { pod: string; podNamespace: string; identity: Obj; selector: string; node: string; state?: string; namespace?: string }): Obj {
+  const id = structuredClone(f.identity);
+  const idMeta = id.metadata as { name: string; namespace: string };
+  const status: Obj = { availableReplicas: 1 };
+  if (f.state !== '') status.status = f.state ?? 'Assigned';
+  return {
+    metadata: { name: `${f.pod}-${f.podNamespace}-${idMeta.name}`, namespace: f.namespace ?? 'default', labels: { nodename: f.node } },
+    spec: {
+      azureIdentityRef: id,
+      azureBindingRef: binding({ name: `${idMeta.name}-binding`, namespace: idMeta.namespace, azureIdentity: idMeta.name, selector: f.selector }),
+      pod: f.pod, podNamespace: f.podNamespace, nodename: f.node,
+    },
+    status,
+  };
+}

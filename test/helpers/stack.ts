@@ -111,7 +111,7 @@ export async function startStack(t: Test, o: { flags?: string[]; emulator?: Part
   const dir = t.testdir({ 'state.yaml': o.stateYaml ?? STATE_YAML });
   const source = o.kubeconfig === undefined ? `--cluster-state=${dir}/state.yaml` : `--kubeconfig=${o.kubeconfig}`;
   const parsed = parseFlags([
-    source, '--node=node-1', '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0',
+    source, '--node=node-1', '--operation-mode=managed', '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0',
     '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1', `--metadata-port=${emulator.port}`, '--pod-wait-ms=200',
     '--log-format=json', '--log-level=info', ...(o.flags ?? []),
   ]);
