@@ -255,9 +255,9 @@ async function main(): Promise<void> {
     const pid = daemon.pid!;
 
     // Time to ready: spawn to the first /readyz 200, as the kubelet's probe would see it.
-    const readyBy = performance.now() + 60_000;
+    const readyBy = performance.now() + 180_000;
     for (;;) {
-      if (performance.now() > readyBy) throw new Error(`not ready within 60 s: ${tail}`);
+      if (performance.now() > readyBy) throw new Error(`not ready within 180 s: ${tail}`);
       const status = await request(`http://127.0.0.1:${probePort}/readyz`).then(async (r) => { await r.body.dump(); return r.statusCode; }, () => 0);
       if (status === 200) break;
       await sleep(10);
