@@ -126,7 +126,8 @@ try {
   results.push(await load('daemon, SDK probe (no header)', 'http://127.0.0.1:12579', '/metadata/identity/oauth2/token', {}, undefined, cached));
   const base = results[0]!;
   console.log(`node ${process.version}, ${PODS} pods in state, ${CONCURRENCY} connections, up to ${REQUESTS} requests or ${CAP_MS / 1000} s per scenario`);
-  console.log(`daemon node options: ${daemonNodeArgs.join(' ') || '(none)'}; env: ${Object.keys(deployed.env).concat(Object.keys(daemonEnv).filter((k) => !(k in process.env))).filter((k, i, a) => a.indexOf(k) === i).map((k) => `${k}=${daemonEnv[k]}`).join(' ')}`);
+  const envNames = process.env.BENCH_ENV !== undefined ? process.env.BENCH_ENV.split(' ').map((p) => p.split('=')[0]!) : Object.keys(deployed.env);
+  console.log(`daemon node options: ${daemonNodeArgs.join(' ') || '(none)'}; env: ${envNames.map((k) => `${k}=${daemonEnv[k]}`).join(' ')}`);
   console.log('| scenario | requests | req/s | p50 ms | p99 ms | p50 vs baseline | daemon CPU µs/request | statuses |');
   console.log('|---|---|---|---|---|---|---|---|');
   for (const r of results) {
