@@ -107,7 +107,8 @@ const dir = await mkdtemp(`${tmpdir()}/podid-bench-`);
 await writeFile(`${dir}/state.yaml`, state());
 await writeFile(`${dir}/ids.json`, JSON.stringify({ identities: [{ clientID: CLIENT, resourceID: '/r/id', objectID: 'o' }] }));
 const emulator = await start(['imds-emulator', '--listen', '127.0.0.1:18079', '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening', false);
-const common = ['--node=bench', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', '--metadata-port=18079',
+// Never the machine's own iptables.
+const common = ['--node=bench', '--manage-iptables=false', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', '--metadata-port=18079',
   '--probe-listen-address=127.0.0.1', '--log-level=info', '--log-format=json'];
 const cached = await start([...common, '--nmi-port=12579', '--http-probe-port=18085', '--prometheus-port=18085'], 'podid-nmi listening');
 const uncached = await start([...common, '--nmi-port=12580', '--http-probe-port=18086', '--prometheus-port=18086', '--token-cache=false'], 'podid-nmi listening');

@@ -4,6 +4,7 @@
 import { FlagError, flagHelp, parseFlags } from './config/flags.ts';
 import { toDaemonConfig } from './config/daemon-config.ts';
 import { StateFileError } from './cluster/file-source.ts';
+import { VERSION } from './config/version.ts';
 import { createLogger } from './observability/logger.ts';
 
 const USAGE = `Usage:
@@ -11,9 +12,10 @@ const USAGE = `Usage:
   nmi demo [flags]            run an IMDS emulator and the daemon on loopback with the example cluster state
   nmi imds-emulator [flags]   run only the IMDS emulator (see nmi imds-emulator --help)
   nmi cleanup-iptables        remove the NAT rules (for an uninstall)
-  nmi version
+  nmi version                 (also --version)
 
-Flags:
+Flags (NMI v1.8.17's spellings are accepted as NMI took them: --flag=value, --flag value,
+-flag, a bare bool for true, -v 5; managed mode always matches in the pod's namespace):
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -30,7 +32,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'cleanup-iptables':
       return cleanup(rest);
     case 'version':
-      process.stdout.write(`${await version()}\n`);
+      process.stdout.write(`${VERSION}\n`);
       return 0;
     default:
       return runDaemon(argv);
@@ -46,8 +48,12 @@ async function runDaemon(argv: string[]): Promise<number> {
       process.stdout.write(USAGE + flagHelp() + '\n');
       return 0;
     }
+    if (parsed.values.version === true) {
+      process.stdout.write(`${VERSION}\n`);
+      return 0;
+    }
     if (parsed.positionals.length > 0) throw new FlagError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
-    config = toDaemonConfig(parsed.values, process.env);
+    config = toDaemonConfig(parsed.values, process.env, parsed.given);
     warnings = parsed.warnings;
   } catch (err) {
     if (err instanceof FlagError) return usageError(err.message);
@@ -101,12 +107,6 @@ export function untilSignal(): Promise<NodeJS.Signals> {
 function usageError(message: string): number {
   process.stderr.write(`nmi: ${message}\n`);
   return 2;
-}
-
-async function version(): Promise<string> {
-  const { readFile } = await import('node:fs/promises');
-  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
 }
 
 if (import.meta.main) {

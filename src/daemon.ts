@@ -9,9 +9,11 @@ import { listen, type Listener } from './listener/listener.ts';
 import { MetadataHandler } from './listener/metadata-handler.ts';
 import { DaemonMetrics } from './observability/metrics.ts';
 import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
+import { NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.ts';
 import { ImdsClient } from './upstream/imds-client.ts';
 import { TokenCache } from './upstream/token-cache.ts';
 import { InterceptionRules } from './iptables/index.ts';
+import { dnatTargetFor } from './iptables/dnat-target.ts';
 
 export interface Daemon {
   readonly listener: Listener;
@@ -20,6 +22,8 @@ export interface Daemon {
   readonly probes: ProbeServer;
   readonly metricsServer: ProbeServer | undefined;
   isReady(): boolean;
+  /** Ready, or the reasons it is not (the /readyz body). */
+  readiness(): Readiness;
   /** Graceful stop. NAT rules stay in place: pods are refused, never let through, until the next start. */
   close(): Promise<void>;
 }
@@ -32,6 +36,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     port: config.metadataPort,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
     responseTimeoutMs: config.upstreamTimeoutMs,
+    userAgent: config.userAgent,
   });
   const tokens = config.tokenCache ? new TokenCache(imds) : undefined;
   const handler = new MetadataHandler({
@@ -47,10 +52,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   let listener: Listener | undefined;
   let probes: ProbeServer | undefined;
   let metricsServer: ProbeServer | undefined;
-  // With route_localnet 0 a DNAT to 127.0.0.1 is dropped: the rules exist but intercept into nothing.
-  const intercepting = (): boolean => !config.manageIptables
-    || (interception !== undefined && interception.status.rulesInstalled && interception.status.routeLocalnet !== false);
-  const ready = (): boolean => !closing && state.isReady() && intercepting();
+  const currentReadiness = (): Readiness => readiness({
+    closing, stateReady: state.isReady(), manageIptables: config.manageIptables, interception: interception?.status,
+  });
+  const ready = (): boolean => currentReadiness().ready;
+  if (!config.manageIptables) log.warn(`${NOT_INTERCEPTING}; /readyz stays 503`);
   try {
     listener = await listen({ host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections }, handler.handle);
     metrics.gauge('podid_nmi_pods_waiting', 'Token requests parked until their pod appears', parkedCount);
@@ -60,13 +66,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     const together = config.probePort === config.metricsPort;
     probes = await startProbeServer({
       host: config.probeListenAddress, port: config.probePort,
-      health: () => !closing, ready, registry: together ? metrics.registry : undefined,
+      health: () => !closing, ready: currentReadiness, registry: together ? metrics.registry : undefined,
     });
     if (!together) metricsServer = await startProbeServer({ host: config.probeListenAddress, port: config.metricsPort, registry: metrics.registry });
     if (config.manageIptables) {
       interception = await InterceptionRules.start({
         metadataIp: config.metadataIp, metadataPort: config.metadataPort,
-        targetIp: config.listenAddress, targetPort: listener.address.port,
+        targetIp: dnatTargetFor(config.listenAddress), targetPort: listener.address.port,
         intervalSec: config.iptUpdateIntervalSec, conntrackFlush: config.conntrackFlush,
         log, registry: metrics.registry,
       });
@@ -87,6 +93,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   return {
     listener: l, state, metrics, probes: p, metricsServer: m,
     isReady: ready,
+    readiness: currentReadiness,
     async close() {
       if (closing) return;
       closing = true;
@@ -110,6 +117,7 @@ async function openClusterState(config: DaemonConfig, log: Logger, metrics: Daem
   return InformerClusterState.start({
     kubeconfig: config.kubeconfig === '' ? undefined : config.kubeconfig,
     nodeName: config.node,
+    userAgent: config.userAgent,
     assignedIdentities: config.operationMode === 'standard',
     log,
     registry: metrics.registry,

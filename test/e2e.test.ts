@@ -25,7 +25,7 @@ const NODE_ADDRESSES = new Set(['169.254.169.254', '127.0.0.1']);
 /** Exactly what the daemon may send upstream in this test: rebuilt queries for A, B and C. */
 const REBUILT = new Set([IDS.A.clientID, IDS.B.clientID, IDS.C.clientID].map(rebuiltTokenUrl));
 /** What the daemon's upstream requests carry: nothing from the pod. */
-const UPSTREAM_HEADERS = new Set(['host', 'connection', 'metadata']);
+const UPSTREAM_HEADERS = new Set(['host', 'connection', 'metadata', 'user-agent']);
 
 const isToken = (r: ImdsRequest): boolean => r.url.toLowerCase().includes('/oauth2/token');
 const addr = (r: ImdsRequest): string => r.remoteAddress.replace(/^::ffff:/, '');
@@ -62,6 +62,8 @@ function assertNoBypass(t: Test, requests: ImdsRequest[], what: string): void {
 }
 
 const unavailable = await netnsUnavailable();
+// Several daemon starts: on a loaded machine each takes tens of seconds.
+t.setTimeout(600_000);
 
 t.test('end to end: pods, the daemon and IMDS in network namespaces', { skip: unavailable ?? false }, async (t) => {
   const began = performance.now();
@@ -155,6 +157,7 @@ t.test('end to end: pods, the daemon and IMDS in network namespaces', { skip: un
     for (const r of tokens) {
       t.equal(r.method, 'GET');
       t.equal(r.headers.metadata, 'true', 'Metadata: true');
+      t.match(r.headers['user-agent'], /^podid-nmi\/\d+\.\d+\.\d+$/, 'the daemon\'s own User-Agent');
       t.same(Object.keys(r.headers).filter((h) => !UPSTREAM_HEADERS.has(h)), [], `no header from the pod (${Object.keys(r.headers).join(', ')})`);
     }
   });

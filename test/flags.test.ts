@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FLAGS, FlagError, flagHelp, IGNORED_FLAGS, parseFlags, type FlagValues } from '../src/config/flags.ts';
 import { toDaemonConfig } from '../src/config/daemon-config.ts';
+import { VERSION } from '../src/config/version.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const STATE = ['--cluster-state=/etc/state.yaml'];
@@ -87,53 +88,100 @@ t.test('unknown flags and missing values', async (t) => {
 });
 
 t.test('environment fallbacks', async (t) => {
-  const env = { NODE_NAME: 'env-node', FORCENAMESPACED: 'false', KUBECONFIG: '/env/kubeconfig' };
+  const env = { NODE_NAME: 'env-node', KUBECONFIG: '/env/kubeconfig', FORCENAMESPACED: 'true' };
   const fromEnv = parseFlags([], env);
   t.equal(fromEnv.values.node, 'env-node');
-  t.equal(fromEnv.values.forceNamespaced, false);
   t.equal(fromEnv.values.kubeconfig, '/env/kubeconfig');
-  t.same([...fromEnv.given].sort(), ['forceNamespaced', 'kubeconfig', 'node'], 'env counts as given');
+  t.equal(fromEnv.values.forceNamespaced, false, 'FORCENAMESPACED is not the flag\'s value: toDaemonConfig applies NMI\'s rule');
+  t.same([...fromEnv.given].sort(), ['kubeconfig', 'node'], 'env counts as given');
 
-  const overridden = parseFlags(['--node=flag-node', '--forceNamespaced', '--kubeconfig', '/flag/kc'], env);
+  const overridden = parseFlags(['--node=flag-node', '--kubeconfig', '/flag/kc'], env);
   t.equal(overridden.values.node, 'flag-node', 'the flag wins over NODE_NAME');
-  t.equal(overridden.values.forceNamespaced, true, 'the flag wins over FORCENAMESPACED');
   t.equal(overridden.values.kubeconfig, '/flag/kc', 'the flag wins over KUBECONFIG');
 
-  const empty = parseFlags([], { NODE_NAME: '', FORCENAMESPACED: '' });
+  const empty = parseFlags([], { NODE_NAME: '' });
   t.equal(empty.values.node, '', 'an empty variable is not a value');
   t.equal(empty.values.forceNamespaced, false, 'NMI\'s default');
   t.equal(empty.given.size, 0);
-
-  t.equal(values([], { FORCENAMESPACED: 'T' }).forceNamespaced, true, 'Go bools from the environment too');
-  t.throws(() => parseFlags([], { FORCENAMESPACED: 'maybe' }),
-    { name: 'FlagError', message: 'environment variable FORCENAMESPACED: invalid boolean "maybe"' });
   t.equal(values([], { NMI_PORT: '1', nmi_port: '1', node: 'x' }).node, '', 'only the declared variables are read');
 });
 
-t.test('ignored NMI flags warn and do not fail', async (t) => {
+t.test('forceNamespaced: NMI\'s rule, flag || FORCENAMESPACED === "true"', async (t) => {
+  const force = (argv: string[], env: NodeJS.ProcessEnv): boolean => toDaemonConfig(values([...STATE, ...argv], env), env).forceNamespaced;
+  t.equal(force([], {}), false, 'NMI\'s default');
+  t.equal(force([], { FORCENAMESPACED: 'true' }), true, 'env "true"');
+  t.equal(force(['--forceNamespaced'], {}), true, 'bare flag');
+  t.equal(force(['--forceNamespaced=false'], { FORCENAMESPACED: 'true' }), true, 'the env can only turn it on, as in NMI');
+  t.equal(force(['--forceNamespaced'], { FORCENAMESPACED: 'false' }), true, 'the chart\'s "false" does not turn the flag off');
+  for (const other of ['false', 'True', 'TRUE', '1', 't', 'yes', 'maybe', '', ' true']) {
+    t.equal(force([], { FORCENAMESPACED: other }), false, `env ${JSON.stringify(other)} is simply not "true", never an error`);
+  }
+});
+
+t.test('ignored NMI flags are checked as NMI did, then named once in one warning line', async (t) => {
   const parsed = parseFlags([
-    '--v=4', '--retry-attempts-for-created', '16', '--kubelet-config', '/etc/default/kubelet', '--logtostderr',
-    '--enable-scale-features=true', '-alsologtostderr', '--cloud-config=/etc/kubernetes/azure.json', '--node=n1', 'pos',
+    '--enableScaleFeatures=true', '--kubelet-config', '/etc/default/kubelet', '--logtostderr', '--MICNamespace=aad',
+    '-alsologtostderr', '--cloud-config=/etc/kubernetes/azure.json', '--node=n1', 'pos', '--enableScaleFeatures=false',
+    '-log_dir', '/var/log', '--vmodule=server=5', '-v=2',
   ]);
   t.equal(parsed.values.node, 'n1');
   t.same(parsed.positionals, ['pos'], 'the separate values of ignored non-bool flags are consumed');
-  const names = ['v', 'retry-attempts-for-created', 'kubelet-config', 'logtostderr', 'enable-scale-features', 'alsologtostderr', 'cloud-config'];
-  t.equal(parsed.warnings.length, names.length, 'one warning each');
-  names.forEach((n, i) => t.match(parsed.warnings[i], `flag --${n} `, `warning names --${n}`));
+  const names = ['enableScaleFeatures', 'kubelet-config', 'logtostderr', 'MICNamespace', 'alsologtostderr', 'cloud-config', 'log_dir', 'vmodule'];
+  t.same(parsed.ignored, names, 'each named once, in order of first appearance');
+  t.equal(parsed.warnings.length, 1, 'one warning line');
+  const warning = parsed.warnings[0]!;
+  for (const n of names) t.equal(warning.split(`--${n} (`).length - 1, 1, `--${n} named exactly once`);
+  t.match(warning, /--MICNamespace \(MIC's pods pass through by the `mic` AzurePodIdentityException .*not by namespace and a ReplicaSet-name prefix, which any pod could take\)/);
+  t.notMatch(warning, /--v[ (]/, '-v is honoured, not ignored');
   for (const n of names) t.notOk(n in parsed.values, `${n} has no value`);
-  t.same([...parsed.given], ['node']);
-  for (const [name, type] of IGNORED_FLAGS) {
-    const argv = type === 'bool' ? [`--${name}`] : [`--${name}`, 'x'];
-    t.doesNotThrow(() => parseFlags(argv), `${argv.join(' ')} is accepted`);
-    t.equal(parseFlags(argv).warnings.length, 1);
-    t.equal(parseFlags([`--${name}=anything`]).warnings.length, 1, `--${name}=anything is accepted`);
+  t.same([...parsed.given].sort(), ['node', 'v']);
+
+  for (const [name, { type }] of IGNORED_FLAGS) {
+    const argv = type === 'bool' ? [`--${name}`] : [`--${name}`, '7'];
+    t.same(parseFlags(argv).ignored, [name], `${argv.join(' ')} is accepted`);
+    t.same(parseFlags([`-${name}=${type === 'bool' ? 'false' : '7'}`]).ignored, [name], `-${name}= is accepted (Go flag form)`);
+    if (type === 'bool') {
+      t.throws(() => parseFlags([`--${name}=yes`]), { name: 'FlagError', message: `flag --${name}: invalid boolean "yes"` }, 'a bad bool stops it, as it stopped NMI');
+    }
+    if (type === 'uint') {
+      t.throws(() => parseFlags([`--${name}=-1`]), { name: 'FlagError', message: `flag --${name}: invalid unsigned integer "-1"` });
+    }
   }
+  t.same(parseFlags(['--node=n']).warnings, [], 'no warning when none is given');
+  for (const wrong of ['enable-scale-features', 'enable-profile', 'micnamespace', 'enablescalefeatures', 'log-dir']) {
+    t.throws(() => parseFlags([`--${wrong}`]), { name: 'FlagError', message: `unknown flag --${wrong}` }, `--${wrong} is not NMI's spelling`);
+  }
+});
+
+t.test('-v: klog verbosity, in pflag\'s forms, sets the log level unless --log-level is given', async (t) => {
+  for (const argv of [['-v=5'], ['-v', '5'], ['-v5'], ['--v=5'], ['--v', '5']]) {
+    const parsed = parseFlags([...STATE, ...argv]);
+    t.equal(parsed.values.v, 5, argv.join(' '));
+    t.same(parsed.warnings, [], `${argv.join(' ')}: no warning`);
+  }
+  const level = (argv: string[]): string => {
+    const parsed = parseFlags([...STATE, ...argv]);
+    return toDaemonConfig(parsed.values, {}, parsed.given).logLevel;
+  };
+  t.equal(level([]), 'info');
+  for (const [v, want] of [[0, 'info'], [3, 'info'], [4, 'debug'], [5, 'debug'], [6, 'trace'], [10, 'trace'], [-1, 'info']] as const) {
+    t.equal(level([`-v=${v}`]), want, `-v=${v} is ${want}`);
+  }
+  t.equal(level(['-v=6', '--log-level=warn']), 'warn', '--log-level wins');
+  t.equal(level(['--log-level=error', '-v', '5']), 'error', 'whatever the order');
+  t.throws(() => parseFlags(['-v=x']), { name: 'FlagError', message: 'flag --v: invalid integer "x"' });
+  t.throws(() => parseFlags(['-vx']), { name: 'FlagError', message: 'flag --v: invalid integer "x"' });
+  t.throws(() => parseFlags(['-v']), { name: 'FlagError', message: 'flag --v needs a value' });
+  t.throws(() => parseFlags(['--v5']), { name: 'FlagError', message: 'unknown flag --v5' }, 'no shorthand after --, as pflag');
 });
 
 t.test('choices', async (t) => {
   t.throws(() => parseFlags(['--log-format=xml']), { name: 'FlagError', message: 'flag --log-format: "xml" is not one of text, json' });
   t.throws(() => parseFlags(['--log-level', 'verbose']), { name: 'FlagError', message: /^flag --log-level: "verbose" is not one of / });
-  t.throws(() => parseFlags(['--operation-mode=Managed']), { name: 'FlagError', message: /^flag --operation-mode: "Managed"/ });
+  t.throws(() => parseFlags(['--operation-mode=managedx']), { name: 'FlagError', message: 'flag --operation-mode: "managedx" is not one of managed, standard' });
+  for (const mode of ['Managed', 'MANAGED', 'managed']) t.equal(values([`--operation-mode=${mode}`])['operation-mode'], 'managed', `${mode}: lower-cased, as NMI`);
+  t.equal(values(['--operation-mode', 'Standard'])['operation-mode'], 'standard');
+  t.equal(values([])['operation-mode'], 'standard', 'NMI\'s default');
   t.equal(values(['--log-format=json'])['log-format'], 'json');
   t.equal(values(['--log-level=silent'])['log-level'], 'silent');
 });
@@ -145,13 +193,16 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     '--metadata-header-required=false', '--ipt-update-interval-sec=5', '--manage-iptables', '--enable-conntrack-deletion',
     '--pod-wait-ms=6', '--upstream-connect-timeout-ms=7', '--upstream-timeout-ms=8', '--token-cache=false', '--max-connections=9',
     '--shutdown-grace-ms=10', '--log-format=json', '--log-level=debug', '--kubeconfig=/kc',
+    '--operation-mode=Managed', '--forceNamespaced', '--assignment-wait-ms=11', '--find-identity-retry-interval=12',
+    '--custom-user-agent=team/1.0 (x)',
   ]));
   t.strictSame(config, {
     node: 'n1', listenAddress: '::1', listenPort: 1, metadataIp: '127.0.0.2', metadataPort: 2, probePort: 3, metricsPort: 4,
     probeListenAddress: '127.0.0.1', blockInstanceMetadata: true, metadataHeaderRequired: false, iptUpdateIntervalSec: 5,
     manageIptables: true, conntrackFlush: true, clusterStateFile: '/s.yaml', kubeconfig: '/kc', podWaitMs: 6,
     upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, shutdownGraceMs: 10,
-    logFormat: 'json', logLevel: 'debug', operationMode: 'standard', forceNamespaced: false, assignmentWaitMs: 5000,
+    logFormat: 'json', logLevel: 'debug', operationMode: 'managed', forceNamespaced: true, assignmentWaitMs: 11,
+    userAgent: `podid-nmi/${VERSION} team/1.0 (x)`,
   });
   const defaults = toDaemonConfig(values(STATE));
   t.equal(defaults.listenAddress, '127.0.0.1');
@@ -160,12 +211,23 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
   t.equal(defaults.metadataHeaderRequired, true);
   t.equal(defaults.tokenCache, true);
   t.equal(defaults.blockInstanceMetadata, false);
-  t.equal(defaults.manageIptables, false);
+  t.equal(defaults.manageIptables, true, 'interception on by default, as NMI');
+  t.equal(defaults.operationMode, 'standard', 'NMI\'s default mode');
+  t.equal(defaults.forceNamespaced, false);
+  t.equal(defaults.assignmentWaitMs, 5000);
+  t.equal(defaults.userAgent, `podid-nmi/${VERSION}`);
+  t.equal(defaults.logLevel, 'info');
   t.equal(defaults.node, '', 'no node needed with a state file');
   t.equal(defaults.logFormat, 'text');
 });
 
 t.test('toDaemonConfig: refusals', async (t) => {
+  t.doesNotThrow(() => toDaemonConfig(values([...STATE, '--operation-mode=standard', '--forceNamespaced=false'])), 'standard mode, not namespaced');
+  t.doesNotThrow(() => toDaemonConfig(values(STATE, { FORCENAMESPACED: 'false' }), { FORCENAMESPACED: 'false' }), 'the chart\'s env');
+  for (const bad of ['a\nb', 'a\rb', 'x\u0000', 'caf\u00e9', 'del\u007f']) {
+    t.throws(() => toDaemonConfig(values([...STATE, `--custom-user-agent=${bad}`])),
+      { name: 'FlagError', message: `flag --custom-user-agent: ${JSON.stringify(bad)} has characters a header cannot carry` }, JSON.stringify(bad));
+  }
   const standard = toDaemonConfig(values([...STATE, '--operation-mode=standard', '--forceNamespaced=false']));
   t.equal(standard.operationMode, 'standard');
   t.equal(standard.forceNamespaced, false);
@@ -192,13 +254,18 @@ t.test('toDaemonConfig: refusals', async (t) => {
 t.test('flagHelp', async (t) => {
   const help = flagHelp();
   for (const spec of FLAGS) {
-    t.match(help, new RegExp(`^  --${spec.name}( |$)`, 'm'), `--${spec.name}`);
+    t.match(help, new RegExp(`^  (-${spec.shorthand ?? 'X'}, )?--${spec.name}( |$)`, 'm'), `--${spec.name}`);
     if (spec.env !== undefined) t.match(help, `env ${spec.env}`);
   }
   t.match(help, '--nmi-port int', 'types of non-bool flags');
   t.match(help, '(default 2579)');
-  t.match(help, '(default false, env FORCENAMESPACED)');
-  for (const name of IGNORED_FLAGS.keys()) t.notMatch(help, new RegExp(`--${name}\\b`), `ignored --${name} is not advertised`);
+  t.match(help, '  -v, --v int');
+  t.match(help, /managed mode is always namespaced, whatever this says/);
+  const [flagsSection = '', ignoredSection = ''] = help.split('Accepted for compatibility with aad-pod-identity NMI and ignored');
+  for (const name of IGNORED_FLAGS.keys()) {
+    t.match(ignoredSection, new RegExp(`(^| )--${name}( |$)`, 'm'), `ignored --${name} is listed as ignored`);
+    t.notMatch(flagsSection, new RegExp(`--${name}\\b`), `ignored --${name} is not listed as a flag`);
+  }
 });
 
 interface Run {
@@ -211,7 +278,7 @@ function cli(args: string[]): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of ['KUBERNETES_SERVICE_HOST', 'KUBERNETES_SERVICE_PORT', 'NODE_NAME', 'KUBECONFIG', 'FORCENAMESPACED', 'NODE_OPTIONS']) delete env[k];
   // Loopback and ephemeral ports first, in case a start got further than intended; the tested flags come after.
-  const safe = ['--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0', '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1'];
+  const safe = ['--manage-iptables=false', '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0', '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1'];
   return new Promise((resolve) => {
     execFile(join(ROOT, 'node_modules/.bin/node'), ['src/cli.ts', ...safe, ...args], { cwd: ROOT, env, timeout: 20_000, killSignal: 'SIGKILL' },
       (err, stdout, stderr) => {
@@ -258,6 +325,15 @@ t.test('CLI', async (t) => {
   const positional = await cli(['--cluster-state=/nonexistent', 'extra']);
   t.equal(positional.code, 2);
   t.same(lines(positional.stderr), ['nmi: unexpected argument "extra"']);
+
+  for (const argv of [['--version', '--node=x', '--enableScaleFeatures=true'], ['-version']]) {
+    const version = await cli(argv);
+    t.equal(version.code, 0, `${argv.join(' ')} exits 0`);
+    t.equal(version.stdout, `${VERSION}\n`, 'prints the version');
+    t.equal(version.stderr, '');
+  }
+  const badVersion = await cli(['--version', '--bogus']);
+  t.equal(badVersion.code, 2, 'flags are checked first, as pflag.Parse before NMI\'s --version');
 
   const standard = await cli(['--cluster-state=/nonexistent', '--operation-mode=standard']);
   t.equal(standard.code, 2);

@@ -7,6 +7,7 @@ import { Registry } from 'prom-client';
 import { cleanupInterception, InterceptionRules } from '../src/iptables/index.ts';
 import type { Backend, InterceptionOptions } from '../src/iptables/index.ts';
 import { appendLines, desiredChainRules, isJump, JUMP_RULE, planRepair } from '../src/iptables/rules.ts';
+import { dnatTargetFor } from '../src/iptables/dnat-target.ts';
 import { createNode, netnsUnavailable, nodeBinary } from './netns/netns.ts';
 import type { NetnsNode } from './netns/netns.ts';
 
@@ -59,6 +60,15 @@ t.test('rules: NMI layout and repair plans', async (t) => {
 
   t.same(planRepair({ chain: [desired[1]!], prerouting: [JUMP_RULE] }, desired).drift, ['chain_changed']);
   t.same(planRepair({ chain: desired, prerouting: ['-A PREROUTING -p udp -j RETURN', JUMP_RULE] }, desired).drift, ['jump_misplaced']);
+});
+
+t.test('a wildcard listener is never a DNAT destination: it is reached at 127.0.0.1', async (t) => {
+  for (const wildcard of ['0.0.0.0', '::']) {
+    t.equal(dnatTargetFor(wildcard), '127.0.0.1', wildcard);
+    t.same(desiredChainRules({ ...TARGET, targetIp: dnatTargetFor(wildcard) }), [DNAT, '-A aad-metadata -j RETURN'], `${wildcard}: NMI's rule, to 127.0.0.1`);
+  }
+  for (const specific of ['127.0.0.1', '10.240.0.4', '127.0.0.2']) t.equal(dnatTargetFor(specific), specific, `${specific} is kept`);
+  t.notMatch(desiredChainRules({ ...TARGET, targetIp: dnatTargetFor('0.0.0.0') }).join('\n'), /0\.0\.0\.0/);
 });
 
 t.test('options are validated before anything runs', async (t) => {

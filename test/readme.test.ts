@@ -20,6 +20,19 @@ t.test('every flag and ignored flag is documented', async (t) => {
   for (const name of IGNORED_FLAGS.keys()) t.match(readme, `\`--${name}\``, name);
 });
 
+t.test('the flag table gives each flag\'s real default, and says which are NMI\'s', async (t) => {
+  for (const f of FLAGS) {
+    if (f.name === 'help') continue;
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`--${f.name}\``));
+    t.ok(row, `--${f.name} has a row`);
+    const cells = (row ?? '').split('|').map((c) => c.trim());
+    const shown = cells[2]?.replace(/`/g, '');
+    const expected = f.type === 'bool' && f.name === 'version' ? '' : f.default === '' ? '' : String(f.default);
+    t.equal(shown, expected, `--${f.name}: default ${JSON.stringify(expected)}`);
+    t.equal(cells[3]?.startsWith('NMI\'s'), f.nmi === true, `--${f.name}: ${f.nmi === true ? 'marked' : 'not marked'} as NMI's`);
+  }
+});
+
 t.test('the first screen gives the two commands', async (t) => {
   const head = readme.split('\n').slice(0, 20).join('\n');
   t.match(head, 'npm ci && npm start');

@@ -1,6 +1,8 @@
 // The whole request path against the real emulator: every route, every refusal (status, body,
 // reason), every upstream failure, and what reaches IMDS asserted on the emulator's side.
 import t, { type Test } from 'tap';
+import { VERSION } from '../src/config/version.ts';
+import { NOT_INTERCEPTING } from '../src/probes/readiness.ts';
 import { connect } from 'node:net';
 import { REFUSALS, type Reason } from '../src/decision/reasons.ts';
 import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
@@ -34,7 +36,8 @@ t.test('a bound pod gets its own token; the upstream request is rebuilt from che
   t.equal(up[0]!.url, `/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id=${IDS.reader!.clientID}`);
   const h = s.emulator.requests[0]!.headers;
   t.equal(h.metadata, 'true');
-  for (const name of ['x-evil', 'authorization', 'user-agent', 'cookie', 'x-forwarded-for', 'forwarded']) t.equal(h[name], undefined, `${name} not forwarded`);
+  for (const name of ['x-evil', 'authorization', 'cookie', 'x-forwarded-for', 'forwarded']) t.equal(h[name], undefined, `${name} not forwarded`);
+  t.equal(h['user-agent'], `podid-nmi/${VERSION}`, 'the daemon\'s own User-Agent, not the pod\'s');
   t.equal(s.emulator.requests[0]!.remoteAddress.replace('::ffff:', ''), '127.0.0.1', 'upstream comes from the daemon');
 });
 
@@ -272,21 +275,25 @@ t.test('listener bounds: oversized headers and garbage get 4xx without reaching 
   t.equal(s.emulator.requests.length, 0);
 });
 
-t.test('probes: /healthz, /readyz, /metrics; not ready once closing', async (t) => {
+t.test('probes: /healthz, /readyz, /metrics; never ready without interception, and says why', async (t) => {
   const s = await startStack(t);
   const probe = s.daemon.probes.address.port;
   const { ask } = await import('./helpers/http.ts');
   t.equal((await ask(probe, '/healthz')).status, 200);
-  t.equal((await ask(probe, '/readyz')).status, 200);
+  t.equal(s.daemon.state.isReady(), true, 'cluster state synced');
+  const readyz = await ask(probe, '/readyz');
+  t.equal(readyz.status, 503, 'the stack runs with --manage-iptables=false: not ready, whatever else');
+  t.equal(readyz.body, `not ready: ${NOT_INTERCEPTING}\n`, 'the one reason, in the body');
   t.equal((await ask(probe, '/nope')).status, 404);
-  t.match(await s.metrics(), /podid_nmi_ready 1/);
+  t.match(await s.metrics(), /podid_nmi_ready 0/);
+  t.ok(s.logs.some((l) => l.includes('not intercepting: started with --manage-iptables=false')), 'said at start');
   const slow = s.emulator;
   slow.setFault({ kind: 'slow', delayMs: 300 }, { times: 1 });
   const inflight = s.ask(TOKEN, { from: '127.0.0.10', headers: META });
   await waitFor(() => tokenRequests(s).length === 1, 2_000);
-  t.equal(s.daemon.isReady(), true);
+  t.same(s.daemon.readiness(), { ready: false, reasons: [NOT_INTERCEPTING] });
   const closing = s.daemon.close();
-  t.equal(s.daemon.isReady(), false, 'not ready while draining');
+  t.same(s.daemon.readiness(), { ready: false, reasons: ['shutting down', NOT_INTERCEPTING] }, 'draining is named too');
   t.equal((await inflight).status, 200, 'the in-flight request finishes during shutdown');
   await closing;
 });

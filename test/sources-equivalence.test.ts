@@ -53,8 +53,8 @@ t.test('the manifests file and the Kubernetes API give the same answers', async 
   const fromFile = await startStack(t);
   const fromApi = await startStack(t, { kubeconfig: api.kubeconfig() });
   const deadline = Date.now() + 10_000;
-  while (!fromApi.daemon.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  t.ok(fromApi.daemon.isReady(), 'the API-backed daemon becomes ready');
+  while (!fromApi.daemon.state.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.ok(fromApi.daemon.state.isReady(), 'the API-backed daemon\'s state syncs');
   t.same(fromApi.daemon.state.counts(), fromFile.daemon.state.counts(), 'same objects held (other node\'s and finished pods left out by both)');
 
   const file = await outcomes(fromFile);
@@ -75,9 +75,11 @@ t.test('until every informer has listed, token requests wait, then get a retryab
   t.equal(early.json?.reason, 'state_not_ready');
   t.equal(early.headers['retry-after'], '1');
   const { ask } = await import('./helpers/http.ts');
-  t.equal((await ask(s.daemon.probes.address.port, '/readyz')).status, 503, 'not ready meanwhile');
+  const readyz = await ask(s.daemon.probes.address.port, '/readyz');
+  t.equal(readyz.status, 503, 'not ready meanwhile');
+  t.match(readyz.body, /; cluster state not synced yet\n$/, 'and /readyz says the state is why');
   const deadline = Date.now() + 15_000;
-  while (!s.daemon.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  while (!s.daemon.state.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   const later = await s.ask(TOKEN, { from: '127.0.0.10', headers: META });
   t.equal(later.status, 200, 'granted once the bindings are listed');
   t.equal(later.json?.client_id, IDS.reader!.clientID);
@@ -87,7 +89,7 @@ t.test('the pod-start race through the informers: woken by the pod\'s watch even
   const api = await seededApi(t, (obj) => obj.kind !== 'Pod');
   const s = await startStack(t, { kubeconfig: api.kubeconfig(), flags: ['--pod-wait-ms=3000'] });
   const deadline = Date.now() + 10_000;
-  while (!s.daemon.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  while (!s.daemon.state.isReady() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   const started = performance.now();
   const pending = s.ask(TOKEN, { from: '127.0.0.40', headers: META });
   setTimeout(() => api.create('pods', {

@@ -24,6 +24,8 @@ export interface InformerSourceOptions {
   kubeconfig?: string;
   /** Pods are listed and watched with fieldSelector spec.nodeName=<nodeName>. */
   nodeName: string;
+  /** User-Agent of every API request (podid-nmi/<version> [--custom-user-agent]). */
+  userAgent?: string;
   log: Logger;
   /** The informers' metrics (podid_nmi_informer_*) are registered here. */
   registry: Registry;
@@ -66,7 +68,7 @@ export class InformerClusterState extends IndexedClusterState {
   static async start(opts: InformerSourceOptions): Promise<InformerClusterState> {
     if (!NODE_NAME.test(opts.nodeName)) throw new Error(`invalid node name ${JSON.stringify(opts.nodeName)}`);
     const kc = await loadKubeConfig(opts.kubeconfig);
-    const http = new KubeHttp(kc);
+    const http = new KubeHttp(kc, opts.userAgent);
     // Unusable credentials (missing token or key file) are a startup error, not something to retry forever.
     await http.prepare(http.url('/api', {}));
     const log = opts.log.child({ component: 'informers' });

@@ -62,11 +62,13 @@ export class KubeHttp {
   // connection pool (and TLS sessions) across relists and reconnects.
   #dispatcher: Dispatcher | undefined | null = null;
   #closed = false;
+  readonly #userAgent: Record<string, string>;
 
-  constructor(kc: KubeConfig) {
+  constructor(kc: KubeConfig, userAgent?: string) {
     const cluster = kc.getCurrentCluster();
     if (cluster === null) throw new Error('kubeconfig has no current cluster');
     this.#kc = kc;
+    this.#userAgent = userAgent === undefined ? {} : { 'User-Agent': userAgent };
     this.#server = cluster.server.replace(/\/+$/, '');
   }
 
@@ -85,7 +87,7 @@ export class KubeHttp {
     const ctx = new RequestContext(url, HttpMethod.GET);
     await this.#kc.applySecurityAuthentication(ctx);
     if (this.#dispatcher === null) this.#dispatcher = ctx.getDispatcher();
-    return { headers: { ...ctx.getHeaders(), Accept: 'application/json' }, dispatcher: this.#dispatcher };
+    return { headers: { ...ctx.getHeaders(), ...this.#userAgent, Accept: 'application/json' }, dispatcher: this.#dispatcher };
   }
 
   /**

@@ -4,6 +4,7 @@ import type { LevelWithSilent } from 'pino';
 import type { LogFormat } from '../observability/logger.ts';
 import type { OperationMode } from '../decision/decide.ts';
 import { FlagError, type FlagValues } from './flags.ts';
+import { userAgent } from './version.ts';
 
 export interface DaemonConfig {
   node: string;
@@ -30,12 +31,29 @@ export interface DaemonConfig {
   logFormat: LogFormat;
   logLevel: LevelWithSilent;
   operationMode: OperationMode;
-  /** Standard mode's namespace rule; managed mode is always namespaced. */
+  /** NMI's rule: the flag, or env FORCENAMESPACED exactly "true". Managed mode is namespaced whatever it says. */
   forceNamespaced: boolean;
+  /** How long a standard-mode token request waits for MIC: --assignment-wait-ms, capped by NMI's retry flags. */
   assignmentWaitMs: number;
+  /** Sent on requests to IMDS and to the Kubernetes API. */
+  userAgent: string;
 }
 
-export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): DaemonConfig {
+/** klog's -v as a pino level: 0-3 info, 4-5 debug, 6 and more trace. */
+export function levelForVerbosity(v: number): LevelWithSilent {
+  if (v >= 6) return 'trace';
+  if (v >= 4) return 'debug';
+  return 'info';
+}
+
+// A header value Node and undici send as given: visible ASCII, space and tab.
+const HEADER_SAFE = /^[\t\x20-\x7e]*$/;
+
+/** `given`: the names set on the command line or by environment (see ParsedFlags), for -v vs --log-level. */
+export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given: ReadonlySet<string> = new Set()): DaemonConfig {
+  const custom = String(v['custom-user-agent']);
+  if (!HEADER_SAFE.test(custom)) throw new FlagError(`flag --custom-user-agent: ${JSON.stringify(custom)} has characters a header cannot carry`);
+  const interval = Number(v['find-identity-retry-interval']);
   for (const name of ['nmi-listen-address', 'metadata-ip', 'probe-listen-address']) {
     if (isIP(String(v[name])) === 0) throw new FlagError(`flag --${name}: ${JSON.stringify(v[name])} is not an IP address`);
   }
@@ -69,9 +87,10 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}): Daem
     maxConnections: Number(v['max-connections']),
     shutdownGraceMs: Number(v['shutdown-grace-ms']),
     logFormat: v['log-format'] as LogFormat,
-    logLevel: v['log-level'] as LevelWithSilent,
-    operationMode: String(v['operation-mode']).toLowerCase() === 'standard' ? 'standard' : 'managed',
-    forceNamespaced: v.forceNamespaced === true,
-    assignmentWaitMs: Number(v['assignment-wait-ms']),
+    logLevel: given.has('log-level') || !given.has('v') ? v['log-level'] as LevelWithSilent : levelForVerbosity(Number(v.v)),
+    operationMode: v['operation-mode'] as OperationMode,
+    forceNamespaced: v.forceNamespaced === true || env.FORCENAMESPACED === 'true',
+    assignmentWaitMs: Math.min(Number(v['assignment-wait-ms']), Number(v['retry-attempts-for-created']) * interval * 1000),
+    userAgent: userAgent(custom),
   };
 }

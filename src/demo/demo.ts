@@ -1,5 +1,6 @@
 // `nmi demo` (what `npm start` runs): an IMDS emulator and the daemon, both on loopback, with
-// the example cluster state. Extra flags go to the daemon and override the demo's.
+// the example cluster state. Extra flags go to the daemon and override the demo's, except
+// --manage-iptables=false: the demo often runs as root and must never touch the machine's rules.
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { toDaemonConfig } from '../config/daemon-config.ts';
@@ -17,13 +18,16 @@ export async function runDemo(argv: string[]): Promise<number> {
   const identities = parseIdentitiesFile(await readFile(`${EXAMPLES}imds-identities.json`, 'utf8'));
   const emulator = await startImdsEmulator({ host: '127.0.0.1', port: DEMO_EMULATOR_PORT, ...identities });
   const defaults = [
-    `--cluster-state=${EXAMPLES}cluster-state.yaml`, '--node=demo-node', '--operation-mode=managed',
-    '--metadata-ip=127.0.0.1', `--metadata-port=${emulator.port}`,
+    `--cluster-state=${EXAMPLES}cluster-state.yaml`, '--node=demo-node',
+    '--metadata-ip=127.0.0.1', `--metadata-port=${emulator.port}`, '--operation-mode=managed',
     '--probe-listen-address=127.0.0.1', '--log-format=text',
   ];
   let config;
+  let warnings: string[];
   try {
-    config = toDaemonConfig(parseFlags([...defaults, ...argv], {}).values, {});
+    const parsed = parseFlags([...defaults, ...argv, '--manage-iptables=false'], {});
+    config = toDaemonConfig(parsed.values, {}, parsed.given);
+    warnings = parsed.warnings;
   } catch (err) {
     await emulator.close();
     if (err instanceof FlagError) {
@@ -33,11 +37,14 @@ export async function runDemo(argv: string[]): Promise<number> {
     throw err;
   }
   const log = createLogger(config.logFormat, config.logLevel);
+  for (const w of warnings) log.warn(w);
   const daemon = await startDaemon(config, log);
   const at = `http://${config.listenAddress}:${daemon.listener.address.port}`;
   const token = `${at}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net`;
   process.stdout.write(`
 podid-nmi demo: IMDS emulator on ${emulator.url}, daemon on ${at}
+No iptables rules are installed (--manage-iptables=false): nothing is intercepted, so call the
+daemon's listener directly as below; /readyz answers 503 and says so.
 Pods (from daemonset/examples/cluster-state.yaml), played with curl --interface:
   127.0.0.10  shop/orders-api     bound to orders-reader (client 1111...)
   127.0.0.11  shop/web            no aadpodidbinding label

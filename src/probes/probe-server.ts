@@ -4,12 +4,13 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { closeGracefully } from '../listener/listener.ts';
+import { readinessText, type Readiness } from './readiness.ts';
 
 export interface ProbeServerOptions {
   host: string;
   port: number;
   health?: () => boolean;
-  ready?: () => boolean;
+  ready?: () => Readiness;
   registry?: Registry;
 }
 
@@ -26,7 +27,10 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
       return;
     }
     if (path === '/healthz' && o.health !== undefined) return text(res, o.health() ? 200 : 503, o.health() ? 'ok\n' : 'unhealthy\n');
-    if (path === '/readyz' && o.ready !== undefined) return text(res, o.ready() ? 200 : 503, o.ready() ? 'ready\n' : 'not ready\n');
+    if (path === '/readyz' && o.ready !== undefined) {
+      const r = o.ready();
+      return text(res, r.ready ? 200 : 503, readinessText(r));
+    }
     if (path === '/metrics' && o.registry !== undefined) {
       const registry = o.registry;
       registry.metrics().then(

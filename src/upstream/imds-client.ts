@@ -1,6 +1,6 @@
 // The only way out to the metadata service: one keep-alive undici Pool, every timeout and
 // the response size bounded, and a cap on requests waiting for it. Requests are built by
-// the caller from checked values; this module adds nothing but `Metadata: true`.
+// the caller from checked values; this module adds nothing but `Metadata: true` and the daemon's User-Agent.
 import { Pool, errors } from 'undici';
 
 export interface ImdsClientOptions {
@@ -13,6 +13,8 @@ export interface ImdsClientOptions {
   responseTimeoutMs?: number;
   maxPending?: number;
   maxResponseBytes?: number;
+  /** User-Agent of every request (podid-nmi/<version> [--custom-user-agent]); none when absent. */
+  userAgent?: string;
 }
 
 export interface UpstreamAnswer {
@@ -33,18 +35,20 @@ export class UpstreamFailure extends Error {
   }
 }
 
-const METADATA_HEADERS = { metadata: 'true' } as const;
-const JSON_HEADERS = { metadata: 'true', 'content-type': 'application/json' } as const;
 
 export class ImdsClient {
   readonly #pool: Pool;
   readonly #maxPending: number;
+  readonly #headers: Readonly<Record<string, string>>;
+  readonly #jsonHeaders: Readonly<Record<string, string>>;
   #pending = 0;
 
   constructor(options: ImdsClientOptions) {
     const origin = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${options.port}`;
     const responseTimeout = options.responseTimeoutMs ?? 10_000;
     this.#maxPending = options.maxPending ?? 512;
+    this.#headers = { metadata: 'true', ...(options.userAgent === undefined ? {} : { 'user-agent': options.userAgent }) };
+    this.#jsonHeaders = { ...this.#headers, 'content-type': 'application/json' };
     this.#pool = new Pool(origin, {
       connections: options.connections ?? 5,
       pipelining: 1,
@@ -68,7 +72,7 @@ export class ImdsClient {
       const res = await this.#pool.request({
         method,
         path,
-        headers: body === undefined ? METADATA_HEADERS : JSON_HEADERS,
+        headers: body === undefined ? this.#headers : this.#jsonHeaders,
         body,
         signal,
       });

@@ -6,6 +6,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseFlags } from '../../src/config/flags.ts';
 import { createNode, execIn, nodeBinary } from '../netns/netns.ts';
 import type { NetnsNode, NsProcess, PodNs } from '../netns/netns.ts';
 import { clusterObjects, IMDS_IDENTITIES, NODE_GATEWAY, NODE_NAME, PODS } from './cluster.ts';
@@ -59,6 +60,16 @@ export interface DaemonRun {
   readyAt?: number;
   /** `iptables -t nat -S aad-metadata` read right after that first 200. */
   rulesAtFirstReady?: string[];
+  /** Where its /readyz is (its --http-probe-port). */
+  probePort: number;
+}
+
+/** A daemon started with a command line of the test's choosing instead of the environment's own. */
+export interface DaemonLaunch {
+  /** Everything after cli.ts. */
+  argv: string[];
+  /** Added to the process environment (after PROCESS_ENV's blanks). */
+  env?: Record<string, string>;
 }
 
 /** Everything a node process needs that the test process's environment must not leak into. */
@@ -76,7 +87,7 @@ export class E2E {
   apiDir = '';
   /** Every daemon started, in order; the last one is the current one. */
   readonly daemons: DaemonRun[] = [];
-  /** Rewrites the daemon's flags before each start (e.g. drop --manage-iptables to watch the test catch a bypass). */
+  /** Rewrites the daemon's flags before each start (e.g. add --manage-iptables=false to watch the test catch a bypass). */
   daemonFlags: (flags: string[]) => string[] = (f) => f;
   #destroyed = false;
 
@@ -115,8 +126,8 @@ export class E2E {
     this.api = new LineProcess(this.node.ns, nodeBinary, [here('./apiserver-process.ts'), '--kubeconfig-out', this.kubeconfig], PROCESS_ENV);
     this.imds = new LineProcess(this.node.ns, nodeBinary, [here('./imds-process.ts'), '--identities', JSON.stringify(IMDS_IDENTITIES)], PROCESS_ENV);
     const [apiReady] = await Promise.all([
-      this.api.waitFor((l) => l.event === 'ready', 'the fake API server', 15_000),
-      this.imds.waitFor((l) => l.event === 'ready', 'the IMDS emulator', 15_000),
+      this.api.waitFor((l) => l.event === 'ready', 'the fake API server', 60_000),
+      this.imds.waitFor((l) => l.event === 'ready', 'the IMDS emulator', 60_000),
     ]);
     this.apiDir = String(apiReady.dir);
     for (const { resource, object } of clusterObjects()) await this.api.request({ op: 'create', resource, object });
@@ -131,15 +142,22 @@ export class E2E {
   }
 
   /** Spawns the daemon in the node namespace, without waiting for it. */
-  spawnDaemon(): DaemonRun {
-    const flags = this.daemonFlags([
+  spawnDaemon(launch?: DaemonLaunch): DaemonRun {
+    const flags = launch?.argv ?? this.daemonFlags([
       '--kubeconfig', this.kubeconfig, '--node', NODE_NAME, '--operation-mode=managed',
       '--manage-iptables', '--ipt-update-interval-sec=1',
       '--nmi-port', '2579',
       '--http-probe-port', String(PROBE_PORT), '--prometheus-port', String(METRICS_PORT),
       '--probe-listen-address', '127.0.0.1', '--log-format', 'json',
     ]);
-    const run: DaemonRun = { proc: this.node.spawn(nodeBinary, [CLI, ...flags], PROCESS_ENV), startedAt: performance.now(), startedAtEpoch: Date.now() };
+    let probePort = PROBE_PORT;
+    try {
+      probePort = Number(parseFlags(flags).values['http-probe-port']);
+    } catch {
+      // A command line the daemon will refuse: it exits, and waitDaemonReady says so.
+    }
+    const proc = this.node.spawn(nodeBinary, [CLI, ...flags], { ...PROCESS_ENV, ...launch?.env });
+    const run: DaemonRun = { proc, startedAt: performance.now(), startedAtEpoch: Date.now(), probePort };
     this.daemons.push(run);
     return run;
   }
@@ -148,22 +166,22 @@ export class E2E {
    * Starts the daemon; resolves when /readyz says 200 and the daemon has logged that it is
    * listening (which it does once the rules are in place).
    */
-  async startDaemon(readyTimeoutMs = 30_000): Promise<DaemonRun> {
-    const run = this.spawnDaemon();
+  async startDaemon(readyTimeoutMs = 60_000, launch?: DaemonLaunch): Promise<DaemonRun> {
+    const run = this.spawnDaemon(launch);
     await this.waitDaemonReady(run, readyTimeoutMs);
     return run;
   }
 
-  async waitDaemonReady(run: DaemonRun, timeoutMs = 30_000): Promise<void> {
+  async waitDaemonReady(run: DaemonRun, timeoutMs = 60_000): Promise<void> {
     const deadline = performance.now() + timeoutMs;
     let last = '';
     while (performance.now() < deadline) {
       const proc = run.proc;
       if (!proc.running) throw new Error(`daemon exited (${proc.child.exitCode}) before it was ready: ${proc.stderr.trim() || proc.stdout.trim().slice(-3000)}`);
       if (run.readyAt === undefined) {
-        const r = await this.node.exec('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1', `http://127.0.0.1:${PROBE_PORT}/readyz`], { allowFail: true, timeoutMs: 3_000 });
-        last = r.stdout.trim();
-        if (last === '200') {
+        const r = await this.readyz(run);
+        last = `${r.status} ${r.body.trim()}`;
+        if (r.status === 200) {
           run.readyAt = performance.now();
           run.rulesAtFirstReady = await this.chainRules();
         }
@@ -172,6 +190,13 @@ export class E2E {
       await sleep(50);
     }
     throw new Error(`daemon not ready within ${timeoutMs} ms (last /readyz: ${last}); log tail: ${run.proc.stdout.slice(-3000)} ${run.proc.stderr.slice(-2000)}`);
+  }
+
+  /** GET /readyz of `run`, from inside the node namespace (status 0: no answer). */
+  async readyz(run: DaemonRun): Promise<{ status: number; body: string }> {
+    const r = await this.node.exec('curl', ['-s', '-w', '\n@@%{http_code}', '--max-time', '1', `http://127.0.0.1:${run.probePort}/readyz`], { allowFail: true, timeoutMs: 3_000 });
+    const at = r.stdout.lastIndexOf('\n@@');
+    return at === -1 ? { status: 0, body: '' } : { status: Number(r.stdout.slice(at + 3)) || 0, body: r.stdout.slice(0, at) };
   }
 
   /** Resolves with the first JSON log line of `run` that satisfies `match` (bounded). */
@@ -197,6 +222,11 @@ export class E2E {
       return null;
     }
     return code;
+  }
+
+  /** The JSON log lines of one daemon run. */
+  runLog(run: DaemonRun): Json[] {
+    return parseLog(run.proc.stdout);
   }
 
   /** The JSON log lines of every daemon run so far. */

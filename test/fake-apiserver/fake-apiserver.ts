@@ -41,6 +41,7 @@ export interface RecordedRequest {
   readonly query: Readonly<Record<string, string>>;
   readonly watch: boolean;
   readonly resource?: string;
+  readonly userAgent?: string;
 }
 
 export interface FaultMatch {
@@ -288,7 +289,10 @@ export class FakeApiServer {
       const query = Object.fromEntries(url.searchParams);
       const watch = query.watch === 'true' || query.watch === '1';
       const rp = resolvePath(url.pathname);
-      this.#record({ method: req.method ?? '', path: url.pathname, query, watch, ...(rp ? { resource: rp.resource.plural } : {}) });
+      this.#record({
+        method: req.method ?? '', path: url.pathname, query, watch,
+        ...(rp ? { resource: rp.resource.plural } : {}), ...(req.headers['user-agent'] !== undefined ? { userAgent: req.headers['user-agent'] } : {}),
+      });
       if (req.headers.authorization !== `Bearer ${this.token}`) return this.#fail(res, 401, 'Unauthorized');
       const fault = this.#takeFault(rp?.resource.plural, watch);
       if (fault?.action === 'stall') {

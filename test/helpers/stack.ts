@@ -111,13 +111,14 @@ export async function startStack(t: Test, o: { flags?: string[]; emulator?: Part
   const dir = t.testdir({ 'state.yaml': o.stateYaml ?? STATE_YAML });
   const source = o.kubeconfig === undefined ? `--cluster-state=${dir}/state.yaml` : `--kubeconfig=${o.kubeconfig}`;
   const parsed = parseFlags([
-    source, '--node=node-1', '--operation-mode=managed', '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0',
+    // Never the machine's own iptables; managed mode unless a test says otherwise.
+    source, '--node=node-1', '--manage-iptables=false', '--operation-mode=managed', '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0',
     '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1', `--metadata-port=${emulator.port}`, '--pod-wait-ms=200',
     '--log-format=json', '--log-level=info', ...(o.flags ?? []),
   ]);
   const logs: string[] = [];
   const sink = new Writable({ write(chunk: Buffer, _enc, done) { logs.push(...chunk.toString('utf8').split('\n').filter(Boolean)); done(); } });
-  const daemon = await startDaemon(toDaemonConfig(parsed.values), createLogger('json', 'info', sink), { defaultMetrics: false });
+  const daemon = await startDaemon(toDaemonConfig(parsed.values, {}, parsed.given), createLogger('json', 'info', sink), { defaultMetrics: false });
   t.teardown(() => daemon.close());
   const port = daemon.listener.address.port;
   return {

@@ -1,0 +1,39 @@
+// Whether the daemon may say ready, and if not, why in words an operator can act on. Ready
+// means pods' metadata traffic reaches this daemon AND it can decide: rules that are not in
+// place, or not managed at all, are never reported as ready.
+import type { InterceptionStatus } from '../iptables/index.ts';
+
+export type Readiness = { readonly ready: true } | { readonly ready: false; readonly reasons: readonly string[] };
+
+export interface ReadinessInputs {
+  closing: boolean;
+  stateReady: boolean;
+  manageIptables: boolean;
+  /** undefined until the first rule check has run. */
+  interception: InterceptionStatus | undefined;
+}
+
+export const NOT_INTERCEPTING = 'not intercepting: started with --manage-iptables=false, so nothing here redirects pods\' '
+  + 'metadata traffic to this daemon (tokens are still answered on its listener)';
+
+export function readiness(i: ReadinessInputs): Readiness {
+  const reasons: string[] = [];
+  if (i.closing) reasons.push('shutting down');
+  if (!i.manageIptables) {
+    reasons.push(NOT_INTERCEPTING);
+  } else if (i.interception === undefined) {
+    reasons.push('interception rules not checked yet');
+  } else if (!i.interception.rulesInstalled) {
+    reasons.push(`interception rules not installed (retried every --ipt-update-interval-sec): ${i.interception.lastError ?? 'not checked yet'}`);
+  } else if (i.interception.routeLocalnet === false) {
+    // With route_localnet 0 a DNAT to 127.0.0.1 is dropped: the rules exist but intercept into nothing.
+    reasons.push('net.ipv4.conf.all.route_localnet is 0 and could not be set: the DNAT to 127.0.0.1 is dropped by the kernel');
+  }
+  if (!i.stateReady) reasons.push('cluster state not synced yet');
+  return reasons.length === 0 ? { ready: true } : { ready: false, reasons };
+}
+
+/** The /readyz body. */
+export function readinessText(r: Readiness): string {
+  return r.ready ? 'ready\n' : `not ready: ${r.reasons.join('; ')}\n`;
+}

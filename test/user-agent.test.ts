@@ -1,0 +1,52 @@
+// --custom-user-agent as NMI had it (version/version.go appends it to its own User-Agent):
+// what the IMDS emulator and the fake API server actually receive.
+import t, { type Test } from 'tap';
+import { parseAllDocuments, type Document } from 'yaml';
+import { VERSION } from '../src/config/version.ts';
+import { FakeApiServer, type Obj, type ResourceName } from './fake-apiserver/fake-apiserver.ts';
+import { META } from './helpers/http.ts';
+import { IDS, startStack, STATE_YAML, TOKEN } from './helpers/stack.ts';
+
+const PLURAL: Record<string, ResourceName> = {
+  Pod: 'pods', AzureIdentity: 'azureidentities', AzureIdentityBinding: 'azureidentitybindings', AzurePodIdentityException: 'azurepodidentityexceptions',
+};
+
+async function seededApi(t: Test): Promise<FakeApiServer> {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
+    const obj = doc.toJS() as Obj;
+    api.create(PLURAL[String(obj.kind)]!, obj);
+  }
+  return api;
+}
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+for (const [what, flags, expected] of [
+  ['without --custom-user-agent', [], `podid-nmi/${VERSION}`],
+  ['with --custom-user-agent', ['--custom-user-agent=contoso-ops/1.0 (aks)'], `podid-nmi/${VERSION} contoso-ops/1.0 (aks)`],
+] as const) {
+  t.test(`User-Agent ${what}: IMDS and the Kubernetes API see ${expected}`, async (t) => {
+    const api = await seededApi(t);
+    const s = await startStack(t, { kubeconfig: api.kubeconfig(), flags: [...flags] });
+    await until(() => s.daemon.state.isReady(), 'the informers to sync');
+    const a = await s.ask(TOKEN, { from: '127.0.0.10', headers: { ...META, 'user-agent': 'pod-sdk/9' } });
+    t.equal(a.status, 200);
+    t.equal(a.json?.client_id, IDS.reader!.clientID);
+
+    const imds = s.emulator.requests;
+    t.equal(imds.length, 1, 'one upstream request');
+    t.equal(imds[0]!.headers['user-agent'], expected, 'IMDS sees the daemon\'s User-Agent, never the pod\'s');
+
+    const kube = api.requests.filter((r) => r.resource !== undefined);
+    t.ok(kube.some((r) => r.watch) && kube.some((r) => !r.watch), 'lists and watches were made');
+    t.same([...new Set(kube.map((r) => r.userAgent))], [expected], 'every list and watch carries it');
+  });
+}
