@@ -55,7 +55,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers }, pipelined);
   const refusals = new RefusalLog(log);
   const events = config.clusterStateFile === '' && config.podEvents
-    ? (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log })
+    ? await (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log, userAgent: config.userAgent })
     : undefined;
   const observer = observers([metrics, new RequestLog(log, refusals), ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
   const handler = new MetadataHandler({

@@ -105,7 +105,7 @@ const EMPTY_VIEW: ClusterView = { podsAt: () => [], bindingsFor: () => [], bindi
 async function recorder(t: Test, opts: { maxPairs?: number; minIntervalMs?: number } = {}) {
   const api = await FakeApiServer.start();
   const registry = new Registry();
-  const sink = new KubeEventSink(new KubeHttp(loadKubeConfig(api.kubeconfig())), kubernetesApiErrors(registry), 500);
+  const sink = new KubeEventSink(new KubeHttp(await loadKubeConfig(api.kubeconfig())), kubernetesApiErrors(registry), 500);
   const events = new PodEvents({ sink, view: EMPTY_VIEW, node: 'node-a', registry, log: pino({ level: 'silent' }), autoFlush: false, ...opts });
   t.teardown(async () => {
     await events.close();

@@ -83,7 +83,7 @@ export class FreshnessTracker implements StateFreshness {
     this.#probing = true;
     const sent = performance.now();
     try {
-      await this.#http.getJson('/version', {}, this.#tuning.probeTimeoutMs);
+      await this.#http.ping('/version', this.#tuning.probeTimeoutMs);
       for (const s of this.#sources()) if (s.isWatching()) this.#probedAt.set(s.resource, sent);
     } catch {
       // Unanswered: the ages keep growing, and that is the signal.

@@ -14,6 +14,7 @@ import { FreshnessTracker } from './freshness.ts';
 import type { FreshnessTuning } from './freshness.ts';
 import { BindingSink, NamedSink, PodSink } from './index-sinks.ts';
 import { IndexedClusterState } from './indexed-state.ts';
+import { releaseBurstMemory } from './release-memory.ts';
 import { InformerMetrics } from './informer-metrics.ts';
 import { loadKubeConfig } from './kube-config.ts';
 import { KubeHttp } from './kube-http.ts';
@@ -71,7 +72,7 @@ export class InformerClusterState extends IndexedClusterState {
    */
   static async start(opts: InformerSourceOptions): Promise<InformerClusterState> {
     if (!NODE_NAME.test(opts.nodeName)) throw new Error(`invalid node name ${JSON.stringify(opts.nodeName)}`);
-    const kc = loadKubeConfig(opts.kubeconfig);
+    const kc = await loadKubeConfig(opts.kubeconfig);
     const http = new KubeHttp(kc, opts.userAgent);
     // Unusable credentials (missing token or key file) are a startup error, not something to retry forever.
     await http.prepare(http.url('/api', {}));
@@ -85,7 +86,7 @@ export class InformerClusterState extends IndexedClusterState {
       pageSize: opts.pageSize ?? 500,
     };
     const metrics = new InformerMetrics(opts.registry, () => state.#informers);
-    const shared = { kc, http, tuning, metrics, log };
+    const shared = { http, tuning, metrics, log };
     for (const spec of state.#specs(opts.nodeName, opts.assignedIdentities === true)) {
       state.#informers.push(new ResilientInformer(shared, spec, () => state.#onSynced()));
     }
@@ -180,7 +181,9 @@ export class InformerClusterState extends IndexedClusterState {
   #onSynced(): void {
     if (this.#ready || this.#closed || !this.#informers.every((i) => i.isSynced())) return;
     this.#ready = true;
-    this.#log.info({ ...this.counts(), ms: Math.round(performance.now() - this.#startedAt) }, 'cluster state ready');
+    const ms = Math.round(performance.now() - this.#startedAt);
+    const released = releaseBurstMemory();
+    this.#log.info({ ...this.counts(), ms, released }, 'cluster state ready');
     this.#notify();
   }
 

@@ -8,8 +8,8 @@ import { kubernetesApiErrors } from '../observability/nmi-metrics.ts';
 import { KubeEventSink } from './kube-event-sink.ts';
 import { PodEvents } from './pod-events.ts';
 
-export function startPodEvents(o: { kubeconfig: string; node: string; view: ClusterView; registry: Registry; log: Logger }): PodEvents {
-  const http = new KubeHttp(loadKubeConfig(o.kubeconfig === '' ? undefined : o.kubeconfig));
+export async function startPodEvents(o: { kubeconfig: string; node: string; view: ClusterView; registry: Registry; log: Logger; userAgent?: string }): Promise<PodEvents> {
+  const http = new KubeHttp(await loadKubeConfig(o.kubeconfig === '' ? undefined : o.kubeconfig), o.userAgent);
   const sink = new KubeEventSink(http, kubernetesApiErrors(o.registry));
   return new PodEvents({ sink, view: o.view, node: o.node, registry: o.registry, log: o.log.child({ component: 'pod-events' }) });
 }

@@ -29,6 +29,11 @@ export interface FakeApiServerOptions {
   tls?: boolean;
   /** Bookmarks to every watch that allows them, this often (0, the default: only on sendBookmarks()). */
   bookmarkIntervalMs?: number;
+  /**
+   * Answer lists with resourceVersion=0 in one page whatever their `limit`, as kube-apiserver
+   * before 1.33 does when it serves them from its watch cache (default false: always paged).
+   */
+  watchCacheIgnoresLimit?: boolean;
 }
 
 export interface RecordedRequest {
@@ -81,6 +86,7 @@ export class FakeApiServer {
   readonly token = randomBytes(16).toString('hex');
   readonly #tls: SelfSignedCert | undefined;
   readonly #bookmarkIntervalMs: number;
+  readonly #watchCacheIgnoresLimit: boolean;
   readonly #dir = mkdtempSync(join(tmpdir(), 'fake-apiserver-'));
   readonly #sockets = new Set<Socket>();
   readonly #watchers = new Set<Watcher>();
@@ -103,6 +109,7 @@ export class FakeApiServer {
       if (this.#tls === undefined) throw new Error('tls requested but the openssl CLI is not available');
     }
     this.#bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 0;
+    this.#watchCacheIgnoresLimit = opts.watchCacheIgnoresLimit ?? false;
     this.store.onEvent((event) => {
       if (this.#hung) {
         this.#held.push(event);
@@ -388,7 +395,7 @@ export class FakeApiServer {
   #list(res: ServerResponse, rp: ResourcePath, query: Record<string, string>): void {
     const info = rp.resource;
     const selector = parseSelectors(query, info);
-    const limit = Number(query.limit ?? 0);
+    const limit = this.#watchCacheIgnoresLimit && query.resourceVersion === '0' ? 0 : Number(query.limit ?? 0);
     let rv: number;
     let items: unknown[];
     if (query.continue !== undefined && query.continue !== '') {
