@@ -100,7 +100,7 @@ async function main(): Promise<void> {
     rows.push(['fake API server seeded', `${(seedMs / 1000).toFixed(1)} s (${NODE_PODS + OTHER_PODS} pods, ${IDENTITIES} identities, ${IDENTITIES} bindings)`]);
     gc();
     const before = process.memoryUsage();
-    rows.push(['process before start (client-node loaded)', `RSS ${mib(before.rss)}, heap used ${mib(before.heapUsed)}`]);
+    rows.push(['process before start', `RSS ${mib(before.rss)}, heap used ${mib(before.heapUsed)}`]);
 
     const registry = new Registry();
     const started = performance.now();

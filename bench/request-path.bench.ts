@@ -4,10 +4,12 @@
 // Every scenario is bounded by a request count and a time cap. Ratios are against the
 // emulator answered directly, measured in the same run.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { deployedCommand } from './as-deployed.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 20_000);
@@ -36,11 +38,19 @@ status: {phase: Running, podIPs: [{ip: ${ip}}]}`);
   return docs.join('\n---\n');
 }
 
+// The daemons run with the image's node options and environment (Dockerfile ENTRYPOINT, ENV),
+// so that runtime tuning is measured here as deployed. BENCH_NODE_ARGS / BENCH_ENV="K=V ..."
+// replace them for an experiment.
+const deployed = deployedCommand();
+const daemonNodeArgs = process.env.BENCH_NODE_ARGS !== undefined ? process.env.BENCH_NODE_ARGS.split(' ').filter((a) => a !== '') : deployed.nodeArgs;
+const daemonEnv: Record<string, string> = { ...process.env as Record<string, string>, ...(process.env.BENCH_ENV !== undefined ? {} : deployed.env) };
+for (const pair of (process.env.BENCH_ENV ?? '').split(' ').filter((x) => x.includes('='))) daemonEnv[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1);
+
 const children: ChildProcess[] = [];
 process.on('exit', () => children.forEach((c) => c.kill('SIGTERM')));
 
-function start(args: string[], ready: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [`${root}src/cli.ts`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], ready: string, daemon = true): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...(daemon ? daemonNodeArgs : []), `${root}src/cli.ts`, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(daemon ? { env: daemonEnv } : {}) });
   children.push(child);
   return new Promise((resolve, reject) => {
     let out = '';
@@ -58,9 +68,16 @@ function start(args: string[], ready: string): Promise<ChildProcess> {
   });
 }
 
-interface Result { name: string; n: number; rps: number; p50: number; p99: number; statuses: string }
+interface Result { name: string; n: number; rps: number; p50: number; p99: number; statuses: string; cpuUs: number | undefined }
 
-async function load(name: string, origin: string, path: string, headers: Record<string, string>, from = '127.0.1.2'): Promise<Result> {
+/** CPU time (user + system) a process has used, in µs: unlike latency, barely moved by other load on the machine. */
+function cpuMicros(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+async function load(name: string, origin: string, path: string, headers: Record<string, string>, from = '127.0.1.2', daemon?: ChildProcess): Promise<Result> {
+  const cpuBefore = daemon?.pid !== undefined ? cpuMicros(daemon.pid) : 0;
   const pool = new Pool(origin, { connections: CONCURRENCY, pipelining: 1, localAddress: from });
   const latencies: number[] = [];
   const statuses = new Map<number, number>();
@@ -82,13 +99,14 @@ async function load(name: string, origin: string, path: string, headers: Record<
   await pool.close();
   latencies.sort((a, b) => a - b);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  return { name, n: latencies.length, rps: latencies.length / seconds, p50: q(0.5), p99: q(0.99), statuses: [...statuses].map(([s, c]) => `${s}x${c}`).join(' ') };
+  const cpuUs = daemon?.pid !== undefined ? (cpuMicros(daemon.pid) - cpuBefore) / latencies.length : undefined;
+  return { name, n: latencies.length, rps: latencies.length / seconds, p50: q(0.5), p99: q(0.99), statuses: [...statuses].map(([s, c]) => `${s}x${c}`).join(' '), cpuUs };
 }
 
 const dir = await mkdtemp(`${tmpdir()}/podid-bench-`);
 await writeFile(`${dir}/state.yaml`, state());
 await writeFile(`${dir}/ids.json`, JSON.stringify({ identities: [{ clientID: CLIENT, resourceID: '/r/id', objectID: 'o' }] }));
-const emulator = await start(['imds-emulator', '--listen', '127.0.0.1:18079', '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening');
+const emulator = await start(['imds-emulator', '--listen', '127.0.0.1:18079', '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening', false);
 // Never the machine's own iptables.
 const common = ['--node=bench', '--manage-iptables=false', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', '--metadata-port=18079',
   '--probe-listen-address=127.0.0.1', '--log-level=info', '--log-format=json'];
@@ -103,16 +121,18 @@ try {
     await load('warm-up', origin, `${TOKEN}&client_id=${CLIENT}`, META);
   }
   results.push(await load('baseline: emulator directly', 'http://127.0.0.1:18079', `${TOKEN}&client_id=${CLIENT}`, META));
-  results.push(await load('daemon, token cache off', 'http://127.0.0.1:12580', TOKEN, META));
-  results.push(await load('daemon, token cache hit', 'http://127.0.0.1:12579', TOKEN, META));
-  results.push(await load('daemon, refusal (foreign client_id, 403)', 'http://127.0.0.1:12579', `${TOKEN}&client_id=bbbbbbbb-0000-4000-8000-000000000002`, META));
-  results.push(await load('daemon, SDK probe (no header)', 'http://127.0.0.1:12579', '/metadata/identity/oauth2/token', {}));
+  results.push(await load('daemon, token cache off', 'http://127.0.0.1:12580', TOKEN, META, undefined, uncached));
+  results.push(await load('daemon, token cache hit', 'http://127.0.0.1:12579', TOKEN, META, undefined, cached));
+  results.push(await load('daemon, refusal (foreign client_id, 403)', 'http://127.0.0.1:12579', `${TOKEN}&client_id=bbbbbbbb-0000-4000-8000-000000000002`, META, undefined, cached));
+  results.push(await load('daemon, SDK probe (no header)', 'http://127.0.0.1:12579', '/metadata/identity/oauth2/token', {}, undefined, cached));
   const base = results[0]!;
   console.log(`node ${process.version}, ${PODS} pods in state, ${CONCURRENCY} connections, up to ${REQUESTS} requests or ${CAP_MS / 1000} s per scenario`);
-  console.log('| scenario | requests | req/s | p50 ms | p99 ms | p50 vs baseline | statuses |');
-  console.log('|---|---|---|---|---|---|---|');
+  const envNames = process.env.BENCH_ENV !== undefined ? process.env.BENCH_ENV.split(' ').map((p) => p.split('=')[0]!) : Object.keys(deployed.env);
+  console.log(`daemon node options: ${daemonNodeArgs.join(' ') || '(none)'}; env: ${envNames.map((k) => `${k}=${daemonEnv[k]}`).join(' ')}`);
+  console.log('| scenario | requests | req/s | p50 ms | p99 ms | p50 vs baseline | daemon CPU µs/request | statuses |');
+  console.log('|---|---|---|---|---|---|---|---|');
   for (const r of results) {
-    console.log(`| ${r.name} | ${r.n} | ${Math.round(r.rps)} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${(r.p50 / base.p50).toFixed(2)}x | ${r.statuses} |`);
+    console.log(`| ${r.name} | ${r.n} | ${Math.round(r.rps)} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${(r.p50 / base.p50).toFixed(2)}x | ${r.cpuUs === undefined ? '' : r.cpuUs.toFixed(0)} | ${r.statuses} |`);
   }
 } finally {
   for (const child of children) child.kill('SIGTERM');

@@ -12,6 +12,7 @@ const USAGE = `Usage:
   nmi demo [flags]            run an IMDS emulator and the daemon on loopback with the example cluster state
   nmi imds-emulator [flags]   run only the IMDS emulator (see nmi imds-emulator --help)
   nmi cleanup-iptables        remove the NAT rules (for an uninstall)
+  nmi explain [flags]         what the daemon would answer a pod, step by step (see nmi explain --help)
   nmi version                 (also --version)
 
 Flags (NMI v1.8.17's spellings are accepted as NMI took them: --flag=value, --flag value,
@@ -31,6 +32,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'cleanup-iptables':
       return cleanup(rest);
+    case 'explain': {
+      const { runExplain } = await import('./explain/explain.ts');
+      return runExplain(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s), env: process.env });
+    }
     case 'version':
       process.stdout.write(`${VERSION}\n`);
       return 0;

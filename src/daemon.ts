@@ -2,23 +2,33 @@
 import type { Logger } from 'pino';
 import { FileClusterState } from './cluster/file-source.ts';
 import { EMPTY_SELECTOR_WARNING } from './cluster/objects.ts';
+import type { FreshnessTuning } from './cluster/freshness.ts';
 import type { ClusterState } from './cluster/view.ts';
 import { parkedCount } from './cluster/wait-for-ip.ts';
 import type { DaemonConfig } from './config/daemon-config.ts';
 import { listen, type Listener } from './listener/listener.ts';
+import { policyFor } from './decision/decide.ts';
 import { MetadataHandler } from './listener/metadata-handler.ts';
 import { DaemonMetrics } from './observability/metrics.ts';
+import { RequestLog } from './observability/request-log.ts';
+import { observers } from './observability/request-outcome.ts';
 import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.ts';
-import { ImdsClient } from './upstream/imds-client.ts';
-import { TokenCache } from './upstream/token-cache.ts';
+import { openUpstream } from './upstream/upstream.ts';
 import { InterceptionRules } from './iptables/index.ts';
 import { ownCgroupFrom } from './iptables/host-cgroups.ts';
-import { CallerRoom } from './pods/caller.ts';
+import { CallerRoom } from './pods/caller-room.ts';
 import { podCgroupOf } from './pods/kubelet-cgroup.ts';
 import { SocketCgroupReader } from './pods/socket-cgroup.ts';
 import { readFileSync } from 'node:fs';
 import { dnatTargetFor } from './iptables/dnat-target.ts';
+import { RequestAdmission } from './listener/admission.ts';
+import { Cooldown } from './listener/cooldown.ts';
+import { RefusalLog } from './observability/refusal-log.ts';
+import { callerAt } from './pods/caller.ts';
+
+/** How long a caller that pipelined is refused new connections. */
+export const PIPELINING_COOLDOWN_MS = 5_000;
 
 export interface Daemon {
   readonly listener: Listener;
@@ -33,31 +43,41 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-export async function startDaemon(config: DaemonConfig, log: Logger, options: { defaultMetrics?: boolean } = {}): Promise<Daemon> {
+export interface DaemonOptions {
+  defaultMetrics?: boolean;
+  /** Tests shorten how the API server's silence is detected. */
+  freshness?: Partial<FreshnessTuning>;
+}
+
+export async function startDaemon(config: DaemonConfig, log: Logger, options: DaemonOptions = {}): Promise<Daemon> {
   const metrics = new DaemonMetrics(undefined, options);
-  const state = await openClusterState(config, log, metrics);
-  const imds = new ImdsClient({
-    host: config.metadataIp,
-    port: config.metadataPort,
-    connectTimeoutMs: config.upstreamConnectTimeoutMs,
-    responseTimeoutMs: config.upstreamTimeoutMs,
-    userAgent: config.userAgent,
-  });
-  const tokens = config.tokenCache ? new TokenCache(imds) : undefined;
+  const state = await openClusterState(config, log, metrics, options.freshness);
+  const upstream = openUpstream(config, metrics.registry);
+  const { imds, scheduler, tokens, stopping } = upstream;
   const ownCgroup = readOwnCgroup();
   const sockets = new SocketCgroupReader();
   const callers = new CallerRoom({
     state, nodeName: config.node, sockets, cgroupParent: config.kubepodsCgroupParent,
     selfUid: podCgroupOf(ownCgroup, config.kubepodsCgroupParent)?.uid, podWaitMs: config.podWaitMs,
   });
+  // Addresses no pod holds (a pod's first calls, or no pod at all) share a quarter of the listener.
+  const strangers = Math.max(1, Math.floor(config.maxConnections / 4));
+  const pipelined = new Cooldown(PIPELINING_COOLDOWN_MS);
+  const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers }, pipelined);
+  const refusals = new RefusalLog(log);
+  const events = config.clusterStateFile === '' && config.podEvents
+    ? await (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log, userAgent: config.userAgent })
+    : undefined;
+  const observer = observers([metrics, new RequestLog(log, refusals), ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
   const handler = new MetadataHandler({
-    state, imds, tokens, metrics, log, callers,
+    state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, observer, admission, callers,
     blockInstanceMetadata: config.blockInstanceMetadata,
     metadataHeaderRequired: config.metadataHeaderRequired,
     podWaitMs: config.podWaitMs,
+    maxStateStalenessS: config.maxStateStalenessS,
     interceptHostNetwork: config.interceptHostNetwork,
     hostTokenCallers: config.hostTokenCallers,
-    policy: { mode: config.operationMode, forceNamespaced: config.operationMode === 'managed' || config.forceNamespaced },
+    policy: policyFor(config.operationMode, config.forceNamespaced),
     assignmentWaitMs: config.assignmentWaitMs,
   });
   let closing = false;
@@ -71,9 +91,17 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
   const ready = (): boolean => currentReadiness().ready;
   if (!config.manageIptables) log.warn(`${NOT_INTERCEPTING}; /readyz stays 503`);
   try {
-    listener = await listen({ host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections }, handler.handle);
+    listener = await listen({
+      host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections,
+      connectionsPerCaller: config.maxConnectionsPerPod, strangerConnections: strangers, callerOf: (ip) => callerAt(state, ip),
+      cooldown: pipelined,
+      onRefusal: (reason, status, ip) => {
+        metrics.request('connection', 'refused', status, reason, 0);
+        refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');
+      },
+    }, handler.handle);
     metrics.gauge('podid_nmi_pods_waiting', 'Token requests parked until their pod appears', parkedCount);
-    metrics.gauge('podid_nmi_upstream_pending', 'Requests waiting for or at the metadata service', () => imds.pending);
+    metrics.gauge('podid_nmi_upstream_pending', 'Requests waiting for or at the metadata service', upstream.pending);
     metrics.gauge('podid_nmi_token_cache_entries', 'Tokens held in the cache', () => tokens?.size ?? 0);
     metrics.gauge('podid_nmi_ready', '1 when the daemon reports ready', () => (ready() ? 1 : 0));
     const together = config.probePort === config.metricsPort;
@@ -95,7 +123,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
     }
     metrics.gauge('podid_nmi_socket_cgroup_lookups_pending', 'Socket-cgroup lookups running or queued', () => sockets.pending);
   } catch (err) {
-    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), imds.close(), state.close()]);
+    refusals.close();
+    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close()]);
     throw err;
   }
   log.info({
@@ -118,8 +147,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: { 
       closing = true;
       interception?.stop();
       untaint.abort();
+      // What cannot finish within the grace is answered (503 shutting_down, Retry-After) a little
+      // before the listener cuts connections: a client sees an answer, never a reset.
+      const answerAt = Math.max(0, config.shutdownGraceMs - Math.min(SHUTDOWN_ANSWER_MS, config.shutdownGraceMs / 2));
+      const answer = setTimeout(() => upstream.stop(), answerAt);
       await l.close(config.shutdownGraceMs);
-      await Promise.allSettled([p.close(), m?.close(), imds.close(), state.close()]);
+      clearTimeout(answer);
+      refusals.close();
+      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close()]);
     },
   };
 }
@@ -137,7 +172,7 @@ async function removeStartupTaint(config: DaemonConfig, log: Logger, ready: () =
   const { loadKubeConfig } = await import('./cluster/kube-config.ts');
   const { KubeHttp } = await import('./cluster/kube-http.ts');
   const { removeTaintWhenReady } = await import('./cluster/node-taint.ts');
-  const http = new KubeHttp(loadKubeConfig(config.kubeconfig === '' ? undefined : config.kubeconfig), config.userAgent);
+  const http = new KubeHttp(await loadKubeConfig(config.kubeconfig === '' ? undefined : config.kubeconfig), config.userAgent);
   try {
     await removeTaintWhenReady({ http, node: config.node, key: config.removeNodeTaint, ready, log, signal });
   } catch (err) {
@@ -147,7 +182,10 @@ async function removeStartupTaint(config: DaemonConfig, log: Logger, ready: () =
   }
 }
 
-async function openClusterState(config: DaemonConfig, log: Logger, metrics: DaemonMetrics): Promise<ClusterState> {
+/** Time kept at the end of the grace to write the 503s before connections are cut. */
+const SHUTDOWN_ANSWER_MS = 500;
+
+async function openClusterState(config: DaemonConfig, log: Logger, metrics: DaemonMetrics, freshness?: Partial<FreshnessTuning>): Promise<ClusterState> {
   if (config.clusterStateFile !== '') {
     const state = await FileClusterState.load(config.clusterStateFile, config.node);
     for (const b of state.index.bindingsWithEmptySelector()) {
@@ -164,5 +202,6 @@ async function openClusterState(config: DaemonConfig, log: Logger, metrics: Daem
     assignedIdentities: config.operationMode === 'standard',
     log,
     registry: metrics.registry,
+    freshness,
   });
 }

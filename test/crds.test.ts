@@ -53,7 +53,7 @@ for (const e of EXPECTED) {
   });
 }
 
-t.test('rbac.yaml: read-only access to exactly the watched resources, and get/patch on nodes for the startup taint', async (t) => {
+t.test('rbac.yaml: read-only access to exactly the watched resources, create/patch on events, get/patch on nodes', async (t) => {
   const docs = load('rbac.yaml');
   const sa = docs.find((d) => d.kind === 'ServiceAccount');
   const role = docs.find((d) => d.kind === 'ClusterRole');
@@ -63,7 +63,11 @@ t.test('rbac.yaml: read-only access to exactly the watched resources, and get/pa
   const all = (role?.rules ?? []) as Node[];
   const isNodes = (r: Node): boolean => (r.resources as string[]).includes('nodes');
   t.same(all.filter(isNodes).map((r) => [r.apiGroups, r.resources, r.verbs]), [[[''], ['nodes'], ['get', 'patch']]], '--remove-node-taint: get and patch nodes, nothing else on them');
-  const rules = all.filter((r) => !isNodes(r));
+  const isEvents = (r: Node): boolean => (r.resources as string[]).includes('events');
+  // Pod Events: create, and patch to aggregate repeats.
+  t.same(all.filter(isEvents).map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: r.verbs })),
+    [{ apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] }], 'events: create and patch only');
+  const rules = all.filter((r) => !isNodes(r) && !isEvents(r));
   for (const rule of rules) t.same(rule.verbs, ['get', 'list', 'watch'], 'read-only');
   const granted = rules.flatMap((r) => (r.resources as string[]).map((res) => `${(r.apiGroups as string[])[0]}/${res}`)).sort();
   t.same(granted, ['/pods', ...EXPECTED.map((e) => `${CRD_GROUP}/${e.plural}`)].sort());

@@ -12,7 +12,8 @@ import { promisify } from 'node:util';
 import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
 import { netnsUnavailable } from './netns/netns.ts';
 import { IDS, PODS, RESOURCE, rebuiltTokenUrl } from './e2e/cluster.ts';
-import { E2E, isPodAddress, sleep } from './e2e/environment.ts';
+import { E2E, isPodAddress, METRICS_PORT, sleep } from './e2e/environment.ts';
+import { dashboardExprs, exposedNames, metricNames, ruleExprs } from './helpers/monitoring.ts';
 import type { ClientResult, CurlResult, ImdsRequest } from './e2e/environment.ts';
 
 const execFileP = promisify(execFile);
@@ -62,6 +63,8 @@ function assertNoBypass(t: Test, requests: ImdsRequest[], what: string): void {
 }
 
 const unavailable = await netnsUnavailable();
+// Several daemon starts: on a loaded machine each takes tens of seconds.
+t.setTimeout(600_000);
 
 t.test('end to end: pods, the daemon and IMDS in network namespaces', { skip: unavailable ?? false }, async (t) => {
   const began = performance.now();
@@ -158,6 +161,15 @@ t.test('end to end: pods, the daemon and IMDS in network namespaces', { skip: un
       t.match(r.headers['user-agent'], /^podid-nmi\/\d+\.\d+\.\d+$/, 'the daemon\'s own User-Agent');
       t.same(Object.keys(r.headers).filter((h) => !UPSTREAM_HEADERS.has(h)), [], `no header from the pod (${Object.keys(r.headers).join(', ')})`);
     }
+  });
+
+  await t.test('every series the monitoring component reads is on this daemon\'s /metrics', async (t) => {
+    const page = await env.node.exec('curl', ['-s', '--max-time', '5', `http://127.0.0.1:${METRICS_PORT}/metrics`], { timeoutMs: 10_000 });
+    const exposed = exposedNames(page.stdout);
+    t.ok(exposed.has('podid_nmi_iptables_rules_installed'), 'a daemon that manages the rules');
+    const used = metricNames([...await ruleExprs(), ...await dashboardExprs()]);
+    used.delete('up');
+    t.same([...used].filter((n) => !exposed.has(n)), [], `all ${used.size} series used are exposed`);
   });
 
   await t.test('restart: while the daemon is down pods are refused, never let through', async (t) => {

@@ -195,17 +195,20 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     '--shutdown-grace-ms=10', '--log-format=json', '--log-level=debug', '--kubeconfig=/kc',
     '--intercept-host-network', '--cgroup-root=/host/cgroup', '--kubepods-cgroup-parent=kubelet', '--host-token-callers=ops/app=v,tier=x;kube-system/app=csi',
     '--operation-mode=Managed', '--forceNamespaced', '--assignment-wait-ms=11', '--find-identity-retry-interval=12',
-    '--custom-user-agent=team/1.0 (x)',
+    '--custom-user-agent=team/1.0 (x)', '--max-state-staleness=45', '--pod-events=false',
+    '--imds-max-rps=11', '--imds-max-concurrency=12', '--imds-max-queue=13', '--imds-max-queue-per-pod=14', '--token-wait-ms=1500',
   ]));
   t.strictSame(config, {
     node: 'n1', listenAddress: '::1', listenPort: 1, metadataIp: '127.0.0.2', metadataPort: 2, probePort: 3, metricsPort: 4,
     probeListenAddress: '127.0.0.1', blockInstanceMetadata: true, metadataHeaderRequired: false, iptUpdateIntervalSec: 5,
     manageIptables: true, conntrackFlush: true, clusterStateFile: '/s.yaml', kubeconfig: '/kc', podWaitMs: 6,
-    upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, shutdownGraceMs: 10,
+    maxStateStalenessS: 45, podEvents: false,
+    upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, maxConnectionsPerPod: 32, maxRequestsPerPod: 16, shutdownGraceMs: 10,
     logFormat: 'json', logLevel: 'debug', operationMode: 'managed', forceNamespaced: true, assignmentWaitMs: 11,
     userAgent: `podid-nmi/${VERSION} team/1.0 (x)`,
     interceptHostNetwork: true, cgroupRoot: '/host/cgroup', kubepodsCgroupParent: 'kubelet', removeNodeTaint: '',
     hostTokenCallers: [{ namespace: 'ops', labels: [['app', 'v'], ['tier', 'x']] }, { namespace: 'kube-system', labels: [['app', 'csi']] }],
+    imdsMaxRps: 11, imdsMaxConcurrency: 12, imdsMaxQueue: 13, imdsMaxQueuePerPod: 14, tokenWaitMs: 1500,
   });
   const defaults = toDaemonConfig(values(STATE));
   t.equal(defaults.listenAddress, '127.0.0.1');
@@ -227,6 +230,10 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
   t.same(defaults.hostTokenCallers, [{ namespace: 'kube-system', labels: [['app', 'csi-secrets-store-provider-azure']] }], 'the CSI provider by default');
   t.equal(defaults.removeNodeTaint, '');
   t.equal(toDaemonConfig(values(['--kubeconfig=/kc', '--node=n', '--remove-node-taint=k'])).removeNodeTaint, 'k');
+  t.same([defaults.imdsMaxRps, defaults.imdsMaxConcurrency], [19, 4], 'just under IMDS\'s 20 a second and 5 at once');
+  t.same([defaults.imdsMaxQueue, defaults.imdsMaxQueuePerPod, defaults.tokenWaitMs], [1024, 16, 8000]);
+  t.throws(() => parseFlags(['--imds-max-rps=0']), { name: 'FlagError', message: 'flag --imds-max-rps: 0 is outside 1..1000' });
+  t.throws(() => parseFlags(['--token-wait-ms=50']), { name: 'FlagError', message: 'flag --token-wait-ms: 50 is outside 100..60000' });
 });
 
 t.test('toDaemonConfig: refusals', async (t) => {
@@ -292,7 +299,7 @@ function cli(args: string[]): Promise<Run> {
   // Loopback and ephemeral ports first, in case a start got further than intended; the tested flags come after.
   const safe = ['--manage-iptables=false', '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0', '--probe-listen-address=127.0.0.1', '--metadata-ip=127.0.0.1'];
   return new Promise((resolve) => {
-    execFile(join(ROOT, 'node_modules/.bin/node'), ['src/cli.ts', ...safe, ...args], { cwd: ROOT, env, timeout: 20_000, killSignal: 'SIGKILL' },
+    execFile(join(ROOT, 'node_modules/.bin/node'), ['src/cli.ts', ...safe, ...args], { cwd: ROOT, env, timeout: 60_000, killSignal: 'SIGKILL' },
       (err, stdout, stderr) => {
         const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
         resolve({ code, stdout, stderr });

@@ -138,13 +138,12 @@ t.test('caller_is_self and caller_unattributable over HTTP; the lookup queue is 
   const { FileClusterState } = await import('../src/cluster/file-source.ts');
   const { MetadataHandler } = await import('../src/listener/metadata-handler.ts');
   const { listen } = await import('../src/listener/listener.ts');
-  const { CallerRoom } = await import('../src/pods/caller.ts');
+  const { CallerRoom } = await import('../src/pods/caller-room.ts');
   const { SocketCgroupReader } = await import('../src/pods/socket-cgroup.ts');
   const { ImdsClient } = await import('../src/upstream/imds-client.ts');
-  const { DaemonMetrics } = await import('../src/observability/metrics.ts');
-  const { createLogger } = await import('../src/observability/logger.ts');
+  const { UpstreamScheduler } = await import('../src/upstream/scheduler.ts');
+  const { RequestAdmission } = await import('../src/listener/admission.ts');
   const { MANAGED } = await import('../src/decision/decide.ts');
-  const { Writable } = await import('node:stream');
   const cg = new TestCgroups(t);
   const dir = t.testdir({ 'state.yaml': HOST_STATE });
   const state = await FileClusterState.load(`${dir}/state.yaml`, 'node-1');
@@ -153,8 +152,9 @@ t.test('caller_is_self and caller_unattributable over HTTP; the lookup queue is 
   const serve = async (sockets: InstanceType<typeof SocketCgroupReader>, selfUid: string | undefined) => {
     const callers = new CallerRoom({ state, nodeName: 'node-1', sockets, cgroupParent: cg.parent, selfUid, podWaitMs: 100 });
     const handler = new MetadataHandler({
-      state, imds, tokens: undefined, metrics: new DaemonMetrics(), callers, podWaitMs: 100,
-      log: createLogger('json', 'silent', new Writable({ write: (_c, _e, d) => d() })),
+      state, imds, tokens: undefined, callers, podWaitMs: 100,
+      scheduler: new UpstreamScheduler({ transport: imds }), tokenWaitMs: 1_000, stopping: new AbortController().signal,
+      observer: { finished: () => {} }, admission: new RequestAdmission(state, { perCaller: 16, strangers: 4 }),
       blockInstanceMetadata: false, metadataHeaderRequired: true, interceptHostNetwork: true, hostTokenCallers: [],
       policy: MANAGED, assignmentWaitMs: 0,
     });

@@ -287,8 +287,11 @@ t.test('RBAC lets the DaemonSet read what it watches', async (t) => {
   }
   t.ok(allows('', 'nodes', 'get') && allows('', 'nodes', 'patch'), 'get and patch nodes (--remove-node-taint)');
   t.notOk(allows('', 'nodes', 'update') || allows('', 'nodes', 'list') || allows('', 'nodes', 'delete'), 'nothing more on nodes');
+  // Pod Events: create, and patch to aggregate repeats.
+  t.ok(allows('', 'events', 'create') && allows('', 'events', 'patch'), 'create and patch events');
   const writes = rules.filter((r) => (r.verbs ?? []).some((v: string) => !['get', 'list', 'watch'].includes(v)));
-  t.same(writes.map((r) => [r.resources, r.verbs]), [[['nodes'], ['get', 'patch']]], 'the node patch is the only write');
+  t.same(writes.map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: [...r.verbs].sort() })),
+    [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }, { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] }], 'the only writes: the node patch and pod Events');
 });
 
 t.test('exception for AKS system pods', async (t) => {

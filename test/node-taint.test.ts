@@ -16,7 +16,7 @@ async function setup(t: Test, taints: unknown[]) {
   const api = await FakeApiServer.start();
   t.teardown(() => api.close());
   api.create('nodes', { metadata: { name: 'node-a' }, spec: { taints } });
-  const http = new KubeHttp(loadKubeConfig(api.kubeconfig()));
+  const http = new KubeHttp(await loadKubeConfig(api.kubeconfig()));
   t.teardown(() => http.close());
   const { log, records } = capturingLogger();
   const stop = new AbortController();

@@ -5,17 +5,21 @@ import { VERSION } from '../src/config/version.ts';
 import { NOT_INTERCEPTING } from '../src/probes/readiness.ts';
 import { connect } from 'node:net';
 import { REFUSALS, type Reason } from '../src/decision/reasons.ts';
+import { parkedCount } from '../src/cluster/wait-for-ip.ts';
 import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
 import { META, type Answer } from './helpers/http.ts';
 import { IDS, startStack, TOKEN } from './helpers/stack.ts';
 
-function refused(t: Test, a: Answer, reason: Reason, what: string): void {
+function refused(t: Test, a: Answer, reason: Reason, what: string, fixedRetryAfter = true): void {
   const spec = REFUSALS[reason];
   t.equal(a.status, spec.status, `${what}: status`);
   t.same(a.json, { error: spec.error, error_description: spec.description, reason }, `${what}: body`);
   t.equal(a.headers['x-podid-nmi-reason'], reason, `${what}: reason header`);
   t.equal(a.headers['content-type'], 'application/json; charset=utf-8', `${what}: content type`);
-  if ('retryAfter' in spec) t.equal(a.headers['retry-after'], String(spec.retryAfter), `${what}: Retry-After`);
+  if ('retryAfter' in spec) {
+    if (fixedRetryAfter) t.equal(a.headers['retry-after'], String(spec.retryAfter), `${what}: Retry-After`);
+    else t.ok(Number(a.headers['retry-after']) >= spec.retryAfter, `${what}: Retry-After ${a.headers['retry-after']}`);
+  }
 }
 
 const tokenRequests = (s: { emulator: { requests: Array<{ url: string }> } }) =>
@@ -134,27 +138,31 @@ t.test('an excepted pod passes through with its own selector, rebuilt', async (t
   ]);
 });
 
-t.test('IMDS errors are relayed with their own status and body; transport failures answer 503 fast', async (t) => {
-  const s = await startStack(t, { flags: ['--token-cache=false', '--upstream-timeout-ms=300'] });
+t.test('IMDS errors: final ones are relayed, transient ones retried inside the budget; transport failures answer 503 fast', async (t) => {
+  const s = await startStack(t, { flags: ['--token-cache=false', '--upstream-timeout-ms=300', '--token-wait-ms=1500'] });
   const ask = () => s.ask(TOKEN, { from: '127.0.0.10', headers: META });
+  const identityNotFound = '{"error":"invalid_request","error_description":"Identity not found"}';
+  s.emulator.setFault({ kind: 'status', status: 400, body: identityNotFound }, { times: 1 });
+  const final = await ask();
+  t.equal(final.status, 400, 'another 4xx is final: relayed');
+  t.equal(final.body, identityNotFound, 'with its body');
+  t.equal(tokenRequests(s).length, 1, 'and not retried');
   for (const [status, body] of [
-    [400, '{"error":"invalid_request","error_description":"Identity not found"}'],
     [404, '{"error":"not_found","error_description":"IMDS is updating"}'],
     [410, '{"error":"gone","error_description":"IMDS is updating"}'],
     [500, '{"error":"server_error","error_description":"boom"}'],
+    [429, '{"error":"too_many_requests"}'],
   ] as const) {
+    const before = tokenRequests(s).length;
     s.emulator.setFault({ kind: 'status', status, body }, { times: 1 });
     const a = await ask();
-    t.equal(a.status, status, `${status} relayed`);
-    t.equal(a.body, body, `${status} body relayed`);
+    t.equal(a.status, 200, `one ${status}: retried, and the pod gets its token`);
+    t.equal(tokenRequests(s).length - before, 2, `${status}: two requests reached IMDS`);
   }
-  s.emulator.setFault({ kind: 'status', status: 429, body: '{"error":"too_many_requests"}' }, { times: 1 });
-  const throttled = await ask();
-  t.equal(throttled.status, 429);
-  t.equal(throttled.headers['retry-after'], '1', 'a 429 gains Retry-After so the JS SDK retries it');
-  s.emulator.setFault({ kind: 'status', status: 429, body: '{}', headers: { 'retry-after': '7' } }, { times: 1 });
-  t.equal((await ask()).headers['retry-after'], '7', 'IMDS\'s own Retry-After is kept');
-
+  const retried = await s.metrics();
+  for (const cause of ['404', '410', '5xx', '429']) t.match(retried, new RegExp(`podid_nmi_imds_retries_total\\{cause="${cause}"\\} 1`), `retry by ${cause} counted`);
+  t.match(retried, /podid_nmi_imds_answers_total\{status="429"\} 1/, 'the throttled answer counted');
+  t.match(retried, /podid_nmi_imds_starts_total\{priority="foreground",attempt="retry"\} 4/);
   s.emulator.setFault({ kind: 'slow', delayMs: 3_000 }, { times: 1 });
   const started = performance.now();
   const slow = await ask();
@@ -168,6 +176,13 @@ t.test('IMDS errors are relayed with their own status and body; transport failur
   const metrics = await s.metrics();
   t.match(metrics, /podid_nmi_upstream_responses_total\{route="token",status="timeout"\} 1/);
   t.match(metrics, /podid_nmi_requests_total\{route="token",decision="granted",status="503",reason="upstream_timeout"\} 1/);
+
+  // IMDS asks for 7 s: the daemon waits that long before asking again, so the pod, which
+  // waits at most 1.5 s, is told to come back after the hold, not at once.
+  s.emulator.setFault({ kind: 'status', status: 429, body: '{}', headers: { 'retry-after': '7' } }, { times: 1 });
+  const held = await ask();
+  refused(t, held, 'upstream_queued', 'throttled by IMDS', false);
+  t.ok(Number(held.headers['retry-after']) >= 6, `Retry-After covers IMDS's own (${held.headers['retry-after']})`);
 });
 
 t.test('IMDS not listening: 503 with Retry-After', async (t) => {
@@ -211,10 +226,12 @@ t.test('the pod-start race: a request waits for its pod and is woken by its arri
   const state = s.daemon.state as import('../src/cluster/file-source.ts').FileClusterState;
   const started = performance.now();
   const pending = s.ask(TOKEN, { from: '127.0.0.20', headers: META });
-  setTimeout(() => state.index.upsertPod({
+  // The pod arrives once the request is parked (a fixed delay raced the request on a busy machine).
+  await waitFor(() => parkedCount() === 1, 2_000);
+  state.index.upsertPod({
     uid: 'u-20', namespace: 'shop', name: 'fresh', labels: { aadpodidbinding: 'orders' }, ips: ['127.0.0.20'],
     phase: 'Pending', hostNetwork: false, nodeName: 'node-1',
-  }), 100);
+  });
   const a = await pending;
   t.equal(a.status, 200);
   t.equal(a.json?.client_id, IDS.reader!.clientID);
@@ -228,10 +245,12 @@ t.test('other IMDS routes are proxied with the checked path and query only', asy
   t.equal(a.status, 200);
   t.equal(s.emulator.requests[0]!.url, '/metadata/instance/compute?format=json&api-version=2021-02-01');
   t.equal(s.emulator.requests[0]!.headers['x-evil'], undefined);
-  t.equal((await s.ask('/metadata/versions', { headers: META })).status, 200, 'versions needs no api-version');
-  const posted = await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { method: 'POST', headers: { ...META, 'content-type': 'application/json' }, body: '{"StartRequests":[]}' });
+  t.equal((await s.ask('/metadata/versions', { from: '127.0.0.11', headers: META })).status, 200, 'versions needs no api-version');
+  const posted = await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { from: '127.0.0.11', method: 'POST', headers: { ...META, 'content-type': 'application/json' }, body: '{"StartRequests":[]}' });
   t.equal(posted.status, 200);
-  refused(t, await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { method: 'POST', headers: META, body: 'x'.repeat(70_000) }), 'body_too_large', 'huge body');
+  const huge = await s.ask('/metadata/scheduledevents?api-version=2020-07-01', { from: '127.0.0.11', method: 'POST', headers: META, body: 'x'.repeat(70_000) });
+  refused(t, huge, 'body_too_large', 'huge body');
+  t.equal(huge.headers.connection, 'close', 'a 413 closes its connection');
   refused(t, await s.ask('/metadata/attested/document?api-version=2020-09-01', { method: 'DELETE', headers: META }), 'method_not_allowed', 'DELETE');
   t.match(await s.metrics(), /podid_nmi_requests_total\{route="instance",decision="proxied",status="200",reason=""\} 1/);
 });

@@ -18,6 +18,8 @@ import {
 } from './fixtures/upstream-nmi-args.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+// Nine daemon starts (two at a time) besides the parsing tests.
+t.setTimeout(600_000);
 const NODE = { nodeName: 'aks-nodepool1-12345678-vmss000000', nodeIp: '10.240.0.4' };
 /** What kubelet adds to every container's environment in a cluster. */
 const IN_CLUSTER = { KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: '443' };
@@ -42,7 +44,7 @@ const EXPECTED: Record<string, { config: Partial<DaemonConfig>; ignored: string[
     config: {
       probePort: 8086, iptUpdateIntervalSec: 30, metricsPort: 9091, blockInstanceMetadata: true, metadataHeaderRequired: false,
       logFormat: 'json', logLevel: 'debug', operationMode: 'managed', forceNamespaced: true, conntrackFlush: true,
-      // min(5000, 8 attempts x 2 s); Retry-After = the 2 s interval
+      // min(5000, 8 attempts x 2 s)
       assignmentWaitMs: 5000, userAgent: `podid-nmi/${VERSION} contoso-ops/1.0`,
     },
     ignored: KNOBS_IGNORED,
@@ -177,12 +179,15 @@ function runSet(set: UpstreamArgSet, stateFile: string): Promise<Started> {
     const child = spawn(`${ROOT}node_modules/.bin/node`, [`${ROOT}src/cli.ts`, ...argv, ...extra], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let listening = false;
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    // Bounds sized for a loaded machine: a start, then a stop.
+    let timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
     const on = (d: Buffer): void => {
       out += d.toString();
       if (!listening && out.includes('podid-nmi listening')) {
         listening = true;
         // Up and serving: a clean stop must follow.
+        clearTimeout(timer);
+        timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
         child.kill('SIGTERM');
       }
     };

@@ -1,6 +1,6 @@
 // Writing answers. Refusal bodies are serialised once at start-up: the hot path only copies.
-import type { ServerResponse } from 'node:http';
-import { REFUSALS, REASONS, type Reason } from '../decision/reasons.ts';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { REFUSALS, REASONS, type Reason, type RefusalSpec } from '../decision/reasons.ts';
 import type { UpstreamAnswer } from '../upstream/imds-client.ts';
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -9,20 +9,22 @@ interface Prepared {
   readonly status: number;
   readonly body: Buffer;
   readonly retryAfter: string | undefined;
+  readonly closes: boolean;
 }
 
 const PREPARED = new Map<Reason, Prepared>(REASONS.map((reason) => {
-  const spec = REFUSALS[reason];
+  const spec: RefusalSpec = REFUSALS[reason];
   const body = Buffer.from(JSON.stringify({ error: spec.error, error_description: spec.description, reason }), 'utf8');
-  const retryAfter = 'retryAfter' in spec ? String(spec.retryAfter) : undefined;
-  return [reason, { status: spec.status, body, retryAfter }];
+  const retryAfter = spec.retryAfter === undefined ? undefined : String(spec.retryAfter);
+  return [reason, { status: spec.status, body, retryAfter, closes: spec.closesConnection === true }];
 }));
 
 export function refusalStatus(reason: Reason): number {
   return REFUSALS[reason].status;
 }
 
-export function writeRefusal(res: ServerResponse, reason: Reason, allow?: readonly string[]): void {
+/** `retryAfterSec` replaces the reason's own Retry-After (a value computed from the queue). */
+export function writeRefusal(res: ServerResponse, reason: Reason, allow?: readonly string[], retryAfterSec?: number): void {
   if (res.headersSent || res.destroyed) return;
   const p = PREPARED.get(reason)!;
   const headers: Record<string, string | number> = {
@@ -30,10 +32,21 @@ export function writeRefusal(res: ServerResponse, reason: Reason, allow?: readon
     'content-length': p.body.length,
     'x-podid-nmi-reason': reason,
   };
-  if (p.retryAfter !== undefined) headers['retry-after'] = p.retryAfter;
+  const retryAfter = retryAfterSec !== undefined && p.retryAfter !== undefined ? String(retryAfterSec) : p.retryAfter;
+  if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
   if (allow !== undefined) headers.allow = allow.join(', ');
+  // node:http then sends `connection: close` and destroys the socket once this answer is out.
+  if (p.closes) res.shouldKeepAlive = false;
   res.writeHead(p.status, headers);
   res.end(p.body);
+}
+
+/** The same refusal as raw bytes, for a socket refused before node:http has parsed anything on it. */
+export function rawRefusal(reason: Reason): Buffer {
+  const p = PREPARED.get(reason)!;
+  const head = `HTTP/1.1 ${p.status} ${STATUS_CODES[p.status] ?? ''}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${p.body.length}\r\n`
+    + `x-podid-nmi-reason: ${reason}\r\n${p.retryAfter === undefined ? '' : `retry-after: ${p.retryAfter}\r\n`}connection: close\r\n\r\n`;
+  return Buffer.concat([Buffer.from(head, 'latin1'), p.body]);
 }
 
 /**

@@ -113,6 +113,11 @@ export class ClusterIndex implements ClusterView {
     return this.#assignedByPod.get(key(podNamespace, podName));
   }
 
+  /** Every live pod held (for `nmi explain`, which names a pod instead of an address). */
+  livePods(): Iterable<PodInfo> {
+    return this.#podsByUid.values();
+  }
+
   counts(): ObjectCounts {
     return {
       pods: this.#podsByUid.size,

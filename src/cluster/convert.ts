@@ -73,14 +73,31 @@ function field(spec: Raw, name: string): unknown {
   return matches.length === 1 ? spec[matches[0]!] : undefined;
 }
 
-function metadataOf(raw: Raw, where = 'metadata'): { namespace: string; name: string; labels: Record<string, string>; uid: string } {
+function metadataOf(raw: Raw, where = 'metadata'): { namespace: string; name: string; labels: Record<string, string>; uid: string; deletionTimestamp: string } {
   const meta = asRecord(raw.metadata, where);
   return {
+    deletionTimestamp: asString(meta.deletionTimestamp, `${where}.deletionTimestamp`),
     name: asString(meta.name, `${where}.name`, true),
     namespace: asString(meta.namespace, `${where}.namespace`) || 'default',
     labels: asStringMap(meta.labels, `${where}.labels`),
     uid: asString(meta.uid, `${where}.uid`),
   };
+}
+
+/** Terminating, with at least one container status and every one of them (init and ephemeral too) terminated. */
+function isStoppedWhileTerminating(deletionTimestamp: string, status: Raw): boolean {
+  if (deletionTimestamp === '') return false;
+  const statuses: unknown[] = [];
+  for (const key of ['initContainerStatuses', 'containerStatuses', 'ephemeralContainerStatuses']) {
+    const list = status[key];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) throw new ConversionError(`status.${key} must be a list`);
+    statuses.push(...list);
+  }
+  return statuses.length > 0 && statuses.every((s, i) => {
+    const state = asRecord(asRecord(s, `status.containerStatuses[${i}]`).state, `status.containerStatuses[${i}].state`);
+    return state.terminated !== undefined && state.terminated !== null;
+  });
 }
 
 export function toPodInfo(raw: Raw): PodInfo {
@@ -97,6 +114,9 @@ export function toPodInfo(raw: Raw): PodInfo {
     status.podIPs.forEach((entry, i) => addIp(asRecord(entry, `status.podIPs[${i}]`).ip, `status.podIPs[${i}].ip`));
   }
   if (status.podIP !== undefined) addIp(status.podIP, 'status.podIP');
+  // A deleted pod whose containers have all stopped can no longer send from its address, which
+  // the network may hand to a new pod before the delete event arrives: it holds no address here.
+  if (isStoppedWhileTerminating(meta.deletionTimestamp, status)) ips.length = 0;
   return {
     uid: meta.uid || `${meta.namespace}/${meta.name}`,
     namespace: meta.namespace,

@@ -1,5 +1,5 @@
 // How each kind's informer writes into the ClusterIndex. Every operation is idempotent
-// (ListWatch replays a relist's items after replaceAll has applied them) and fails closed:
+// (a watch may replay an object the list already applied) and fails closed:
 // removing an object removes whatever this key held, whichever uid it had.
 import type { Logger } from 'pino';
 import type { ClusterIndex } from './cluster-index.ts';

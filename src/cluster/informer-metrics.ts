@@ -2,6 +2,7 @@
 // watched resources, `type` one of six event kinds, `operation` list or watch.
 import { Counter, Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
+import { kubernetesApiErrors } from '../observability/nmi-metrics.ts';
 import type { CountedEventType } from './informer-watch.ts';
 
 export interface InformerGaugeSource {
@@ -16,6 +17,8 @@ export class InformerMetrics {
   readonly #lists: Counter<'resource'>;
   readonly #errors: Counter<'resource' | 'operation'>;
   readonly #rejected: Counter<'resource'>;
+  /** NMI's series for the same failures, operation_type `<operation>_<resource>`. */
+  readonly #nmiErrors: Counter<'operation_type'>;
 
   constructor(registry: Registry, sources: () => Iterable<InformerGaugeSource>) {
     const registers = [registry];
@@ -43,6 +46,7 @@ export class InformerMetrics {
       labelNames: ['resource'],
       registers,
     });
+    this.#nmiErrors = kubernetesApiErrors(registry);
     new Gauge({
       name: 'podid_nmi_informer_seconds_since_last_event',
       help: 'Seconds since the informer last heard from the API server (event, bookmark or list).',
@@ -78,6 +82,8 @@ export class InformerMetrics {
     this.#lists.inc({ resource }, 0);
     this.#errors.inc({ resource, operation: 'list' }, 0);
     this.#errors.inc({ resource, operation: 'watch' }, 0);
+    this.#nmiErrors.inc({ operation_type: `list_${resource}` }, 0);
+    this.#nmiErrors.inc({ operation_type: `watch_${resource}` }, 0);
     this.#rejected.inc({ resource }, 0);
   }
 
@@ -89,6 +95,7 @@ export class InformerMetrics {
   }
   failed(resource: string, operation: 'list' | 'watch'): void {
     this.#errors.inc({ resource, operation });
+    this.#nmiErrors.inc({ operation_type: `${operation}_${resource}` });
   }
   rejected(resource: string, count = 1): void {
     if (count > 0) this.#rejected.inc({ resource }, count);

@@ -10,8 +10,11 @@ import type { BackoffOptions } from './backoff.ts';
 import {
   CRD_GROUP, toAzureAssignedIdentity, toAzureIdentity, toAzureIdentityBinding, toAzurePodIdentityException, toPodInfo,
 } from './convert.ts';
+import { FreshnessTracker } from './freshness.ts';
+import type { FreshnessTuning } from './freshness.ts';
 import { BindingSink, NamedSink, PodSink } from './index-sinks.ts';
 import { IndexedClusterState } from './indexed-state.ts';
+import { releaseBurstMemory } from './release-memory.ts';
 import { InformerMetrics } from './informer-metrics.ts';
 import { loadKubeConfig } from './kube-config.ts';
 import { KubeHttp } from './kube-http.ts';
@@ -36,6 +39,8 @@ export interface InformerSourceOptions {
   pageSize?: number;
   /** Standard mode: also watch MIC's AzureAssignedIdentities labelled `nodename=<nodeName>`. */
   assignedIdentities?: boolean;
+  /** How the API server's silence is detected (freshness.ts); tests shorten it. */
+  freshness?: Partial<FreshnessTuning>;
 }
 
 export const DEFAULT_TIMEOUTS = { connectMs: 10_000, idleMs: 150_000, listMs: 60_000 } as const;
@@ -53,6 +58,7 @@ export class InformerClusterState extends IndexedClusterState {
   readonly #startedAt = performance.now();
   #ready = false;
   #closed = false;
+  freshness: FreshnessTracker | undefined;
 
   private constructor(http: KubeHttp, log: Logger) {
     super();
@@ -66,7 +72,7 @@ export class InformerClusterState extends IndexedClusterState {
    */
   static async start(opts: InformerSourceOptions): Promise<InformerClusterState> {
     if (!NODE_NAME.test(opts.nodeName)) throw new Error(`invalid node name ${JSON.stringify(opts.nodeName)}`);
-    const kc = loadKubeConfig(opts.kubeconfig);
+    const kc = await loadKubeConfig(opts.kubeconfig);
     const http = new KubeHttp(kc, opts.userAgent);
     // Unusable credentials (missing token or key file) are a startup error, not something to retry forever.
     await http.prepare(http.url('/api', {}));
@@ -80,10 +86,11 @@ export class InformerClusterState extends IndexedClusterState {
       pageSize: opts.pageSize ?? 500,
     };
     const metrics = new InformerMetrics(opts.registry, () => state.#informers);
-    const shared = { kc, http, tuning, metrics, log };
+    const shared = { http, tuning, metrics, log };
     for (const spec of state.#specs(opts.nodeName, opts.assignedIdentities === true)) {
       state.#informers.push(new ResilientInformer(shared, spec, () => state.#onSynced()));
     }
+    state.freshness = new FreshnessTracker({ http, sources: () => state.#informers, registry: opts.registry, log, tuning: opts.freshness });
     log.info({ server: http.server, node: opts.nodeName }, 'starting informers');
     for (const informer of state.#informers) informer.start();
     return state;
@@ -118,6 +125,7 @@ export class InformerClusterState extends IndexedClusterState {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.freshness?.stop();
     await Promise.all(this.#informers.map((informer) => informer.stop()));
     await this.#http.close();
     this.#notify();
@@ -173,7 +181,9 @@ export class InformerClusterState extends IndexedClusterState {
   #onSynced(): void {
     if (this.#ready || this.#closed || !this.#informers.every((i) => i.isSynced())) return;
     this.#ready = true;
-    this.#log.info({ ...this.counts(), ms: Math.round(performance.now() - this.#startedAt) }, 'cluster state ready');
+    const ms = Math.round(performance.now() - this.#startedAt);
+    const released = releaseBurstMemory();
+    this.#log.info({ ...this.counts(), ms, released }, 'cluster state ready');
     this.#notify();
   }
 

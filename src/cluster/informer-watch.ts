@@ -1,11 +1,10 @@
-// The watch that ListWatch drives, in place of the library's Watch. It adds what that one
-// lacks: bookmarks, a server-side timeout, separate connect and idle bounds, and a filter in
-// front of the informer, because ListWatch dereferences `obj.metadata` in an async handler:
-// one event without metadata would be an unhandled rejection, and that ends the process.
-import { Watch } from '@kubernetes/client-node';
-import type { KubeConfig } from '@kubernetes/client-node';
+// The watch that ListThenWatch drives, in place of the library's Watch. It adds what that
+// one lacks: bookmarks, a server-side timeout, separate connect and idle bounds, and a filter
+// in front of the loop, so that only well-formed events reach it, each object already
+// converted: the raw event is dropped as soon as it is read.
 import type { KubeHttp, StreamHandle } from './kube-http.ts';
 import { KubeApiError } from './kube-http.ts';
+import type { WatchedObject, WatchOpener } from './list-then-watch.ts';
 
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
 /** Event types as counted; anything else is `malformed`. */
@@ -20,36 +19,35 @@ function isRecord(value: unknown): value is Raw {
 export interface InformerWatchHooks<T> {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
-  /** What ListWatch gets for an object event; undefined drops the event as malformed. */
+  /** What the loop gets for an object event; undefined drops the event as malformed. */
   toItem(type: 'ADDED' | 'MODIFIED' | 'DELETED', object: Raw): T | undefined;
   onConnect(): void;
   onEvent(type: CountedEventType, detail?: string): void;
-  /** A handler inside ListWatch failed: it is reported, never left to become an unhandled rejection. */
+  /** A handler of the loop failed: it is reported, never left to become an unhandled rejection. */
   onInternalError(err: unknown): void;
 }
 
-type Callback = (phase: string, apiObj: unknown) => unknown;
+type Callback = (phase: string, object: WatchedObject) => unknown;
 
-export class InformerWatch<T> extends Watch {
+export class InformerWatch<T extends WatchedObject> implements WatchOpener {
   readonly #http: KubeHttp;
   readonly #hooks: InformerWatchHooks<T>;
   #current: StreamHandle | undefined;
   #closed = false;
 
-  constructor(kc: KubeConfig, http: KubeHttp, hooks: InformerWatchHooks<T>) {
-    super(kc);
+  constructor(http: KubeHttp, hooks: InformerWatchHooks<T>) {
     this.#http = http;
     this.#hooks = hooks;
   }
 
-  override async watch(
+  async watch(
     path: string,
-    queryParams: Record<string, string | number | boolean | undefined>,
-    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+    queryParams: Record<string, string | undefined>,
+    callback: (phase: string, object: WatchedObject) => void,
     done: (err: unknown) => void,
   ): Promise<AbortController> {
     if (this.#closed) {
-      // ListWatch may come back from a reconnect delay after stop(); it gets a dead request.
+      // The loop may come back from a reconnect delay after stop(); it gets a dead request.
       const dead = new AbortController();
       dead.abort();
       return dead;
@@ -65,7 +63,7 @@ export class InformerWatch<T> extends Watch {
       connectTimeoutMs: this.#hooks.connectTimeoutMs,
       idleTimeoutMs: this.#hooks.idleTimeoutMs,
       onConnect: () => this.#hooks.onConnect(),
-      onLine: (line) => this.#onLine(line, callback as Callback, handle),
+      onLine: (line) => this.#onLine(line, callback, handle),
       onEnd: (err) => {
         if (this.#current === handle) this.#current = undefined;
         this.#deliver(() => done(err));
@@ -122,7 +120,7 @@ export class InformerWatch<T> extends Watch {
         const code = typeof object.code === 'number' ? object.code : undefined;
         const message = typeof object.message === 'string' ? object.message : 'watch error';
         this.#hooks.onEvent('error', `${code ?? '?'} ${message}`);
-        // ListWatch forgets its resourceVersion on 410 and relists when the stream ends cleanly;
+        // The loop forgets its resourceVersion on 410 and relists when the stream ends cleanly;
         // other errors go through its error path, so the source backs off before resuming.
         this.#deliver(() => callback('ERROR', { code }));
         handle.end(code === 410 ? null : new KubeApiError(`watch error event: ${message}`, code));

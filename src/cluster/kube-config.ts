@@ -2,14 +2,15 @@
 // in-cluster service account. Unlike the library's loadFromDefault there is no fallback to
 // ~/.kube/config or http://localhost:8080: a DaemonSet picking up a stray config would be
 // worse than failing at start.
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { kubeConfigClass } from './kube-client.ts';
 
 export class KubeConfigError extends Error {
   override name = 'KubeConfigError';
 }
 
-export function loadKubeConfig(file?: string): KubeConfig {
-  const kc = new KubeConfig();
+export async function loadKubeConfig(file?: string): Promise<KubeConfig> {
+  const kc = new (await kubeConfigClass())();
   const fromEnv = process.env.KUBECONFIG ?? '';
   try {
     if (file !== undefined && file !== '') kc.loadFromFile(file);

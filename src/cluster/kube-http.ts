@@ -1,9 +1,10 @@
-// The two HTTP exchanges the informers need (a JSON GET and a line-delimited watch stream),
+// The two HTTP exchanges the informers need (a streamed list and a line-delimited watch stream),
 // authenticated from a KubeConfig. The library's own Watch cannot be stopped while it waits
 // for response headers and shares one timer for connect and idle; every request here can be
 // aborted by close(), and each phase has its own bound.
-import { HttpMethod, RequestContext } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { HttpMethod, RequestContext } from './kube-client.ts';
+import { ListItemReader } from './list-items.ts';
 import { fetch } from 'undici';
 import type { Dispatcher } from 'undici';
 
@@ -20,7 +21,7 @@ export class KubeApiError extends Error {
   }
 }
 
-/** Named like the library's client-side timeout, which ListWatch answers by resuming at once. */
+/** Named like the library's client-side timeout, which ListThenWatch answers by resuming at once. */
 export class WatchIdleTimeout extends Error {
   override name = 'TimeoutError';
 }
@@ -89,6 +90,35 @@ export class KubeHttp {
     return { headers: { ...ctx.getHeaders(), ...this.#userAgent, Accept: 'application/json' }, dispatcher: this.#dispatcher };
   }
 
+  /**
+   * GETs a list, handing each element of `items` to `onItem` as it arrives (see list-items.ts);
+   * resolves with the rest of the list (kind, metadata) once the response is complete.
+   */
+  async getList(path: string, query: Query, timeoutMs: number, onItem: (item: unknown) => void): Promise<unknown> {
+    const url = this.url(path, query);
+    const ac = this.#track();
+    const timer = setTimeout(() => ac.abort(new KubeApiError(`GET ${path} timed out after ${timeoutMs} ms`)), timeoutMs);
+    try {
+      const { headers, dispatcher } = await this.prepare(url);
+      const res = await fetch(url, { headers, dispatcher, signal: ac.signal });
+      if (res.status !== 200 || res.body === null) {
+        const text = await res.text();
+        throw new KubeApiError(`GET ${path}: ${statusMessage(res.status, text)}`, res.status);
+      }
+      const reader = new ListItemReader(onItem);
+      const decoder = new TextDecoder();
+      for await (const chunk of res.body) reader.push(decoder.decode(chunk, { stream: true }));
+      reader.push(decoder.decode());
+      return reader.end();
+    } catch (err) {
+      throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
+    } finally {
+      clearTimeout(timer);
+      this.#inflight.delete(ac);
+    }
+  }
+
+  /** A GET of one small object (the node, for its taints). */
   async getJson(path: string, query: Query, timeoutMs: number): Promise<unknown> {
     const url = this.url(path, query);
     const ac = this.#track();
@@ -99,6 +129,24 @@ export class KubeHttp {
       const text = await res.text();
       if (res.status !== 200) throw new KubeApiError(`GET ${path}: ${statusMessage(res.status, text)}`, res.status);
       return JSON.parse(text) as unknown;
+    } catch (err) {
+      throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
+    } finally {
+      clearTimeout(timer);
+      this.#inflight.delete(ac);
+    }
+  }
+
+  /** A GET that only has to succeed (the freshness probe's `/version`): the body is not read. */
+  async ping(path: string, timeoutMs: number): Promise<void> {
+    const url = this.url(path, {});
+    const ac = this.#track();
+    const timer = setTimeout(() => ac.abort(new KubeApiError(`GET ${path} timed out after ${timeoutMs} ms`)), timeoutMs);
+    try {
+      const { headers, dispatcher } = await this.prepare(url);
+      const res = await fetch(url, { headers, dispatcher, signal: ac.signal });
+      await res.body?.cancel();
+      if (res.status !== 200) throw new KubeApiError(`GET ${path}: HTTP ${res.status}`, res.status);
     } catch (err) {
       throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
     } finally {

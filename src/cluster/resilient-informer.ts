@@ -1,9 +1,8 @@
-// One resource kept in sync with the API server: the library's ListWatch (list, then watch
-// from the list's resourceVersion, relist on 410), restarted with jittered backoff after each
-// `error` (after which ListWatch stops), resuming from the last resourceVersion it saw.
+// One resource kept in sync with the API server: ListThenWatch (list, then watch from the
+// list's resourceVersion, relist on 410), restarted with jittered backoff after each error
+// (after which the loop stops), resuming from the last resourceVersion it saw. Each object
+// is converted to its slice as it is read, so no raw object outlives its page or event.
 // Whatever fails, the index keeps the last known state; only a complete list replaces it.
-import { ListWatch } from '@kubernetes/client-node';
-import type { KubeConfig, KubernetesListObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { Backoff, jittered } from './backoff.ts';
 import type { BackoffOptions } from './backoff.ts';
@@ -13,6 +12,8 @@ import { InformerWatch } from './informer-watch.ts';
 import type { CountedEventType } from './informer-watch.ts';
 import { KubeApiError } from './kube-http.ts';
 import type { KubeHttp } from './kube-http.ts';
+import { ListThenWatch } from './list-then-watch.ts';
+import { releaseBurstMemory } from './release-memory.ts';
 import type { ClusterObject } from './objects.ts';
 
 type Raw = Record<string, unknown>;
@@ -44,20 +45,15 @@ export interface ResourceSpec {
   count(): number;
 }
 
-/** What the four informers of one source share. */
+/** What the informers of one source share. */
 export interface InformerShared {
-  kc: KubeConfig;
   http: KubeHttp;
   tuning: InformerTuning;
   metrics: InformerMetrics;
   log: Logger;
 }
 
-/**
- * What ListWatch caches per object: only the key. The converted entry rides along until it
- * is applied, then the index is its only holder (a relist would otherwise leave ListWatch's
- * cache holding the previous copy of every unchanged object).
- */
+/** A watched object as the loop sees it: its key and resourceVersion, and its converted slice. */
 interface Item {
   metadata: ObjectRef & { resourceVersion?: string };
   entry?: ClusterObject | undefined;
@@ -76,7 +72,7 @@ export class ResilientInformer implements InformerGaugeSource {
   readonly #log: Logger;
   readonly #onSynced: () => void;
   readonly #watch: InformerWatch<Item>;
-  readonly #listWatch: ListWatch<Item>;
+  readonly #listWatch: ListThenWatch<Item>;
   readonly #backoff: Backoff;
   readonly #sleepers = new Set<() => void>();
   #restartTimer: NodeJS.Timeout | undefined;
@@ -89,7 +85,7 @@ export class ResilientInformer implements InformerGaugeSource {
   #lastWarning = 0;
 
   constructor(shared: InformerShared, spec: ResourceSpec, onSynced: () => void) {
-    const { kc, http, tuning, metrics, log } = shared;
+    const { http, tuning, metrics, log } = shared;
     this.resource = spec.resource;
     this.#spec = spec;
     this.#tuning = tuning;
@@ -99,7 +95,7 @@ export class ResilientInformer implements InformerGaugeSource {
     this.#onSynced = onSynced;
     this.#backoff = new Backoff(tuning.backoff);
     metrics.initResource(spec.resource);
-    this.#watch = new InformerWatch<Item>(kc, http, {
+    this.#watch = new InformerWatch<Item>(http, {
       connectTimeoutMs: tuning.connectTimeoutMs,
       idleTimeoutMs: tuning.idleTimeoutMs,
       toItem: (type, object) => this.#toItem(type, object),
@@ -107,15 +103,13 @@ export class ResilientInformer implements InformerGaugeSource {
       onEvent: (type, detail) => this.#onEvent(type, detail),
       onInternalError: (err) => this.#onInternalError(err),
     });
-    // The library's ListWatch is makeInformer's informer; built directly because makeInformer
-    // (client-node 2.0) does not pass a field selector.
-    this.#listWatch = new ListWatch<Item>(spec.path, this.#watch, () => this.#list(), false, spec.labelSelector, spec.fieldSelector, {
-      delayFn: (ms) => this.#cleanCloseDelay(ms),
+    this.#listWatch = new ListThenWatch<Item>(spec.path, spec, this.#watch, {
+      list: () => this.#list(),
+      upsert: (item) => this.#apply(item),
+      remove: (item) => this.#remove(item),
+      error: (err) => this.#onError(err),
+      delay: (ms) => this.#cleanCloseDelay(ms),
     });
-    this.#listWatch.on('add', (item) => this.#apply(item));
-    this.#listWatch.on('update', (item) => this.#apply(item));
-    this.#listWatch.on('delete', (item) => this.#remove(item));
-    this.#listWatch.on('error', (err) => this.#onError(err));
   }
 
   start(): void {
@@ -131,6 +125,11 @@ export class ResilientInformer implements InformerGaugeSource {
     return this.#spec.count();
   }
 
+  /** Listed, and its watch open with no error since: an answering API server means this state is current. */
+  isWatching(): boolean {
+    return this.#synced && this.#operation === 'watch' && this.#errorsInRow === 0;
+  }
+
   secondsSinceLastEvent(): number {
     return (performance.now() - this.#lastHeard) / 1000;
   }
@@ -142,10 +141,11 @@ export class ResilientInformer implements InformerGaugeSource {
     this.#restartTimer = undefined;
     for (const wake of [...this.#sleepers]) wake();
     this.#watch.close();
-    await this.#listWatch.stop();
+    this.#listWatch.stop();
   }
 
-  async #list(): Promise<KubernetesListObject<Item>> {
+  /** Lists the whole kind, page by page, and replaces it in the index; returns the list's resourceVersion. */
+  async #list(): Promise<string> {
     this.#operation = 'list';
     const started = performance.now();
     try {
@@ -153,8 +153,14 @@ export class ResilientInformer implements InformerGaugeSource {
       let resourceVersion = '';
       let cont: string | undefined;
       let rejected = 0;
+      const onItem = (raw: unknown): void => {
+        // Converted as it arrives: the raw object is garbage as soon as this returns.
+        const item = isRecord(raw) ? this.#toItem('ADDED', raw) : undefined;
+        if (item === undefined) rejected++;
+        else items.push(item);
+      };
       do {
-        const body = await this.#http.getJson(this.#spec.path, {
+        const body = await this.#http.getList(this.#spec.path, {
           fieldSelector: this.#spec.fieldSelector,
           labelSelector: this.#spec.labelSelector,
           limit: this.#tuning.pageSize,
@@ -162,14 +168,9 @@ export class ResilientInformer implements InformerGaugeSource {
           // The first list may come from the API server's watch cache (cheap for a DaemonSet
           // on every node); a relist after 410 reads the current state.
           resourceVersion: cont === undefined && !this.#synced ? '0' : undefined,
-        }, this.#tuning.listTimeoutMs);
+        }, this.#tuning.listTimeoutMs, onItem);
         if (this.#closed) throw new KubeApiError('informer stopped');
         const page = parseListPage(body, this.#spec.path);
-        for (const raw of page.items) {
-          const item = isRecord(raw) ? this.#toItem('ADDED', raw) : undefined;
-          if (item === undefined) rejected++;
-          else items.push(item);
-        }
         resourceVersion = page.resourceVersion;
         cont = page.continue;
       } while (cont !== undefined);
@@ -183,13 +184,13 @@ export class ResilientInformer implements InformerGaugeSource {
       this.#healthy();
       this.#operation = 'watch';
       const ms = Math.round(performance.now() - started);
-      if (this.#synced) this.#log.info({ objects: items.length, ms }, 'relisted; state replaced');
+      if (this.#synced) this.#log.info({ objects: items.length, ms, released: releaseBurstMemory() }, 'relisted; state replaced');
       else {
         this.#synced = true;
         this.#log.info({ objects: items.length, ms }, 'initial list applied');
         this.#onSynced();
       }
-      return { metadata: { resourceVersion }, items };
+      return resourceVersion;
     } catch (err) {
       if (!this.#closed) this.#metrics.failed(this.resource, 'list');
       throw err;
@@ -219,10 +220,9 @@ export class ResilientInformer implements InformerGaugeSource {
     return item;
   }
 
-  /** ListWatch hands over only fresh items here; one without an entry failed conversion. */
+  /** An added or modified object; one without an entry failed conversion. */
   #apply(item: Item): void {
     const entry = item.entry;
-    item.entry = undefined;
     try {
       if (entry !== undefined) this.#spec.sink.upsert(item.metadata, entry);
       else this.#spec.sink.remove(item.metadata);
@@ -271,7 +271,7 @@ export class ResilientInformer implements InformerGaugeSource {
 
   #onInternalError(err: unknown): void {
     if (this.#closed) return;
-    // ListWatch may have stopped half-way; a restart resumes (or relists) from a clean state.
+    // The loop may have stopped half-way; a restart resumes (or relists) from a clean state.
     this.#log.error({ err }, 'informer failed internally; restarting it');
     this.#onError(err);
   }
@@ -288,7 +288,7 @@ export class ResilientInformer implements InformerGaugeSource {
     this.#lastHeard = performance.now();
   }
 
-  /** ListWatch's pause (ms = 1 s, 2 s, ...) before reopening a watch that ended without events. */
+  /** The loop's pause (ms = 1 s, 2 s, ...) before reopening a watch that ended without events. */
   #cleanCloseDelay(ms: number): Promise<void> {
     const { initialMs, maxMs } = this.#tuning.backoff;
     return this.#sleep(jittered(Math.min(maxMs, CLEAN_CLOSE_MAX_MS, (initialMs * ms) / 1000)));
@@ -308,13 +308,12 @@ export class ResilientInformer implements InformerGaugeSource {
   }
 }
 
-function parseListPage(body: unknown, path: string): { items: unknown[]; resourceVersion: string; continue?: string } {
+function parseListPage(body: unknown, path: string): { resourceVersion: string; continue?: string } {
   if (!isRecord(body) || !Array.isArray(body.items) || !isRecord(body.metadata) || typeof body.metadata.resourceVersion !== 'string') {
     throw new KubeApiError(`list ${path}: response is not a list with a resourceVersion`);
   }
   const cont = body.metadata.continue;
   return {
-    items: body.items,
     resourceVersion: body.metadata.resourceVersion,
     ...(typeof cont === 'string' && cont !== '' ? { continue: cont } : {}),
   };

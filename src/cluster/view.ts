@@ -45,4 +45,11 @@ export interface ClusterState extends ClusterView {
   waitForAssignment(podNamespace: string, podName: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean>;
   counts(): ObjectCounts;
   close(): Promise<void>;
+  /** How recently the API server confirmed this state; absent for sources that cannot go stale (a file). */
+  readonly freshness?: StateFreshness;
+}
+
+export interface StateFreshness {
+  /** Seconds since the least recently confirmed resource was last confirmed current. */
+  ageSeconds(): number;
 }

@@ -24,10 +24,19 @@ export interface DaemonConfig {
   clusterStateFile: string;
   kubeconfig: string;
   podWaitMs: number;
+  maxStateStalenessS: number;
+  podEvents: boolean;
   upstreamConnectTimeoutMs: number;
   upstreamTimeoutMs: number;
   tokenCache: boolean;
+  imdsMaxRps: number;
+  imdsMaxConcurrency: number;
+  imdsMaxQueue: number;
+  imdsMaxQueuePerPod: number;
+  tokenWaitMs: number;
   maxConnections: number;
+  maxConnectionsPerPod: number;
+  maxRequestsPerPod: number;
   shutdownGraceMs: number;
   logFormat: LogFormat;
   logLevel: LevelWithSilent;
@@ -44,6 +53,8 @@ export interface DaemonConfig {
   /** Sent on requests to IMDS and to the Kubernetes API. */
   userAgent: string;
 }
+
+export const MIN_STALENESS_LIMIT_S = 20;
 
 /** klog's -v as a pino level: 0-3 info, 4-5 debug, 6 and more trace. */
 export function levelForVerbosity(v: number): LevelWithSilent {
@@ -67,6 +78,11 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
   const kubeconfig = String(v.kubeconfig);
   if (clusterStateFile === '' && kubeconfig === '' && (env.KUBERNETES_SERVICE_HOST ?? '') === '') {
     throw new FlagError('no cluster state: give --cluster-state FILE or --kubeconfig FILE, or run in a cluster');
+  }
+  const maxStale = Number(v['max-state-staleness']);
+  if (maxStale > 0 && maxStale < MIN_STALENESS_LIMIT_S) {
+    // State is confirmed about every 10 s; a tighter limit would refuse tokens on a healthy API.
+    throw new FlagError(`flag --max-state-staleness: ${maxStale} is below ${MIN_STALENESS_LIMIT_S}; use 0 (off) or at least ${MIN_STALENESS_LIMIT_S} seconds`);
   }
   const node = String(v.node);
   if (clusterStateFile === '' && node === '') throw new FlagError('flag --node (or NODE_NAME) is required with the Kubernetes API');
@@ -95,10 +111,19 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
     clusterStateFile,
     kubeconfig,
     podWaitMs: Number(v['pod-wait-ms']),
+    maxStateStalenessS: Number(v['max-state-staleness']),
+    podEvents: v['pod-events'] === true,
     upstreamConnectTimeoutMs: Number(v['upstream-connect-timeout-ms']),
     upstreamTimeoutMs: Number(v['upstream-timeout-ms']),
     tokenCache: v['token-cache'] === true,
+    imdsMaxRps: Number(v['imds-max-rps']),
+    imdsMaxConcurrency: Number(v['imds-max-concurrency']),
+    imdsMaxQueue: Number(v['imds-max-queue']),
+    imdsMaxQueuePerPod: Number(v['imds-max-queue-per-pod']),
+    tokenWaitMs: Number(v['token-wait-ms']),
     maxConnections: Number(v['max-connections']),
+    maxConnectionsPerPod: Number(v['max-connections-per-pod']),
+    maxRequestsPerPod: Number(v['max-requests-per-pod']),
     shutdownGraceMs: Number(v['shutdown-grace-ms']),
     logFormat: v['log-format'] as LogFormat,
     logLevel: given.has('log-level') || !given.has('v') ? v['log-level'] as LevelWithSilent : levelForVerbosity(Number(v.v)),

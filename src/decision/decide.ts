@@ -21,6 +21,11 @@ export interface DecisionPolicy {
 
 export const MANAGED: DecisionPolicy = Object.freeze({ mode: 'managed', forceNamespaced: true });
 
+/** The daemon's flags as a policy (the daemon and `nmi explain` both use it): managed mode is always namespaced. */
+export function policyFor(mode: OperationMode, forceNamespaced: boolean): DecisionPolicy {
+  return { mode, forceNamespaced: mode === 'managed' || forceNamespaced };
+}
+
 /** What granted the identity: a binding (managed mode) or MIC's assignment (standard mode). */
 export interface Grantor {
   readonly kind: 'AzureIdentityBinding' | 'AzureAssignedIdentity';

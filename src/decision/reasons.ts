@@ -9,6 +9,8 @@ export interface RefusalSpec {
   readonly description: string;
   /** Seconds; sent as Retry-After so SDKs back off instead of hammering. */
   readonly retryAfter?: number;
+  /** The connection is closed after this answer: what follows on it cannot be trusted or is not wanted. */
+  readonly closesConnection?: boolean;
 }
 
 export const REFUSALS = {
@@ -24,13 +26,17 @@ export const REFUSALS = {
   parameter_invalid: { status: 400, error: 'invalid_request', description: 'A query parameter value is too long or holds control characters' },
   selector_multiple: { status: 400, error: 'invalid_request', description: 'Only one of client_id, object_id, msi_res_id or mi_res_id may be given' },
   token_path_malformed: { status: 400, error: 'invalid_request', description: 'Not a valid token path; use /metadata/identity/oauth2/token' },
-  body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large' },
+  body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large', closesConnection: true },
+  instance_path_invalid: { status: 400, error: 'invalid_request', description: 'An instance metadata path segment holds characters other than letters, digits, - and _' },
+  body_length_required: { status: 411, error: 'invalid_request', description: 'A request body needs a Content-Length; chunked bodies are not accepted', closesConnection: true },
+  pipelining_refused: { status: 400, error: 'invalid_request', description: 'Pipelined requests are not accepted: send the next request after the answer', closesConnection: true },
   // routes
   instance_metadata_blocked: { status: 403, error: 'access_denied', description: 'Instance metadata is blocked on this node' },
   route_unknown: { status: 404, error: 'not_found', description: 'No such metadata route' },
   method_not_allowed: { status: 405, error: 'method_not_allowed', description: 'Method not allowed on this metadata route' },
   // the calling pod
   state_not_ready: { status: 503, error: 'service_unavailable', description: 'podid-nmi is still loading cluster state', retryAfter: 1 },
+  state_stale: { status: 503, error: 'service_unavailable', description: 'podid-nmi has not heard from the Kubernetes API for too long to trust its cluster state', retryAfter: 2 },
   pod_unknown: { status: 503, error: 'service_unavailable', description: 'No running pod is known for this source address yet', retryAfter: 1 },
   pod_ip_conflict: { status: 503, error: 'service_unavailable', description: 'Several live pods claim this source address', retryAfter: 1 },
   // the calling pod, by its socket's cgroup (connections from the node's own addresses)
@@ -42,6 +48,10 @@ export const REFUSALS = {
   host_token_forbidden: { status: 403, error: 'access_denied', description: 'Only the pods allowed by --host-token-callers may use /host/token' },
   host_token_pod_missing: { status: 400, error: 'invalid_request', description: "missing 'podname' and 'podns' from request header" },
   host_token_pod_unknown: { status: 404, error: 'not_found', description: 'podns/podname name no running pod of this node' },
+  // fair shares: one caller (a pod, or an address no pod holds) cannot take what the others need
+  connections_over_share: { status: 429, error: 'too_many_requests', description: 'Too many connections from this caller', retryAfter: 1, closesConnection: true },
+  requests_over_share: { status: 429, error: 'too_many_requests', description: 'Too many requests in flight from this caller', retryAfter: 1 },
+  pod_wait_over_share: { status: 429, error: 'too_many_requests', description: 'Too many requests from this address are already waiting for its pod', retryAfter: 1 },
   // entitlement: "Identity not found" leads, as IMDS's own text, for SDKs and people who search for it
   pod_unlabeled: { status: 400, error: 'invalid_request', description: 'Identity not found: the pod has no aadpodidbinding label' },
   binding_missing: { status: 400, error: 'invalid_request', description: 'Identity not found: no AzureIdentityBinding in the pod\'s namespace selects its aadpodidbinding label' },
@@ -57,6 +67,10 @@ export const REFUSALS = {
   upstream_unreachable: { status: 503, error: 'service_unavailable', description: 'The metadata service cannot be reached', retryAfter: 2 },
   upstream_invalid: { status: 502, error: 'bad_gateway', description: 'The metadata service sent an answer that cannot be relayed' },
   upstream_busy: { status: 429, error: 'too_many_requests', description: 'Too many requests are waiting for the metadata service', retryAfter: 1 },
+  // the IMDS budget: Retry-After is computed from the queue; the value here is the floor
+  upstream_queued: { status: 429, error: 'too_many_requests', description: 'The token is still queued for the metadata service; retry after the time given', retryAfter: 1 },
+  upstream_share_exceeded: { status: 429, error: 'too_many_requests', description: 'This pod has its share of requests waiting for the metadata service', retryAfter: 1 },
+  shutting_down: { status: 503, error: 'service_unavailable', description: 'podid-nmi is restarting; retry after the time given', retryAfter: 1 },
 } as const satisfies Record<string, RefusalSpec>;
 
 export type Reason = keyof typeof REFUSALS;

@@ -1,7 +1,11 @@
 // The raw node:http server pods talk to. Every timeout and size is bounded, so a slow or
-// hostile client costs a socket for seconds, not minutes, and the total is capped.
+// hostile client costs a socket for seconds, not minutes; the total is capped, and so is each
+// caller's part of it (socket-guard.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Caller } from '../pods/caller.ts';
+import { guardSockets, type SocketGuardOptions } from './socket-guard.ts';
+import type { Shares } from './shares.ts';
 
 export interface ListenerOptions {
   host: string;
@@ -11,38 +15,43 @@ export interface ListenerOptions {
   requestTimeoutMs?: number;
   keepAliveTimeoutMs?: number;
   maxHeaderBytes?: number;
+  /** Connections one caller may hold; strangers (no pod known) share `strangerConnections`. */
+  connectionsPerCaller?: number;
+  strangerConnections?: number;
+  callerOf?(ip: string): Caller;
+  cooldown?: SocketGuardOptions['cooldown'];
+  onRefusal?: SocketGuardOptions['onRefusal'];
 }
 
 export interface Listener {
   readonly server: Server;
   readonly address: AddressInfo;
+  readonly connections: Shares;
   /** Stops accepting, lets in-flight requests finish within `graceMs`, then cuts what is left. */
   close(graceMs: number): Promise<void>;
 }
 
-const bare = (status: string): string => `HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`;
-const CLIENT_ERRORS: Record<string, string> = {
-  HPE_HEADER_OVERFLOW: bare('431 Request Header Fields Too Large'),
-  ERR_HTTP_REQUEST_TIMEOUT: bare('408 Request Timeout'),
-  default: bare('400 Bad Request'),
-};
+const byAddress = (ip: string): Caller => ({ key: `ip:${ip}`, known: false });
 
 export async function listen(options: ListenerOptions, handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<Listener> {
   const server = createServer({
     maxHeaderSize: options.maxHeaderBytes ?? 8 * 1024,
     headersTimeout: options.headersTimeoutMs ?? 5_000,
-    requestTimeout: options.requestTimeoutMs ?? 30_000,
+    requestTimeout: options.requestTimeoutMs ?? 10_000,
     keepAliveTimeout: options.keepAliveTimeoutMs ?? 5_000,
     connectionsCheckingInterval: 1_000,
     requireHostHeader: false,
     noDelay: true,
   }, handle);
-  server.maxConnections = options.maxConnections ?? 1024;
+  const maxConnections = options.maxConnections ?? 1024;
+  server.maxConnections = maxConnections;
   server.maxRequestsPerSocket = 1000;
-  // A malformed request gets a bare 4xx and the socket closes; nothing reaches the handler.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) return socket.destroy();
-    socket.end(CLIENT_ERRORS[err.code ?? ''] ?? CLIENT_ERRORS.default);
+  const connections = guardSockets(server, {
+    perCaller: options.connectionsPerCaller ?? maxConnections,
+    strangers: options.strangerConnections ?? maxConnections,
+    callerOf: options.callerOf ?? byAddress,
+    cooldown: options.cooldown,
+    onRefusal: options.onRefusal,
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -54,6 +63,7 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   return {
     server,
     address: server.address() as AddressInfo,
+    connections,
     close: (graceMs) => closeGracefully(server, graceMs),
   };
 }

@@ -18,5 +18,7 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer | un
     });
     req.on('end', () => resolve(size > max ? undefined : Buffer.concat(chunks)));
     req.on('error', () => resolve(undefined));
+    // A socket reaped mid-body (request timeout) must not leave this promise, and its request, pending.
+    req.on('close', () => resolve(undefined));
   });
 }

@@ -2,7 +2,7 @@
 // allocating beyond the two slices the later steps need. Non-canonical targets are refused,
 // never normalised: path tricks were real bypasses in metadata proxies.
 import type { Reason } from '../decision/reasons.ts';
-import { isNearMissTokenPath, routeFor, type Route } from './routes.ts';
+import { isInstanceSubPath, isNearMissTokenPath, routeFor, type Route } from './routes.ts';
 
 export interface MatchedTarget {
   readonly route: Route;
@@ -28,6 +28,7 @@ export function matchTarget(target: string, blockInstanceMetadata: boolean): Mat
   const route = routeFor(rest);
   if (route === undefined) return isNearMissTokenPath(rest) ? 'token_path_malformed' : 'route_unknown';
   if (route.name === 'instance' && blockInstanceMetadata) return 'instance_metadata_blocked';
+  if (route.name === 'instance' && !isInstanceSubPath(rest)) return 'instance_path_invalid';
   return { route, path: METADATA + rest, rawQuery };
 }
 

@@ -1,12 +1,12 @@
 // Prometheus metrics for SREs. Every label value comes from a closed set (route names,
 // decisions, reasons, status codes), never from the request, so cardinality stays bounded.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-
-export type DecisionLabel = 'granted' | 'passed_through' | 'refused' | 'proxied';
+import { NmiMetrics } from './nmi-metrics.ts';
+import { decisionLabel, type DecisionLabel, type RequestObserver, type RequestOutcome } from './request-outcome.ts';
 
 const FAST_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-export class DaemonMetrics {
+export class DaemonMetrics implements RequestObserver {
   readonly registry: Registry;
   readonly #requests: Counter<'route' | 'decision' | 'status' | 'reason'>;
   readonly #duration: Histogram<'route' | 'decision'>;
@@ -14,12 +14,14 @@ export class DaemonMetrics {
   readonly #upstreamResponses: Counter<'route' | 'status'>;
   readonly #tokenCache: Counter<'result'>;
   readonly #podWaits: Counter<'outcome'>;
+  readonly #nmi: NmiMetrics;
   /** prom-client hashes label objects on every call; children are looked up once per label set. */
   readonly #children = new Map<string, { inc(): void }>();
 
   constructor(registry = new Registry(), options: { defaultMetrics?: boolean } = {}) {
     this.registry = registry;
-    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'podid_nmi_' });
+    // Standard names (process_*, nodejs_*), as generic Node.js dashboards expect them.
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
     const registers = [registry];
     this.#requests = new Counter({
       name: 'podid_nmi_requests_total',
@@ -51,6 +53,18 @@ export class DaemonMetrics {
       help: 'Token requests from an address no pod held yet, by whether the pod appeared within the wait',
       labelNames: ['outcome'], registers,
     });
+    this.#nmi = new NmiMetrics(registry);
+    // Series exist from the start, at 0, so that rate() and alerts see the first increment.
+    for (const result of ['hit', 'miss', 'shared'] as const) this.#tokenCache.inc({ result }, 0);
+    for (const outcome of ['found', 'timeout'] as const) this.#podWaits.inc({ outcome }, 0);
+  }
+
+  finished(o: RequestOutcome): void {
+    this.request(o.route, decisionLabel(o), o.status, o.reason ?? '', o.seconds);
+    if (o.podWait !== undefined) this.podWait(o.podWait);
+    if (o.cache !== undefined) this.tokenCache(o.cache);
+    if (o.upstream !== undefined && o.cache !== 'hit') this.upstream(o.route, o.upstream.result, o.upstream.seconds);
+    this.#nmi.finished(o);
   }
 
   request(route: string, decision: DecisionLabel, status: number, reason: string, seconds: number): void {

@@ -1,85 +1,17 @@
-// The caller room: which pod is this connection? Two strategies, chosen by the source address:
-// - source IP: a pod with its own address, through the IP index (waits out the pod-start race);
-// - socket cgroup: a connection from one of the node's own addresses (a hostNetwork pod, or a
-//   node process), through the cgroup the kernel recorded on the client socket, the kubelet
-//   pod cgroup it lies in, and the pod with that UID in this node's index.
-// Nothing is guessed: no cgroup, no pod cgroup, or no pod of this node is a refusal.
-import type { Socket } from 'node:net';
-import type { PodInfo } from '../cluster/objects.ts';
-import type { ClusterState } from '../cluster/view.ts';
-import { podCgroupOf } from './kubelet-cgroup.ts';
-import { NodeAddresses } from './node-addresses.ts';
-import { lookupPod, sourceIp } from './pod-lookup.ts';
-import type { SocketCgroupReader } from './socket-cgroup.ts';
+// Who a share belongs to: the calling pod when the address names exactly one, else the address
+// itself. A pod with an IPv4 and an IPv6 address is one caller; an address no pod holds (yet) is a
+// stranger, and strangers together get a bounded part of what is shared, so no address range
+// can crowd out the pods the node runs.
+import type { ClusterView } from '../cluster/view.ts';
 
-export type CallerRefusal =
-  | 'pod_unknown' | 'pod_ip_conflict'
-  | 'caller_not_in_pod' | 'caller_pod_unknown' | 'caller_unattributable' | 'caller_is_self';
-
-export type Caller =
-  | { readonly kind: 'pod'; readonly pod: PodInfo; readonly via: 'source_ip' | 'socket_cgroup' }
-  | { readonly kind: 'refuse'; readonly reason: CallerRefusal; readonly via: 'source_ip' | 'socket_cgroup' };
-
-export interface CallerRoomOptions {
-  state: ClusterState;
-  /** This node; a pod of another node is never a caller here. */
-  nodeName: string;
-  /** Reads client sockets' cgroups; undefined turns the socket-cgroup strategy off. */
-  sockets: SocketCgroupReader | undefined;
-  /** Where kubelet's kubepods root sits in the hierarchy ('' for the root). */
-  cgroupParent: string;
-  /** The daemon's own pod UID: its own requests must never come back to it as a caller. */
-  selfUid: string | undefined;
-  podWaitMs: number;
+export interface Caller {
+  /** `pod:<uid>` or `ip:<address>`: a share's key, never shown to anyone. */
+  readonly key: string;
+  readonly known: boolean;
 }
 
-/** What one connection's socket cgroup said, kept for the connection's life (it cannot change). */
-type Attribution = { uid: string } | 'not_in_pod';
-
-export class CallerRoom {
-  readonly #o: CallerRoomOptions;
-  readonly #node = new NodeAddresses();
-  readonly #bySocket = new WeakMap<Socket, Attribution>();
-
-  constructor(options: CallerRoomOptions) {
-    this.#o = options;
-  }
-
-  /**
-   * Which pod is calling. `byCgroup`: attribute connections from the node's own addresses by
-   * socket cgroup (on for /host/token, and for metadata routes with --intercept-host-network).
-   * `onWait` hears whether a pod-start wait found its pod (for metrics).
-   */
-  async identify(socket: Socket, signal: AbortSignal, byCgroup: boolean, onWait?: (found: boolean) => void): Promise<Caller> {
-    const o = this.#o;
-    const ip = sourceIp(socket.remoteAddress);
-    if (byCgroup && o.sockets !== undefined && o.state.podsAt(ip).length === 0 && this.#node.has(ip)) {
-      return this.#bySocketCgroup(socket, ip);
-    }
-    const waited = o.state.podsAt(ip).length === 0;
-    const found = await lookupPod(o.state, ip, o.podWaitMs, signal);
-    if (waited && !signal.aborted) onWait?.(found.kind === 'pod');
-    return { ...found, via: 'source_ip' };
-  }
-
-  async #bySocketCgroup(socket: Socket, ip: string): Promise<Caller> {
-    let attribution = this.#bySocket.get(socket);
-    if (attribution === undefined) {
-      const port = socket.remotePort;
-      const read = port === undefined ? undefined : await this.#o.sockets!.lookup(ip, port);
-      if (read?.kind !== 'cgroup') return refuse('caller_unattributable');
-      const pod = podCgroupOf(read.path, this.#o.cgroupParent);
-      attribution = pod === undefined ? 'not_in_pod' : { uid: pod.uid };
-      this.#bySocket.set(socket, attribution);
-    }
-    if (attribution === 'not_in_pod') return refuse('caller_not_in_pod');
-    if (attribution.uid === this.#o.selfUid) return refuse('caller_is_self');
-    const pod = this.#o.state.podByUid(attribution.uid);
-    if (pod === undefined || (this.#o.nodeName !== '' && pod.nodeName !== this.#o.nodeName)) return refuse('caller_pod_unknown');
-    return { kind: 'pod', pod, via: 'socket_cgroup' };
-  }
-}
-
-function refuse(reason: CallerRefusal): Caller {
-  return { kind: 'refuse', reason, via: 'socket_cgroup' };
+export function callerAt(state: Pick<ClusterView, 'podsAt'>, ip: string): Caller {
+  const pods = state.podsAt(ip);
+  if (pods.length === 1) return { key: `pod:${pods[0]!.uid}`, known: true };
+  return { key: `ip:${ip}`, known: false };
 }

@@ -1,10 +1,28 @@
 // /healthz, /readyz and /metrics for the kubelet and Prometheus. Separate from the listener
 // pods reach, and with nothing else on it (NMI exposed pprof here).
 import { createServer, type Server } from 'node:http';
+import { networkInterfaces } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { closeGracefully } from '../listener/listener.ts';
+import { guardSockets } from '../listener/socket-guard.ts';
 import { readinessText, type Readiness } from './readiness.ts';
+
+/**
+ * Limits of its own, apart from the listener's: with hostNetwork this port is reachable from
+ * every pod, and stalled sockets that starved it made the kubelet restart the daemon. Each
+ * address holds at most a few connections, each for seconds, and addresses that are not the
+ * node's own (pods, other hosts) share half the total: the kubelet, calling from the node's
+ * address, always has room.
+ */
+export const PROBE_LIMITS = { connections: 128, perAddress: 8, others: 64, headersTimeoutMs: 2_000, requestTimeoutMs: 5_000, keepAliveTimeoutMs: 2_000 } as const;
+
+/** The node's own addresses, as sockets report them: a pod cannot send from one of these. */
+function nodeAddresses(): Set<string> {
+  const out = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) out.add(a.address);
+  return out;
+}
 
 export interface ProbeServerOptions {
   host: string;
@@ -20,7 +38,10 @@ export interface ProbeServer {
 }
 
 export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServer> {
-  const server: Server = createServer({ headersTimeout: 5_000, requestTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+  const server: Server = createServer({
+    headersTimeout: PROBE_LIMITS.headersTimeoutMs, requestTimeout: PROBE_LIMITS.requestTimeoutMs,
+    keepAliveTimeout: PROBE_LIMITS.keepAliveTimeoutMs, connectionsCheckingInterval: 500, maxHeaderSize: 8 * 1024,
+  }, (req, res) => {
     const path = (req.url ?? '').split('?', 1)[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
@@ -41,7 +62,12 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
     }
     text(res, 404, 'not found\n');
   });
-  server.maxConnections = 64;
+  server.maxConnections = PROBE_LIMITS.connections;
+  const own = nodeAddresses();
+  guardSockets(server, {
+    perCaller: PROBE_LIMITS.perAddress, strangers: PROBE_LIMITS.others,
+    callerOf: (ip) => ({ key: ip, known: own.has(ip) }),
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(o.port, o.host, () => {

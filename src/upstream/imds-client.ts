@@ -24,14 +24,21 @@ export interface UpstreamAnswer {
   readonly body: Buffer;
 }
 
-export type UpstreamFailureKind = 'timeout' | 'unreachable' | 'invalid' | 'busy' | 'aborted';
+/**
+ * busy: the queue is full; share_exceeded: this pod has its share of it queued; queued: the
+ * client waited its bound and should come back (its fetch stays queued).
+ */
+export type UpstreamFailureKind = 'timeout' | 'unreachable' | 'invalid' | 'busy' | 'share_exceeded' | 'queued' | 'aborted';
 
 export class UpstreamFailure extends Error {
   override name = 'UpstreamFailure';
   readonly kind: UpstreamFailureKind;
-  constructor(kind: UpstreamFailureKind, message: string, options?: ErrorOptions) {
+  /** When the client should come back, computed from its place in the queue. */
+  readonly retryAfterSec: number | undefined;
+  constructor(kind: UpstreamFailureKind, message: string, options?: ErrorOptions & { retryAfterSec?: number }) {
     super(message, options);
     this.kind = kind;
+    this.retryAfterSec = options?.retryAfterSec;
   }
 }
 

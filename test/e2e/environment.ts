@@ -128,8 +128,8 @@ export class E2E {
     this.api = new LineProcess(this.node.ns, nodeBinary, [here('./apiserver-process.ts'), '--kubeconfig-out', this.kubeconfig], PROCESS_ENV);
     this.imds = new LineProcess(this.node.ns, nodeBinary, [here('./imds-process.ts'), '--identities', JSON.stringify(IMDS_IDENTITIES)], PROCESS_ENV);
     const [apiReady] = await Promise.all([
-      this.api.waitFor((l) => l.event === 'ready', 'the fake API server', 15_000),
-      this.imds.waitFor((l) => l.event === 'ready', 'the IMDS emulator', 15_000),
+      this.api.waitFor((l) => l.event === 'ready', 'the fake API server', 60_000),
+      this.imds.waitFor((l) => l.event === 'ready', 'the IMDS emulator', 60_000),
     ]);
     this.apiDir = String(apiReady.dir);
     for (const { resource, object } of clusterObjects()) await this.api.request({ op: 'create', resource, object });

@@ -1,7 +1,8 @@
 // A fake Kubernetes API server on 127.0.0.1 that speaks what the informers use: lists (with
 // resourceVersion, limit/continue, field selectors), streaming watches (JSON lines, headers
 // flushed at once, bookmarks, 410 as an ERROR event after compaction), bearer-token auth;
-// and the faults a real one shows: 5xx answers, stalls, dropped watches, restarts.
+// and the faults a real one shows: 5xx answers, stalls, dropped watches, restarts, a server
+// that hangs altogether. Core/v1 Event writes (create, merge-patch) are kept apart for tests to read.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
@@ -28,6 +29,11 @@ export interface FakeApiServerOptions {
   tls?: boolean;
   /** Bookmarks to every watch that allows them, this often (0, the default: only on sendBookmarks()). */
   bookmarkIntervalMs?: number;
+  /**
+   * Answer lists with resourceVersion=0 in one page whatever their `limit`, as kube-apiserver
+   * before 1.33 does when it serves them from its watch cache (default false: always paged).
+   */
+  watchCacheIgnoresLimit?: boolean;
 }
 
 export interface RecordedRequest {
@@ -41,7 +47,7 @@ export interface RecordedRequest {
 
 export interface FaultMatch {
   /** Only requests for this resource (plural); all when omitted. */
-  resource?: ResourceName;
+  resource?: ResourceName | 'events';
   /** Only watches (true) or only lists and gets (false); both when omitted. */
   watch?: boolean;
 }
@@ -62,6 +68,7 @@ interface Watcher {
 }
 
 const MAX_RECORDED = 10_000;
+const EVENTS_PATH = /^\/api\/v1\/namespaces\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/events(?:\/([a-z0-9][-a-z0-9.]*))?$/;
 const MAX_SNAPSHOTS = 1_000;
 
 function status(code: number, reason: string, message: string): Obj {
@@ -79,6 +86,7 @@ export class FakeApiServer {
   readonly token = randomBytes(16).toString('hex');
   readonly #tls: SelfSignedCert | undefined;
   readonly #bookmarkIntervalMs: number;
+  readonly #watchCacheIgnoresLimit: boolean;
   readonly #dir = mkdtempSync(join(tmpdir(), 'fake-apiserver-'));
   readonly #sockets = new Set<Socket>();
   readonly #watchers = new Set<Watcher>();
@@ -86,6 +94,11 @@ export class FakeApiServer {
   readonly #snapshots = new Map<string, { rv: number; items: Obj[] }>();
   readonly #brokenItems = new Map<string, unknown[]>();
   #faults: FaultRule[] = [];
+  /** Events written by clients, by namespace/name; not part of the watched store. */
+  readonly events = new Map<string, Obj>();
+  #hung = false;
+  /** Changes made while hung, delivered to the open watches when the server answers again. */
+  #held: StoreEvent[] = [];
   #server: Server | undefined;
   #bookmarkTimer: NodeJS.Timeout | undefined;
   #port = 0;
@@ -96,7 +109,12 @@ export class FakeApiServer {
       if (this.#tls === undefined) throw new Error('tls requested but the openssl CLI is not available');
     }
     this.#bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 0;
+    this.#watchCacheIgnoresLimit = opts.watchCacheIgnoresLimit ?? false;
     this.store.onEvent((event) => {
+      if (this.#hung) {
+        this.#held.push(event);
+        return;
+      }
       for (const w of this.#watchers) if (w.resource === event.resource) this.#deliver(w, event);
     });
   }
@@ -179,6 +197,24 @@ export class FakeApiServer {
     this.#faults = this.#faults.filter((f) => f.action !== 'stall');
   }
 
+  /**
+   * The server stops answering anything while its connections stay open: new requests stall,
+   * and open watches get neither events nor bookmarks, until unhang().
+   */
+  hang(): void {
+    this.#hung = true;
+    this.stall();
+  }
+
+  /** Serves again; open watches get what changed meanwhile, as a real server's watch cache catches up. */
+  unhang(): void {
+    this.#hung = false;
+    this.unstall();
+    const held = this.#held;
+    this.#held = [];
+    for (const event of held) for (const w of this.#watchers) if (w.resource === event.resource) this.#deliver(w, event);
+  }
+
   stalledCount(): number {
     return this.#stalled.size;
   }
@@ -203,6 +239,7 @@ export class FakeApiServer {
   /** A BOOKMARK at the current resourceVersion to every watch that allows them; returns how many. */
   sendBookmarks(): number {
     let n = 0;
+    if (this.#hung) return 0;
     for (const w of this.#watchers) {
       if (!w.bookmarks) continue;
       this.#write(w, { type: 'BOOKMARK', object: { kind: w.resource.kind, apiVersion: w.resource.apiVersion, metadata: { resourceVersion: String(this.store.resourceVersion) } } });
@@ -282,18 +319,24 @@ export class FakeApiServer {
       const query = Object.fromEntries(url.searchParams);
       const watch = query.watch === 'true' || query.watch === '1';
       const rp = resolvePath(url.pathname);
+      const ev = EVENTS_PATH.exec(url.pathname);
+      const resource = rp?.resource.plural ?? (ev === null ? undefined : 'events');
       this.#record({
         method: req.method ?? '', path: url.pathname, query, watch,
-        ...(rp ? { resource: rp.resource.plural } : {}), ...(req.headers['user-agent'] !== undefined ? { userAgent: req.headers['user-agent'] } : {}),
+        ...(resource ? { resource } : {}), ...(req.headers['user-agent'] !== undefined ? { userAgent: req.headers['user-agent'] } : {}),
       });
       if (req.headers.authorization !== `Bearer ${this.token}`) return this.#fail(res, 401, 'Unauthorized');
-      const fault = this.#takeFault(rp?.resource.plural, watch);
+      const fault = this.#takeFault(resource, watch);
       if (fault?.action === 'stall') {
         this.#stalled.add(res);
         res.on('close', () => this.#stalled.delete(res));
         return;
       }
       if (fault?.action === 'error') return this.#fail(res, fault.status, `injected fault ${fault.status}`);
+      if (ev !== null) {
+        void this.#eventWrite(req, res, ev[1]!, ev[3]);
+        return;
+      }
       if (url.pathname === '/version') return this.#json(res, 200, { major: '1', minor: '31', gitVersion: 'v1.31.0-fake' });
       if (rp === undefined) return this.#fail(res, 404, `the server could not find the requested resource (${url.pathname})`);
       if (req.method === 'PATCH' && rp.name !== undefined) return void this.#patch(req, res, rp);
@@ -354,6 +397,41 @@ export class FakeApiServer {
     }
   }
 
+  /** POST creates an Event (409 if the name exists), PATCH merges into one (404 if it does not). */
+  async #eventWrite(req: IncomingMessage, res: ServerResponse, namespace: string, name: string | undefined): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    let body: Obj;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Obj;
+    } catch {
+      return this.#fail(res, 400, 'body is not JSON');
+    }
+    if (req.method === 'POST' && name === undefined) {
+      const meta = (body.metadata ?? {}) as Obj;
+      if (typeof meta.name !== 'string' || meta.name === '' || (meta.namespace !== undefined && meta.namespace !== namespace)) {
+        return this.#fail(res, 400, 'event needs metadata.name in the path\'s namespace');
+      }
+      const key = `${namespace}/${meta.name}`;
+      if (this.events.has(key)) return this.#fail(res, 409, `events "${meta.name}" already exists`);
+      const stored = { ...body, metadata: { ...meta, namespace, resourceVersion: String(this.store.resourceVersion) } };
+      this.events.set(key, stored);
+      return this.#json(res, 201, stored);
+    }
+    if (req.method === 'PATCH' && name !== undefined) {
+      if (req.headers['content-type'] !== 'application/merge-patch+json' && req.headers['content-type'] !== 'application/strategic-merge-patch+json') {
+        return this.#fail(res, 415, `unsupported patch type ${String(req.headers['content-type'])}`);
+      }
+      const key = `${namespace}/${name}`;
+      const existing = this.events.get(key);
+      if (existing === undefined) return this.#fail(res, 404, `events "${name}" not found`);
+      const merged = { ...existing, ...body, metadata: existing.metadata };
+      this.events.set(key, merged);
+      return this.#json(res, 200, merged);
+    }
+    return this.#fail(res, 405, `${req.method} is not supported on events by the fake API server`);
+  }
+
   #get(res: ServerResponse, rp: ResourcePath): void {
     const obj = this.store.get(rp.resource.plural as ResourceName, rp.namespace ?? 'default', rp.name!);
     if (obj === undefined) return this.#fail(res, 404, `${rp.resource.plural} "${rp.name}" not found`);
@@ -363,7 +441,7 @@ export class FakeApiServer {
   #list(res: ServerResponse, rp: ResourcePath, query: Record<string, string>): void {
     const info = rp.resource;
     const selector = parseSelectors(query, info);
-    const limit = Number(query.limit ?? 0);
+    const limit = this.#watchCacheIgnoresLimit && query.resourceVersion === '0' ? 0 : Number(query.limit ?? 0);
     let rv: number;
     let items: unknown[];
     if (query.continue !== undefined && query.continue !== '') {

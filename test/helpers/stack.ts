@@ -1,9 +1,9 @@
 // The daemon (file-backed) in front of an IMDS emulator, both on loopback, torn down with the test.
 import { Writable } from 'node:stream';
 import type { Test } from 'tap';
-import { toDaemonConfig } from '../../src/config/daemon-config.ts';
+import { toDaemonConfig, type DaemonConfig } from '../../src/config/daemon-config.ts';
 import { parseFlags } from '../../src/config/flags.ts';
-import { startDaemon, type Daemon } from '../../src/daemon.ts';
+import { startDaemon, type Daemon, type DaemonOptions } from '../../src/daemon.ts';
 import { startImdsEmulator, type EmulatedIdentity, type EmulatorOptions, type ImdsEmulator } from '../../src/emulator/imds-emulator.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { ask, type Answer, type Ask } from './http.ts';
@@ -105,7 +105,12 @@ status: {phase: Succeeded, podIPs: [{ip: 127.0.0.16}]}
 `;
 
 /** `kubeconfig` makes the daemon read the Kubernetes API instead of a state file. */
-export async function startStack(t: Test, o: { flags?: string[]; emulator?: Partial<EmulatorOptions>; stateYaml?: string; kubeconfig?: string } = {}): Promise<Stack> {
+export async function startStack(t: Test, o: {
+  flags?: string[]; emulator?: Partial<EmulatorOptions>; stateYaml?: string; kubeconfig?: string;
+  /** Changes the parsed configuration (values the flags refuse, for tests that scale time down). */
+  configure?: (config: DaemonConfig) => void;
+  daemon?: DaemonOptions;
+} = {}): Promise<Stack> {
   const emulator = await startImdsEmulator({ identities: Object.values(IDS), rateLimit: false, ...o.emulator });
   t.teardown(() => emulator.close());
   const dir = t.testdir({ 'state.yaml': o.stateYaml ?? STATE_YAML });
@@ -118,7 +123,9 @@ export async function startStack(t: Test, o: { flags?: string[]; emulator?: Part
   ]);
   const logs: string[] = [];
   const sink = new Writable({ write(chunk: Buffer, _enc, done) { logs.push(...chunk.toString('utf8').split('\n').filter(Boolean)); done(); } });
-  const daemon = await startDaemon(toDaemonConfig(parsed.values, {}, parsed.given), createLogger('json', 'info', sink), { defaultMetrics: false });
+  const config = toDaemonConfig(parsed.values, {}, parsed.given);
+  o.configure?.(config);
+  const daemon = await startDaemon(config, createLogger('json', 'info', sink), { defaultMetrics: false, ...o.daemon });
   t.teardown(() => daemon.close());
   const port = daemon.listener.address.port;
   return {

@@ -1,0 +1,93 @@
+// What a Kubernetes Event on the pod says about a finished token request, if anything: only
+// refusals a person can act on, and IMDS's "Identity not found" for a bound identity. Texts
+// name objects, selectors and ids (none of them secret) and say what to change.
+import { BINDING_LABEL, USER_ASSIGNED_MSI } from '../cluster/objects.ts';
+import type { AzureIdentity } from '../cluster/objects.ts';
+import type { ClusterView } from '../cluster/view.ts';
+import type { Reason } from '../decision/reasons.ts';
+import type { RequestOutcome } from '../observability/request-outcome.ts';
+
+/** The Event reason: the refusal reason in CamelCase, stable for `kubectl get events --field-selector reason=...`. */
+export const EVENT_REASONS: Partial<Record<Reason, string>> = {
+  pod_unlabeled: 'PodUnlabeled',
+  binding_missing: 'BindingMissing',
+  identity_missing: 'IdentityMissing',
+  identity_incomplete: 'IdentityIncomplete',
+  identity_type_unsupported: 'IdentityTypeUnsupported',
+  identity_not_bound: 'IdentityNotBound',
+  object_id_unverifiable: 'ObjectIdUnverifiable',
+  assignment_pending: 'AssignmentPending',
+};
+
+/** IMDS refused an identity the pod is bound to: it is not on this node's VM or scale set. */
+export const IDENTITY_NOT_ON_NODE = 'IdentityNotAssignedToNode';
+
+const MAX_VALUE = 256;
+const MAX_NAMES = 5;
+
+/** The Event reason for this outcome, or undefined when it deserves no Event. */
+export function eventReason(o: RequestOutcome): string | undefined {
+  if (o.pod === undefined) return undefined;
+  if (o.reason !== undefined) return o.decision?.kind === 'refuse' || o.decision?.kind === 'pending' ? EVENT_REASONS[o.reason] : undefined;
+  if (o.decision?.kind === 'grant' && o.upstream?.result === 400 && o.upstream.answer?.body.includes('Identity not found') === true) {
+    return IDENTITY_NOT_ON_NODE;
+  }
+  return undefined;
+}
+
+export function eventMessage(reason: string, o: RequestOutcome, view: ClusterView, node: string): string {
+  const pod = o.pod!;
+  const ns = pod.namespace;
+  const label = pod.labels[BINDING_LABEL] ?? '';
+  const bindings = label === '' ? [] : view.bindingsFor(ns, label);
+  // Standard mode: what MIC assigned to the pod; managed mode: what its bindings name.
+  const assigned = view.assignedTo(ns, pod.name);
+  const bound = assigned.length > 0
+    ? assigned.map((a) => a.identity)
+    : bindings.map((b) => view.identity(ns, b.azureIdentity)).filter((i): i is AzureIdentity => i !== undefined);
+  const asked = o.request?.selector;
+  switch (reason) {
+    case 'PodUnlabeled':
+      return `No Azure identity for this pod: it has no ${BINDING_LABEL} label. Label the pod with the selector of an AzureIdentityBinding in namespace ${ns}.`;
+    case 'BindingMissing':
+      return `No AzureIdentityBinding in namespace ${ns} has selector ${quote(label)} (this pod's ${BINDING_LABEL} label). Create one, or fix the label.`;
+    case 'IdentityMissing':
+      return `AzureIdentityBinding ${names(bindings.map((b) => b.name))} in namespace ${ns} select this pod, but the AzureIdentity they name (${names(bindings.map((b) => b.azureIdentity))}) does not exist in namespace ${ns}.`;
+    case 'IdentityIncomplete':
+      return `AzureIdentity ${names(bound.map(qualified))} bound to this pod has neither spec.clientID nor spec.resourceID; set one.`;
+    case 'IdentityTypeUnsupported':
+      return `AzureIdentity ${names(bound.filter((i) => i.type !== USER_ASSIGNED_MSI).map((i) => `${qualified(i)} (type ${i.type})`))} bound to this pod is a service principal; podid-nmi mints only user-assigned managed identities (type 0).`;
+    case 'IdentityNotBound':
+      return `The pod asked for ${asked?.name ?? 'an identity'} ${quote(asked?.value ?? '')}, which is not bound to it. Bound to it: ${bound.length === 0 ? 'nothing' : names(bound.map((i) => `${qualified(i)} (clientID ${i.clientID || '-'})`))}.`;
+    case 'ObjectIdUnverifiable':
+      return `The pod asked for a token by object_id ${quote(asked?.value ?? '')}; AzureIdentities carry no object id to check it against. Ask by client_id or msi_res_id.`;
+    case 'AssignmentPending':
+      return `MIC has not assigned an identity to this pod on node ${node} yet (AzureAssignedIdentity: ${assigned.length === 0 ? 'none' : names(assigned.map((a) => `${a.namespace}/${a.name} ${a.state || 'no status'}`))}). Check that MIC runs and can assign the identity to the node's VM or scale set.`;
+    case IDENTITY_NOT_ON_NODE: {
+      const d = o.decision!;
+      if (d.kind !== 'grant') return '';
+      const id = d.identity;
+      const arm = id.resourceID || `<resource id of the identity with client id ${id.clientID}>`;
+      return `IMDS answered "Identity not found" for AzureIdentity ${qualified(id)} (clientID ${id.clientID || '-'}): it is not assigned to the VM or scale set of node ${node}. `
+        + `Assign it: az vmss identity assign -g <node resource group> -n <scale set> --identities ${arm} (a VM: az vm identity assign -g <resource group> -n <vm> --identities ${arm}).`;
+    }
+    default:
+      return reason;
+  }
+}
+
+function qualified(i: AzureIdentity): string {
+  return `${i.namespace}/${i.name}`;
+}
+
+/** Values the pod sent are bounded and quoted, so a text never grows or breaks with them. */
+function quote(value: string): string {
+  return JSON.stringify(value.length > MAX_VALUE ? `${value.slice(0, MAX_VALUE)}…` : value);
+}
+
+function names(list: readonly string[]): string {
+  const unique = [...new Set(list)];
+  const shown = unique.slice(0, MAX_NAMES).join(', ');
+  return unique.length > MAX_NAMES ? `${shown} and ${unique.length - MAX_NAMES} more` : shown || '(none)';
+}
+

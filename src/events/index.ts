@@ -1,0 +1,15 @@
+// Pod Events for a daemon that reads the Kubernetes API (a state file has no API to write to).
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { KubeHttp } from '../cluster/kube-http.ts';
+import { loadKubeConfig } from '../cluster/kube-config.ts';
+import type { ClusterView } from '../cluster/view.ts';
+import { kubernetesApiErrors } from '../observability/nmi-metrics.ts';
+import { KubeEventSink } from './kube-event-sink.ts';
+import { PodEvents } from './pod-events.ts';
+
+export async function startPodEvents(o: { kubeconfig: string; node: string; view: ClusterView; registry: Registry; log: Logger; userAgent?: string }): Promise<PodEvents> {
+  const http = new KubeHttp(await loadKubeConfig(o.kubeconfig === '' ? undefined : o.kubeconfig), o.userAgent);
+  const sink = new KubeEventSink(http, kubernetesApiErrors(o.registry));
+  return new PodEvents({ sink, view: o.view, node: o.node, registry: o.registry, log: o.log.child({ component: 'pod-events' }) });
+}

@@ -1,0 +1,137 @@
+// One request at a time per connection, enforced on the bytes before node:http parses them.
+// node:http parses a whole read at once (up to 64 KiB, about 400 small requests) and builds a
+// request and a response object for each before any handler can object: a thousand pipelined
+// requests on each of 500 connections took seconds of CPU and hundreds of MiB. The gate hands
+// the parser one request (head and Content-Length body) and holds back the rest; bytes that
+// arrive before the answer is written are pipelining: they are dropped, and the connection is
+// answered with a refusal and closed.
+//
+// This needs the socket's bytes in JavaScript: the listener marks each accepted handle as
+// consumed so node:http reads through its 'data' listener, which the gate then wraps. Both are
+// node:http internals (Node 24); `installGate` returns false when they are not as expected, and
+// the tests fail if the gate stops working.
+import type { Socket } from 'node:net';
+
+/** Head bytes scanned for their end; larger heads are node:http's to refuse (431). */
+const MAX_SCANNED_HEAD = 16 * 1024;
+const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+
+export type GateVerdict = 'pipelined' | 'chunked';
+
+/** What the gate needs of the answer in progress: to make it the connection's last. */
+export interface AnswerInProgress {
+  shouldKeepAlive: boolean;
+  readonly headersSent: boolean;
+}
+
+export interface RequestGate {
+  /** Set once the connection sent more than one request at a time, or a chunked body. */
+  readonly refused: GateVerdict | undefined;
+  /** The answer being prepared for the current request; it closes the connection if pipelining shows up meanwhile. */
+  answering: AnswerInProgress | undefined;
+  /** Called when the answer to the current request is written: the next request may come. */
+  answered(): void;
+}
+
+type Phase = 'head' | 'body' | 'waiting' | 'dropping';
+
+class Gate implements RequestGate {
+  refused: GateVerdict | undefined;
+  answering: AnswerInProgress | undefined;
+  #phase: Phase = 'head';
+  #head: Buffer = Buffer.alloc(0);
+  #bodyLeft = 0;
+  readonly #socket: Socket;
+  readonly #parse: (chunk: Buffer) => void;
+  readonly #onRefused: (verdict: GateVerdict) => void;
+
+  constructor(socket: Socket, parse: (chunk: Buffer) => void, onRefused: (verdict: GateVerdict) => void) {
+    this.#socket = socket;
+    this.#parse = parse;
+    this.#onRefused = onRefused;
+  }
+
+  answered(): void {
+    this.answering = undefined;
+    if (this.#phase !== 'waiting') return;
+    this.#phase = 'head';
+    this.#head = Buffer.alloc(0);
+  }
+
+  onData(chunk: Buffer): void {
+    switch (this.#phase) {
+      case 'dropping': return;
+      case 'waiting': return this.#refuse('pipelined');
+      case 'body': return this.#body(chunk);
+      case 'head': return this.#headBytes(chunk);
+    }
+  }
+
+  #headBytes(chunk: Buffer): void {
+    const before = this.#head.length;
+    const scanned = before === 0 ? chunk : Buffer.concat([this.#head, chunk]);
+    const end = scanned.indexOf(HEAD_END, Math.max(0, before - 3));
+    if (end === -1) {
+      this.#head = scanned.length > MAX_SCANNED_HEAD ? Buffer.alloc(0) : scanned;
+      return this.#parse(chunk);
+    }
+    const headLength = end + 4;
+    const text = scanned.subarray(0, headLength).toString('latin1');
+    if (/\r\ntransfer-encoding[ \t]*:/i.test(text)) {
+      // Its end cannot be found without decoding it; no IMDS client sends one.
+      return this.#refuse('chunked', chunk.subarray(0, headLength - before));
+    }
+    const length = /\r\ncontent-length[ \t]*:[ \t]*(\d{1,9})[ \t]*\r\n/i.exec(text);
+    this.#bodyLeft = length === null ? 0 : Number(length[1]);
+    const rest = chunk.subarray(headLength - before);
+    const body = rest.subarray(0, this.#bodyLeft);
+    this.#bodyLeft -= body.length;
+    const request = chunk.subarray(0, headLength - before + body.length);
+    this.#phase = this.#bodyLeft > 0 ? 'body' : 'waiting';
+    // Judged before the parser sees this request, so the request itself carries the refusal.
+    if (rest.length > body.length) this.#refuse('pipelined');
+    this.#parse(request);
+  }
+
+  #body(chunk: Buffer): void {
+    const body = chunk.subarray(0, this.#bodyLeft);
+    this.#bodyLeft -= body.length;
+    if (this.#bodyLeft === 0) this.#phase = 'waiting';
+    if (chunk.length > body.length) this.#refuse('pipelined');
+    this.#parse(body);
+  }
+
+  /** From here on nothing more is read, and the answer in progress, if any, is the connection's last. */
+  #refuse(verdict: GateVerdict, last?: Buffer): void {
+    this.refused ??= verdict;
+    if (this.#phase !== 'body') this.#phase = 'dropping';
+    this.#socket.pause();
+    if (this.answering !== undefined && !this.answering.headersSent) this.answering.shouldKeepAlive = false;
+    this.#onRefused(verdict);
+    if (last !== undefined) this.#parse(last);
+  }
+}
+
+const gates = new WeakMap<Socket, RequestGate>();
+
+export function gateOf(socket: Socket): RequestGate | undefined {
+  return gates.get(socket);
+}
+
+/** Before node:http's connection listener: make it read through 'data' events, not natively. */
+export function readInJavaScript(socket: Socket): void {
+  const handle = (socket as Socket & { _handle?: { _consumed?: boolean } })._handle;
+  if (handle !== undefined && handle !== null) handle._consumed = true;
+}
+
+/** After node:http's connection listener: wraps its 'data' listener. False when it is not there. */
+export function installGate(socket: Socket, onRefused: (verdict: GateVerdict) => void): boolean {
+  const listeners = socket.listeners('data') as Array<(chunk: Buffer) => void>;
+  if (listeners.length !== 1) return false;
+  const parse = listeners[0]!;
+  socket.removeListener('data', parse);
+  const gate = new Gate(socket, parse, onRefused);
+  socket.on('data', (chunk: Buffer) => gate.onData(chunk));
+  gates.set(socket, gate);
+  return true;
+}

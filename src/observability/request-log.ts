@@ -1,0 +1,46 @@
+// One log line per token decision, and per refusal of a caller, from the request hook. Tokens
+// never reach it: the outcome carries the upstream answer, and only its status is read here.
+// Values a pod sent are escaped and truncated; refusals go through the per-caller rate limit,
+// so a pod refused in a loop cannot rotate everything else out of the log.
+import type { Logger } from 'pino';
+import { safeForLog } from './log-safe.ts';
+import type { RefusalLog } from './refusal-log.ts';
+import { decisionLabel, type RequestObserver, type RequestOutcome } from './request-outcome.ts';
+
+export class RequestLog implements RequestObserver {
+  readonly #log: Logger;
+  readonly #refusals: RefusalLog;
+
+  constructor(log: Logger, refusals: RefusalLog) {
+    this.#log = log;
+    this.#refusals = refusals;
+  }
+
+  finished(o: RequestOutcome): void {
+    // Token requests whose query parsed, and callers refused for who they are (no pod, over
+    // their share); malformed requests and proxied routes are counted, not logged.
+    if (o.id === undefined && (o.reason === undefined || o.ip === undefined)) return;
+    const decision = decisionLabel(o);
+    const fields: Record<string, unknown> = o.id === undefined ? { route: o.route } : { req: o.id };
+    if (o.pod !== undefined) Object.assign(fields, { pod: `${o.pod.namespace}/${o.pod.name}`, uid: o.pod.uid });
+    else if (o.ip !== undefined) fields.ip = o.ip;
+    if (o.request !== undefined) fields.resource = safeForLog(o.request.resource);
+    const d = o.decision;
+    if (d?.kind === 'grant') Object.assign(fields, { identity: `${d.identity.namespace}/${d.identity.name}`, clientID: d.identity.clientID });
+    else if (d?.kind === 'pass-through') Object.assign(fields, { exception: d.exception.name, requested: selector(d.upstream) });
+    else if (o.pod !== undefined) fields.requested = selector(o.request?.selector);
+    Object.assign(fields, { decision, reason: o.reason, cache: o.cache, status: o.status, ms: Math.round(o.seconds * 100_000) / 100 });
+    if (o.upstream !== undefined && o.reason !== undefined) {
+      this.#log.warn({ ...fields, err: o.error }, 'token request failed upstream');
+    } else if (o.reason !== undefined) {
+      const caller = o.pod !== undefined ? `pod:${o.pod.uid}` : `ip:${o.ip ?? ''}`;
+      this.#refusals.write(caller, fields, o.id === undefined ? 'request refused' : 'token request refused');
+    } else {
+      this.#log.info(fields, o.status !== 200 ? 'token request failed upstream' : decision === 'granted' ? 'token granted' : 'token passed through (exception)');
+    }
+  }
+}
+
+function selector(s: { name: string; value: string } | undefined): { name: string; value: string } | undefined {
+  return s === undefined ? undefined : { name: s.name, value: safeForLog(s.value) };
+}
