@@ -62,6 +62,7 @@ export async function handleHostToken(o: HostTokenOptions, req: IncomingMessage,
     return o.refuse(res, t, 'state_not_ready');
   }
   const caller = await o.callers.identify(req.socket, signal, true);
+  t.via = caller.via;
   if (caller.kind === 'refuse') return o.refuse(res, t, caller.reason === 'caller_not_in_pod' ? 'host_token_forbidden' : caller.reason);
   if (!isAllowedCaller(caller.pod, o.allowed)) return o.refuse(res, t, 'host_token_forbidden');
 

@@ -182,9 +182,11 @@ export class MetadataHandler {
   }
 
   /** The live pod of this node behind the request (for every route), parked briefly for the pod-start race. */
-  #callingPod(req: IncomingMessage, t: Trace, signal: AbortSignal): Promise<Caller> {
+  async #callingPod(req: IncomingMessage, t: Trace, signal: AbortSignal): Promise<Caller> {
     t.ip = sourceIp(req.socket.remoteAddress);
-    return this.#o.callers.identify(req.socket, signal, this.#o.interceptHostNetwork, (found) => { t.podWait = found ? 'found' : 'timeout'; });
+    const caller = await this.#o.callers.identify(req.socket, signal, this.#o.interceptHostNetwork, (found) => { t.podWait = found ? 'found' : 'timeout'; });
+    t.via = caller.via;
+    return caller;
   }
 
   /** Fair shares are per pod (its UID, so an address's next holder starts afresh). */

@@ -23,6 +23,7 @@ export class RequestLog implements RequestObserver {
     const decision = decisionLabel(o);
     const fields: Record<string, unknown> = o.id === undefined ? { route: o.route } : { req: o.id };
     if (o.pod !== undefined) Object.assign(fields, { pod: `${o.pod.namespace}/${o.pod.name}`, uid: o.pod.uid });
+    if (o.via !== undefined) fields.via = o.via;
     else if (o.ip !== undefined) fields.ip = o.ip;
     if (o.request !== undefined) fields.resource = safeForLog(o.request.resource);
     const d = o.decision;
