@@ -3,7 +3,6 @@
 import t, { type Test } from 'tap';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { parseAllDocuments, type Document } from 'yaml';
 import { KubeHttp } from '../src/cluster/kube-http.ts';
 import { loadKubeConfig } from '../src/cluster/kube-config.ts';
 import type { ClusterView } from '../src/cluster/view.ts';
@@ -13,24 +12,12 @@ import { KubeEventSink } from '../src/events/kube-event-sink.ts';
 import { PodEvents } from '../src/events/pod-events.ts';
 import { kubernetesApiErrors } from '../src/observability/nmi-metrics.ts';
 import type { RequestOutcome } from '../src/observability/request-outcome.ts';
-import { FakeApiServer, type Obj, type ResourceName } from './fake-apiserver/fake-apiserver.ts';
+import { FakeApiServer, type Obj } from './fake-apiserver/fake-apiserver.ts';
 import { eventually, metric } from './fake-apiserver/harness.ts';
 import { META } from './helpers/http.ts';
-import { IDS, startStack, STATE_YAML, TOKEN } from './helpers/stack.ts';
+import { IDS, seededApi, startStack, TOKEN } from './helpers/stack.ts';
 
-const PLURAL: Record<string, ResourceName> = {
-  Pod: 'pods', AzureIdentity: 'azureidentities', AzureIdentityBinding: 'azureidentitybindings', AzurePodIdentityException: 'azurepodidentityexceptions',
-};
 
-async function seededApi(t: Test): Promise<FakeApiServer> {
-  const api = await FakeApiServer.start();
-  t.teardown(() => api.close());
-  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
-    const obj = doc.toJS() as Obj;
-    api.create(PLURAL[String(obj.kind)]!, obj);
-  }
-  return api;
-}
 
 const eventsOf = (api: FakeApiServer, pod: string): Obj[] => [...api.events.values()].filter((e) => (e.involvedObject as Obj).name === pod);
 

@@ -1,17 +1,9 @@
 // The two cluster-state sources must decide alike: one table of requests, run against the
 // daemon reading a manifests file and against the daemon reading the (fake) Kubernetes API.
-import t, { type Test } from 'tap';
-import { parseAllDocuments, type Document } from 'yaml';
-import { FakeApiServer, type Obj, type ResourceName } from './fake-apiserver/fake-apiserver.ts';
+import t from 'tap';
 import { META } from './helpers/http.ts';
-import { IDS, startStack, STATE_YAML, TOKEN, type Stack } from './helpers/stack.ts';
+import { IDS, seededApi, startStack, TOKEN, type Stack } from './helpers/stack.ts';
 
-const PLURAL: Record<string, ResourceName> = {
-  Pod: 'pods',
-  AzureIdentity: 'azureidentities',
-  AzureIdentityBinding: 'azureidentitybindings',
-  AzurePodIdentityException: 'azurepodidentityexceptions',
-};
 
 /** [what, source address, request, status, reason or granted client id] */
 const TABLE: Array<[string, string, string, number, string]> = [
@@ -28,16 +20,6 @@ const TABLE: Array<[string, string, string, number, string]> = [
   ['object_id', '127.0.0.13', `${TOKEN}&object_id=o-2`, 403, 'object_id_unverifiable'],
 ];
 
-/** A fake API server holding the objects of STATE_YAML (those `keep` accepts). */
-async function seededApi(t: Test, keep: (obj: Obj) => boolean = () => true): Promise<FakeApiServer> {
-  const api = await FakeApiServer.start();
-  t.teardown(() => api.close());
-  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
-    const obj = doc.toJS() as Obj;
-    if (keep(obj)) api.create(PLURAL[String(obj.kind)]!, obj);
-  }
-  return api;
-}
 
 async function outcomes(s: Stack): Promise<Array<[number, string]>> {
   const out: Array<[number, string]> = [];

@@ -2,16 +2,14 @@
 // probe interval + timeout + threshold; with --max-state-staleness, token decisions turn into a
 // retryable 503 until the API answers again. Time is scaled down here; the defaults are checked
 // to add up to about 30 s.
-import t, { type Test } from 'tap';
-import { parseAllDocuments, type Document } from 'yaml';
+import t from 'tap';
 import { DEFAULT_FRESHNESS } from '../src/cluster/freshness.ts';
 import { toDaemonConfig } from '../src/config/daemon-config.ts';
 import { FlagError, parseFlags } from '../src/config/flags.ts';
 import { REFUSALS } from '../src/decision/reasons.ts';
-import { FakeApiServer, type Obj, type ResourceName } from './fake-apiserver/fake-apiserver.ts';
 import { eventually, metric, sleep, startHarness } from './fake-apiserver/harness.ts';
 import { META } from './helpers/http.ts';
-import { IDS, startStack, STATE_YAML, TOKEN } from './helpers/stack.ts';
+import { IDS, seededApi, startStack, TOKEN } from './helpers/stack.ts';
 
 // Scaled down, with room for a loaded machine: a probe may take its whole timeout and still confirm in time.
 const FAST_FRESHNESS = { probeIntervalMs: 200, probeTimeoutMs: 1_000, staleAfterS: 2 };
@@ -49,19 +47,7 @@ t.test('a hanging API server shows as stale state within the cycle, and as fresh
   t.equal(await metric(h.registry, 'podid_nmi_state_stale', {}), 0);
 });
 
-const PLURAL: Record<string, ResourceName> = {
-  Pod: 'pods', AzureIdentity: 'azureidentities', AzureIdentityBinding: 'azureidentitybindings', AzurePodIdentityException: 'azurepodidentityexceptions',
-};
 
-async function seededApi(t: Test): Promise<FakeApiServer> {
-  const api = await FakeApiServer.start();
-  t.teardown(() => api.close());
-  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
-    const obj = doc.toJS() as Obj;
-    api.create(PLURAL[String(obj.kind)]!, obj);
-  }
-  return api;
-}
 
 t.test('with --max-state-staleness, token decisions are refused with a retryable 503 while stale, and served again after', async (t) => {
   const api = await seededApi(t);

@@ -1,25 +1,11 @@
 // --custom-user-agent as NMI had it (version/version.go appends it to its own User-Agent):
 // what the IMDS emulator and the fake API server actually receive.
-import t, { type Test } from 'tap';
-import { parseAllDocuments, type Document } from 'yaml';
+import t from 'tap';
 import { VERSION } from '../src/config/version.ts';
-import { FakeApiServer, type Obj, type ResourceName } from './fake-apiserver/fake-apiserver.ts';
 import { META } from './helpers/http.ts';
-import { IDS, startStack, STATE_YAML, TOKEN } from './helpers/stack.ts';
+import { IDS, seededApi, startStack, TOKEN } from './helpers/stack.ts';
 
-const PLURAL: Record<string, ResourceName> = {
-  Pod: 'pods', AzureIdentity: 'azureidentities', AzureIdentityBinding: 'azureidentitybindings', AzurePodIdentityException: 'azurepodidentityexceptions',
-};
 
-async function seededApi(t: Test): Promise<FakeApiServer> {
-  const api = await FakeApiServer.start();
-  t.teardown(() => api.close());
-  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
-    const obj = doc.toJS() as Obj;
-    api.create(PLURAL[String(obj.kind)]!, obj);
-  }
-  return api;
-}
 
 async function until(cond: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 10_000;

@@ -95,80 +95,50 @@ export class KubeHttp {
    * resolves with the rest of the list (kind, metadata) once the response is complete.
    */
   async getList(path: string, query: Query, timeoutMs: number, onItem: (item: unknown) => void): Promise<unknown> {
-    const url = this.url(path, query);
-    const ac = this.#track();
-    const timer = setTimeout(() => ac.abort(new KubeApiError(`GET ${path} timed out after ${timeoutMs} ms`)), timeoutMs);
-    try {
-      const { headers, dispatcher } = await this.prepare(url);
-      const res = await fetch(url, { headers, dispatcher, signal: ac.signal });
-      if (res.status !== 200 || res.body === null) {
-        const text = await res.text();
-        throw new KubeApiError(`GET ${path}: ${statusMessage(res.status, text)}`, res.status);
-      }
+    return this.#bounded('GET', path, query, timeoutMs, {}, async (res) => {
+      if (res.status !== 200 || res.body === null) throw new KubeApiError(`GET ${path}: ${statusMessage(res.status, await res.text())}`, res.status);
       const reader = new ListItemReader(onItem);
       const decoder = new TextDecoder();
       for await (const chunk of res.body) reader.push(decoder.decode(chunk, { stream: true }));
       reader.push(decoder.decode());
       return reader.end();
-    } catch (err) {
-      throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
-    } finally {
-      clearTimeout(timer);
-      this.#inflight.delete(ac);
-    }
+    });
   }
 
   /** A GET of one small object (the node, for its taints). */
-  async getJson(path: string, query: Query, timeoutMs: number): Promise<unknown> {
-    const url = this.url(path, query);
-    const ac = this.#track();
-    const timer = setTimeout(() => ac.abort(new KubeApiError(`GET ${path} timed out after ${timeoutMs} ms`)), timeoutMs);
-    try {
-      const { headers, dispatcher } = await this.prepare(url);
-      const res = await fetch(url, { headers, dispatcher, signal: ac.signal });
-      const text = await res.text();
-      if (res.status !== 200) throw new KubeApiError(`GET ${path}: ${statusMessage(res.status, text)}`, res.status);
-      return JSON.parse(text) as unknown;
-    } catch (err) {
-      throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
-    } finally {
-      clearTimeout(timer);
-      this.#inflight.delete(ac);
-    }
+  getJson(path: string, query: Query, timeoutMs: number): Promise<unknown> {
+    return this.#bounded('GET', path, query, timeoutMs, {}, (res) => jsonOf(res, 'GET', path));
   }
 
   /** A GET that only has to succeed (the freshness probe's `/version`): the body is not read. */
-  async ping(path: string, timeoutMs: number): Promise<void> {
-    const url = this.url(path, {});
-    const ac = this.#track();
-    const timer = setTimeout(() => ac.abort(new KubeApiError(`GET ${path} timed out after ${timeoutMs} ms`)), timeoutMs);
-    try {
-      const { headers, dispatcher } = await this.prepare(url);
-      const res = await fetch(url, { headers, dispatcher, signal: ac.signal });
+  ping(path: string, timeoutMs: number): Promise<void> {
+    return this.#bounded('GET', path, {}, timeoutMs, {}, async (res) => {
       await res.body?.cancel();
       if (res.status !== 200) throw new KubeApiError(`GET ${path}: HTTP ${res.status}`, res.status);
-    } catch (err) {
-      throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
-    } finally {
-      clearTimeout(timer);
-      this.#inflight.delete(ac);
-    }
+    });
   }
 
   /** One JSON PATCH (RFC 6902) on `path`; resolves with the patched object. */
-  async patchJson(path: string, ops: readonly unknown[], timeoutMs: number): Promise<unknown> {
-    const url = this.url(path, {});
+  patchJson(path: string, ops: readonly unknown[], timeoutMs: number): Promise<unknown> {
+    const init = { body: JSON.stringify(ops), contentType: 'application/json-patch+json' };
+    return this.#bounded('PATCH', path, {}, timeoutMs, init, (res) => jsonOf(res, 'PATCH', path));
+  }
+
+  /** One request with its whole life (headers and body) bounded by `timeoutMs`, cut on close(). */
+  async #bounded<T>(
+    method: 'GET' | 'PATCH', path: string, query: Query, timeoutMs: number,
+    init: { body?: string; contentType?: string }, read: (res: Response) => Promise<T>,
+  ): Promise<T> {
+    const url = this.url(path, query);
     const ac = this.#track();
-    const timer = setTimeout(() => ac.abort(new KubeApiError(`PATCH ${path} timed out after ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => ac.abort(new KubeApiError(`${method} ${path} timed out after ${timeoutMs} ms`)), timeoutMs);
     try {
       const { headers, dispatcher } = await this.prepare(url);
       const res = await fetch(url, {
-        method: 'PATCH', body: JSON.stringify(ops), dispatcher, signal: ac.signal,
-        headers: { ...headers, 'Content-Type': 'application/json-patch+json' },
+        method, body: init.body, dispatcher, signal: ac.signal,
+        headers: init.contentType === undefined ? headers : { ...headers, 'Content-Type': init.contentType },
       });
-      const text = await res.text();
-      if (res.status !== 200) throw new KubeApiError(`PATCH ${path}: ${statusMessage(res.status, text)}`, res.status);
-      return JSON.parse(text) as unknown;
+      return await read(res);
     } catch (err) {
       throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : err;
     } finally {
@@ -255,4 +225,10 @@ export class KubeHttp {
     else this.#inflight.add(ac);
     return ac;
   }
+}
+
+async function jsonOf(res: Response, method: string, path: string): Promise<unknown> {
+  const text = await res.text();
+  if (res.status !== 200) throw new KubeApiError(`${method} ${path}: ${statusMessage(res.status, text)}`, res.status);
+  return JSON.parse(text) as unknown;
 }

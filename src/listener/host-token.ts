@@ -14,7 +14,7 @@ import { parseQuery } from '../matcher/query.ts';
 import type { CallerRoom } from '../pods/caller-room.ts';
 import { isAllowedCaller, type CallerRule } from '../pods/host-token-callers.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
-import { UpstreamFailure, type UpstreamAnswer } from '../upstream/imds-client.ts';
+import type { UpstreamAnswer } from '../upstream/imds-client.ts';
 import { tokenPath } from '../upstream/token-path.ts';
 import { writeUpstream } from '../answer/respond.ts';
 import type { Trace } from './metadata-handler.ts';
@@ -42,14 +42,11 @@ export interface HostTokenOptions {
   fetchToken(path: string, caller: string, signal: AbortSignal, t: Trace): Promise<UpstreamAnswer>;
   /** Writes the refusal and reports the outcome. */
   refuse(res: ServerResponse, t: Trace, reason: Reason, allow?: readonly string[]): void;
+  /** Writes the refusal a failed fetch gets on the token route too (Retry-After, shutdown). */
+  upstreamFailed(res: ServerResponse, t: Trace, err: unknown, upstreamStarted: number): void;
   /** Reports an answered request. */
   finish(t: Trace, status: number): void;
 }
-
-const UPSTREAM_REASON: Record<string, Reason> = {
-  timeout: 'upstream_timeout', invalid: 'upstream_invalid', busy: 'upstream_busy',
-  share_exceeded: 'upstream_share_exceeded', queued: 'upstream_queued',
-};
 
 export async function handleHostToken(o: HostTokenOptions, req: IncomingMessage, res: ServerResponse, t: Trace): Promise<void> {
   t.route = 'host_token';
@@ -93,9 +90,7 @@ export async function handleHostToken(o: HostTokenOptions, req: IncomingMessage,
     // The named pod's share of the IMDS budget: the CSI provider acts for it.
     answer = await o.fetchToken(path, pod.uid, signal, t);
   } catch (err) {
-    const kind = err instanceof UpstreamFailure ? err.kind : 'unreachable';
-    t.upstream = { result: kind, seconds: (performance.now() - upstreamStarted) / 1000 };
-    return o.refuse(res, t, UPSTREAM_REASON[kind] ?? 'upstream_unreachable');
+    return o.upstreamFailed(res, t, err, upstreamStarted);
   }
   t.upstream = { result: answer.status, seconds: (performance.now() - upstreamStarted) / 1000, answer };
   const body = answer.status === 200 ? nmiAnswer(answer.body, decision.kind === 'grant' ? decision.identity.clientID : undefined) : undefined;

@@ -87,6 +87,7 @@ export class MetadataHandler {
       signalFor: (res) => hangUpSignal(res, options.stopping),
       fetchToken: (path, caller, signal, t) => this.#fetchToken(path, caller, signal, t),
       refuse: (res, t, reason, allow) => this.#refuse(res, t, reason, allow),
+      upstreamFailed: (res, t, err, upstreamStarted) => this.#upstreamFailed(res, t, err, upstreamStarted),
       finish: (t, status) => this.#finish(t, status),
     };
   }
@@ -174,11 +175,16 @@ export class MetadataHandler {
       writeUpstream(res, answer);
       this.#finish(t, answer.status);
     } catch (err) {
-      const kind = err instanceof UpstreamFailure ? err.kind : 'unreachable';
-      t.upstream = { result: kind, seconds: (performance.now() - upstreamStarted) / 1000 };
-      t.error = (err as Error).message;
-      this.#refuse(res, t, this.#o.stopping.aborted ? 'shutting_down' : UPSTREAM_REASON[kind], undefined, retryAfterOf(err));
+      this.#upstreamFailed(res, t, err, upstreamStarted);
     }
+  }
+
+  /** A failed fetch becomes its retryable refusal (IMDS's own Retry-After kept), or 503 shutting_down. */
+  #upstreamFailed(res: ServerResponse, t: Trace, err: unknown, upstreamStarted: number): void {
+    const kind = err instanceof UpstreamFailure ? err.kind : 'unreachable';
+    t.upstream = { result: kind, seconds: (performance.now() - upstreamStarted) / 1000 };
+    t.error = (err as Error).message;
+    this.#refuse(res, t, this.#o.stopping.aborted ? 'shutting_down' : UPSTREAM_REASON[kind], undefined, retryAfterOf(err));
   }
 
   /** The live pod of this node behind the request (for every route), parked briefly for the pod-start race. */

@@ -6,6 +6,8 @@ import { parseFlags } from '../../src/config/flags.ts';
 import { startDaemon, type Daemon, type DaemonOptions } from '../../src/daemon.ts';
 import { startImdsEmulator, type EmulatedIdentity, type EmulatorOptions, type ImdsEmulator } from '../../src/emulator/imds-emulator.ts';
 import { createLogger } from '../../src/observability/logger.ts';
+import { parseAllDocuments, type Document } from 'yaml';
+import { FakeApiServer, type Obj, type ResourceName } from '../fake-apiserver/fake-apiserver.ts';
 import { ask, type Answer, type Ask } from './http.ts';
 
 export interface Stack {
@@ -136,3 +138,18 @@ export async function startStack(t: Test, o: {
 }
 
 export const TOKEN = '/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net';
+
+const PLURAL: Record<string, ResourceName> = {
+  Pod: 'pods', AzureIdentity: 'azureidentities', AzureIdentityBinding: 'azureidentitybindings', AzurePodIdentityException: 'azurepodidentityexceptions',
+};
+
+/** A fake API server holding the objects of STATE_YAML (those `keep` accepts), closed with the test. */
+export async function seededApi(t: Test, keep: (obj: Obj) => boolean = () => true): Promise<FakeApiServer> {
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  for (const doc of parseAllDocuments(STATE_YAML) as Document[]) {
+    const obj = doc.toJS() as Obj;
+    if (keep(obj)) api.create(PLURAL[String(obj.kind)]!, obj);
+  }
+  return api;
+}
