@@ -14,7 +14,7 @@
 // the ports and --probe-listen-address (loopback, free ports). Everything else is as deployed.
 import { fork, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { Agent, request } from 'undici';
@@ -152,9 +152,9 @@ function cpuSeconds(pid: number): number {
 async function memory(pid: number, metricsPort: number): Promise<Memory> {
   const res = await request(`http://127.0.0.1:${metricsPort}/metrics`);
   const text = await res.body.text();
-  const value = (name: string): number => Number(new RegExp(`^podid_nmi_${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
+  const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
   const spaces: Record<string, number> = {};
-  for (const m of text.matchAll(/^podid_nmi_nodejs_heap_space_size_used_bytes\{space="(\w+)"\} (\S+)/gm)) spaces[m[1]!] = Number(m[2]);
+  for (const m of text.matchAll(/^nodejs_heap_space_size_used_bytes\{space="(\w+)"\} (\S+)/gm)) spaces[m[1]!] = Number(m[2]);
   return { ...procStatus(pid), heapUsed: value('nodejs_heap_size_used_bytes'), heapTotal: value('nodejs_heap_size_total_bytes'), external: value('nodejs_external_memory_bytes'), spaces };
 }
 
@@ -273,6 +273,7 @@ async function main(): Promise<void> {
       rows.push([`  ${r.resource ?? 'all'}: ${r.msg}`, `${r.ms} ms${r.objects !== undefined ? `, ${r.objects} objects` : ''}`]);
     }
     const atReady = await memory(pid, metricsPort);
+    if (process.env.BENCH_SMAPS) writeFileSync(`${process.env.BENCH_SMAPS}.ready`, readFileSync(`/proc/${pid}/smaps`));
     rows.push(['at ready', describeMemory(atReady)]);
     await sleep(10_000);
     const idle = await memory(pid, metricsPort);
@@ -294,6 +295,8 @@ async function main(): Promise<void> {
     const loadS = (performance.now() - loadStart) / 1000;
     if (statuses.get(200) !== REQUESTS) throw new Error(`token requests: ${JSON.stringify([...statuses])}`);
     const afterLoad = await memory(pid, metricsPort);
+    // BENCH_SMAPS=prefix: the daemon's mappings at ready and after the load, for a diagnostic run.
+    if (process.env.BENCH_SMAPS) writeFileSync(`${process.env.BENCH_SMAPS}.load`, readFileSync(`/proc/${pid}/smaps`));
     rows.push([`after ${REQUESTS} token requests (${(REQUESTS / loadS).toFixed(0)} req/s)`, describeMemory(afterLoad)]);
 
     // A new pod's first token: the request is parked before the pod exists (the pod-start
