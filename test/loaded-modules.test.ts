@@ -3,11 +3,11 @@
 // below is loaded on first use; the controls show the recording sees them when they are used.
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { seededApi, STATE_YAML } from './helpers/stack.ts';
+import { freePort } from './helpers/ports.ts';
 
 const CLI = new URL('../src/cli.ts', import.meta.url).pathname;
 
@@ -17,17 +17,6 @@ const UNUSED: Record<string, RegExp> = {
   'pino-pretty (text logs only)': /\/node_modules\/pino-pretty\//,
   "client-node's generated models and API clients": /\/client-node\/dist\/gen\/(models|apis|types)\//,
 };
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Runs the daemon until its cluster state is ready, stops it, and returns every module URL it resolved. */
 async function modulesLoaded(t: Test, flags: string[]): Promise<string[]> {
@@ -63,7 +52,6 @@ async function modulesLoaded(t: Test, flags: string[]): Promise<string[]> {
   return JSON.parse(await readFile(out, 'utf8')) as string[];
 }
 
-type Test = Parameters<Parameters<typeof t.test>[1]>[0];
 
 t.test('the daemon as deployed (Kubernetes API, JSON logs) loads none of the modules it does not use', async (t) => {
   const api = await seededApi(t);
