@@ -79,7 +79,8 @@ async function suite(): Promise<void> {
       s.emulator.setFault({ kind: 'reset' }, { times: 1 });
       refused(t, await ask(), 'upstream_unreachable', `${what}, connection reset`);
     }
-    t.match(await s.metrics(), /podid_nmi_requests_total\{route="host_token",decision="[a-z_]+",status="503",reason="upstream_timeout"\} 1/, 'counted under its route');
+    t.match(await s.metrics(), /podid_nmi_requests_total\{route="host_token",decision="granted",status="503",reason="upstream_timeout"\} 1/, 'counted under its route');
+    t.match(await s.metrics(), /podid_nmi_requests_total\{route="host_token",decision="granted",status="200",reason=""\} 2/, 'its grants are counted as granted, as the token route\'s');
 
     // IMDS keeps failing and asks for 7 s: both are told to come back after it, not at once.
     // (Two tokens, so the second is not the first's fetch, still held.)
