@@ -6,6 +6,7 @@ import { toDaemonConfig } from './config/daemon-config.ts';
 import { StateFileError } from './cluster/file-source.ts';
 import { VERSION } from './config/version.ts';
 import { createLogger } from './observability/logger.ts';
+import { registerLeanBuiltins } from './runtime/lean-builtins.ts';
 
 const USAGE = `Usage:
   nmi [flags]                 run the daemon
@@ -66,6 +67,7 @@ async function runDaemon(argv: string[]): Promise<number> {
   }
   const log = createLogger(config.logFormat, config.logLevel);
   for (const w of warnings) log.warn(w);
+  registerLeanBuiltins();
   const { startDaemon } = await import('./daemon.ts');
   let daemon;
   try {

@@ -16,9 +16,10 @@ const UNUSED: Record<string, RegExp> = {
   'yaml (manifests files only)': /\/node_modules\/yaml\//,
   'pino-pretty (text logs only)': /\/node_modules\/pino-pretty\//,
   "client-node's generated models and API clients": /\/client-node\/dist\/gen\/(models|apis|types)\//,
+  "Node's bundled undici (WebSocket, read by the ESM facade of node:http)": /^builtin:NativeModule internal\/deps\/undici\//,
 };
 
-/** Runs the daemon until its cluster state is ready, stops it, and returns every module URL it resolved. */
+/** Runs the daemon until its cluster state is ready, stops it, and returns every module URL it resolved, and node's own modules (`builtin:`). */
 async function modulesLoaded(t: Test, flags: string[]): Promise<string[]> {
   const dir = await mkdtemp(join(tmpdir(), 'podid-modules-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -29,7 +30,7 @@ async function modulesLoaded(t: Test, flags: string[]): Promise<string[]> {
     import { writeFileSync } from 'node:fs';
     const loaded = new Set();
     registerHooks({ resolve(s, c, next) { const r = next(s, c); loaded.add(r.url); return r; } });
-    process.on('exit', () => writeFileSync(${JSON.stringify(out)}, JSON.stringify([...loaded])));
+    process.on('exit', () => writeFileSync(${JSON.stringify(out)}, JSON.stringify([...loaded, ...process.moduleLoadList.map((m) => 'builtin:' + m)])));
   `)}`;
   const ports = [await freePort(), await freePort(), await freePort()];
   const child = spawn(process.execPath, ['--import', preload, CLI, '--node=node-1', '--manage-iptables=false', '--probe-listen-address=127.0.0.1',
