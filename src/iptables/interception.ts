@@ -38,6 +38,8 @@ export interface InterceptionOptions {
   commandPrefix?: string[];
   /** Default: detected at start, as kube-proxy's images do. */
   backend?: Backend;
+  /** Runs every command, sysctl included (tests' fake iptables). Default: `commandRunner(commandPrefix)`. */
+  run?: CommandRunner;
   /** --intercept-host-network: also DNAT hostNetwork pods' traffic (OUTPUT, by socket cgroup). */
   hostNetwork?: HostNetworkOptions;
 }
@@ -131,10 +133,10 @@ export class InterceptionRules {
     this.#run = run;
     this.#backend = backend;
     this.#bin = binariesFor(backend);
-    // Only a loopback target needs route_localnet. Through a prefix the value must be read
-    // where the commands run; otherwise /proc/sys/net is already the daemon's own namespace.
+    // Only a loopback target needs route_localnet. Through a prefix or a given runner the value
+    // must be read where the commands run; otherwise /proc/sys/net is the daemon's own namespace.
     this.#sysctl = !opts.targetIp.startsWith('127.') ? null
-      : opts.commandPrefix?.length ? sysctlViaCommand(run) : sysctlViaProc();
+      : opts.commandPrefix?.length || opts.run ? sysctlViaCommand(run) : sysctlViaProc();
     this.#desired = desiredChainRules(opts);
     this.#metrics = interceptionMetrics(opts.registry);
     this.#status = {
@@ -148,7 +150,7 @@ export class InterceptionRules {
    */
   static async start(opts: InterceptionOptions): Promise<InterceptionRules> {
     validate(opts);
-    const run = commandRunner(opts.commandPrefix);
+    const run = opts.run ?? commandRunner(opts.commandPrefix);
     let backend = opts.backend;
     if (backend === undefined) {
       const detected = await detectBackend(run);
