@@ -100,7 +100,7 @@ t.test('failing iptables is logged, counted and retried, never thrown from the l
   await t.rejects(rules.check(), /podid-test-missing-binary/, 'a direct check() reports the failure');
 
   await new Promise((resolve) => setTimeout(resolve, 650));
-  rules.stop();
+  await rules.stop();
   const elapsedTicks = (Date.now() - startedAt) / 100;
   const failures = await metricValue(registry, 'podid_nmi_iptables_failures_total', { operation: 'read_rules' });
   t.ok(failures >= 4, `the loop kept retrying (${failures} failures)`);
@@ -188,7 +188,7 @@ for (const backend of ['nft', 'legacy'] as const) {
     t.equal(await metricValue(registry, 'podid_nmi_iptables_repairs_total', { reason: 'route_localnet' }), 2);
     t.equal(await metricValue(registry, 'podid_nmi_iptables_failures_total'), 0, 'no failures at all');
 
-    rules.stop();
+    await rules.stop();
     t.equal(await nat(node, backend), EXPECTED_NAT, 'stop() leaves the rules (fail closed)');
 
     await cleanupInterception({ log, commandPrefix: node.prefix, backend });
@@ -211,7 +211,7 @@ t.test('the loop repairs drift on its own, and stops', { skip: unavailable ?? fa
   t.equal(await nat(node, 'nft'), EXPECTED_NAT, 'repaired without a manual check');
   t.equal(await metricValue(registry, 'podid_nmi_iptables_repairs_total', { reason: 'chain_changed' }), 1);
 
-  rules.stop();
+  await rules.stop();
   await new Promise((resolve) => setTimeout(resolve, 250));
   await node.exec('iptables-nft', ['-w', '5', '-t', 'nat', '-D', 'aad-metadata', '1']);
   await new Promise((resolve) => setTimeout(resolve, 600));
@@ -226,7 +226,7 @@ t.test('backend detection, as kube-proxy images do it', { skip: unavailable ?? f
 
   const empty = await createNode({ t });
   const a = await start(empty);
-  a.stop();
+  await a.stop();
   t.equal(a.backend, 'nft', 'nft when no flavour holds rules');
   t.match(lines.find((l) => l.msg === 'iptables backend detected'), { backend: 'nft' });
   t.match(await nat(empty, 'nft'), /-A PREROUTING -j aad-metadata/);
@@ -234,7 +234,7 @@ t.test('backend detection, as kube-proxy images do it', { skip: unavailable ?? f
   const legacy = await createNode({ t });
   await legacy.exec('iptables-legacy', ['-w', '5', '-A', 'INPUT', '-s', '10.99.0.1/32', '-j', 'ACCEPT']);
   const b = await start(legacy);
-  b.stop();
+  await b.stop();
   t.equal(b.backend, 'legacy', 'legacy when it holds more rules');
   t.match(await nat(legacy, 'legacy'), /-A PREROUTING -j aad-metadata/);
   t.notMatch(await nat(legacy, 'nft'), /aad-metadata/, 'nothing added to the other flavour');
@@ -243,7 +243,7 @@ t.test('backend detection, as kube-proxy images do it', { skip: unavailable ?? f
   await hinted.exec('iptables-legacy', ['-w', '5', '-A', 'INPUT', '-s', '10.99.0.1/32', '-j', 'ACCEPT']);
   await hinted.exec('iptables-nft', ['-w', '5', '-t', 'mangle', '-N', 'KUBE-IPTABLES-HINT']);
   const c = await start(hinted);
-  c.stop();
+  await c.stop();
   t.equal(c.backend, 'nft', "kubelet's hint chain wins over rule counts");
 });
 
@@ -258,7 +258,7 @@ t.test('without a prefix, run inside the namespace as the daemon runs on a node'
       metadataIp: '169.254.169.254', metadataPort: 80, targetIp: '127.0.0.1', targetPort: 2579,
       intervalSec: 3600, conntrackFlush: true, log: pino({ level: 'warn' }, process.stderr), registry: new Registry(),
     });
-    rules.stop();
+    await rules.stop();
     console.log(JSON.stringify(rules.status));
   `;
   const run = await node.exec(nodeBinary, ['--input-type=module', '-e', script], { timeoutMs: 30_000 });
@@ -314,7 +314,7 @@ t.test('a pod packet to 169.254.169.254:80 reaches the loopback listener', { ski
   t.same(await call(node), { name: 'imds', remote: '169.254.169.254', local: '169.254.169.254:80' },
     'host traffic (OUTPUT, hostNetwork pods, the daemon itself) is not intercepted');
 
-  rules.stop();
+  await rules.stop();
   t.match(await call(pod), { name: 'daemon' }, 'still intercepted after stop()');
   await daemon.kill();
   t.same(await call(pod), { error: 'ECONNREFUSED' }, 'daemon gone: refused, not passed through to IMDS (fail closed)');

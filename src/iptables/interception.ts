@@ -68,6 +68,14 @@ class StepError extends Error {
   }
 }
 
+/** A pass given up because stop() was called: not a failure, nothing was written by it. */
+export class InterceptionStopped extends Error {
+  override name = 'InterceptionStopped';
+  constructor() {
+    super('interception rules are stopped: no more checks or repairs');
+  }
+}
+
 async function step<T>(operation: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
@@ -124,6 +132,7 @@ export class InterceptionRules {
   #queue: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
+  #stopping: Promise<void> | undefined;
   #everInstalled = false;
   #status: InterceptionStatus;
 
@@ -182,11 +191,23 @@ export class InterceptionRules {
     return pass;
   }
 
-  /** Stops the loop and leaves the rules in place (fail closed). */
-  stop(): void {
+  /**
+   * Stops the loop and leaves the rules in place (fail closed). Resolves once the pass that
+   * was running has ended: it finishes the command under way but starts no write after it,
+   * so nothing puts the rules back once this has resolved (a `cleanup` can follow safely).
+   */
+  stop(): Promise<void> {
+    if (this.#stopping) return this.#stopping;
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#stopping = this.#queue.then(() => {});
+    return this.#stopping;
+  }
+
+  /** Called before every write: a pass that is running when stop() comes gives up here. */
+  #beforeWrite(): void {
+    if (this.#stopped) throw new InterceptionStopped();
   }
 
   #schedule(): void {
@@ -199,6 +220,7 @@ export class InterceptionRules {
   }
 
   async #checkOnce(): Promise<'ok' | 'repaired'> {
+    if (this.#stopped) throw new InterceptionStopped();
     try {
       const localnetRepaired = await this.#ensureRouteLocalnet();
       const rulesRepaired = await this.#ensureRules();
@@ -207,9 +229,14 @@ export class InterceptionRules {
       this.#status.lastError = null;
       this.#metrics.installed.set(1);
       this.#metrics.lastSuccess.set(Date.now() / 1000);
+      // Not gated by stop(): it only makes the rules just written apply to open connections.
       if (rulesRepaired && this.#opts.conntrackFlush) await this.#flushConntrack();
       return localnetRepaired || rulesRepaired ? 'repaired' : 'ok';
     } catch (err) {
+      if (err instanceof InterceptionStopped) {
+        this.#log.debug('check given up: stopping');
+        throw err;
+      }
       const operation = err instanceof StepError ? err.operation : 'check';
       this.#status.rulesInstalled = false;
       this.#status.lastError = err instanceof Error ? err.message : String(err);
@@ -224,14 +251,19 @@ export class InterceptionRules {
   /** Returns whether it had to set the value. A failure is reported but does not stop the rules. */
   async #ensureRouteLocalnet(): Promise<boolean> {
     if (!this.#sysctl) return false;
+    const sysctl = this.#sysctl;
     try {
-      const result = await ensureRouteLocalnet(this.#sysctl);
+      const result = await ensureRouteLocalnet({
+        read: () => sysctl.read(),
+        enable: () => { this.#beforeWrite(); return sysctl.enable(); },
+      });
       this.#status.routeLocalnet = true;
       if (result === 'already') return false;
       this.#metrics.repairs.inc({ reason: 'route_localnet' });
       this.#log.info('set net.ipv4.conf.all.route_localnet=1 so that DNAT to the loopback listener works');
       return true;
     } catch (err) {
+      if (err instanceof InterceptionStopped) throw err;
       this.#status.routeLocalnet = false;
       this.#metrics.failures.inc({ operation: 'route_localnet' });
       this.#log.error({ err }, ROUTE_LOCALNET_HELP);
@@ -262,6 +294,7 @@ export class InterceptionRules {
     }
     // Both chains in one transaction: no moment where one is new and the other stale.
     const input = restoreInput(plan.lines);
+    this.#beforeWrite();
     await step('write_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input }));
     const after = await step('verify_rules', read);
     const left = planFor(after);
