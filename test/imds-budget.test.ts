@@ -129,7 +129,8 @@ t.test('SIGTERM to the daemon process: every waiting client gets its 503, then t
   let out = '';
   daemon.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   daemon.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  await waitFor(() => out.includes('podid-nmi listening'));
+  // A Node process start: over 20 s at load average 20.
+  await eventually(() => out.includes('podid-nmi listening'), 'the daemon listening', 90_000);
   const port = Number(/"listen":"127\.0\.0\.1:(\d+)"/.exec(out)?.[1]);
   const asks = [
     ...[0, 1, 2, 3, 4, 5].map((i) => ask(port, resourceToken(i), { from: '127.0.0.12', headers: META })),

@@ -12,6 +12,10 @@ import { eventually, sleep } from './helpers/eventually.ts';
 import { createNode, netnsUnavailable, nodeBinary } from './netns/netns.ts';
 import type { NetnsNode } from './netns/netns.ts';
 
+// Every step spawns `ip netns exec …`: at load average 20 the file took 220 s (20 s idle), past
+// tap's 120 s, and a file killed by its timeout leaves its namespaces behind.
+t.setTimeout(600_000);
+
 interface LogLine { level: number; msg: string; [key: string]: unknown }
 
 function captureLog(): { log: Logger; lines: LogLine[] } {
@@ -272,7 +276,8 @@ t.test('without a prefix, run inside the namespace as the daemon runs on a node'
     await rules.stop();
     console.log(JSON.stringify(rules.status));
   `;
-  const run = await node.exec(nodeBinary, ['--input-type=module', '-e', script], { timeoutMs: 30_000 });
+  // A bound, not an expectation: a Node start inside the namespace took over 30 s at load average 20.
+  const run = await node.exec(nodeBinary, ['--input-type=module', '-e', script], { timeoutMs: 120_000 });
   const status = JSON.parse(run.stdout) as Record<string, unknown>;
   t.match(status, { backend: 'nft', rulesInstalled: true, routeLocalnet: true, lastError: null });
   t.equal(await nat(node, 'nft'), EXPECTED_NAT);

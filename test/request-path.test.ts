@@ -208,7 +208,8 @@ t.test('a client that hangs up cancels the upstream request', async (t) => {
 });
 
 t.test('tokens are cached and concurrent asks share one upstream fetch', async (t) => {
-  const s = await startStack(t, { emulator: { tokenLatencyMs: 100 } });
+  // IMDS answers slowly enough that all eight asks are in before it does, even on a loaded machine.
+  const s = await startStack(t, { emulator: { tokenLatencyMs: 1_500 } });
   const asks = Array.from({ length: 8 }, () => s.ask(TOKEN, { from: '127.0.0.10', headers: META }));
   const answers = await Promise.all(asks);
   t.same(answers.map((a) => a.status), Array(8).fill(200));
