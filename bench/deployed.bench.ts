@@ -16,11 +16,11 @@ import { fork, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { Agent, request } from 'undici';
 import { NOT_INTERCEPTING } from '../src/probes/readiness.ts';
 import { ROOT, deployedCommand, withFlags } from './as-deployed.ts';
 import { realisticBinding, realisticIdentity, realisticPod } from './realistic-objects.ts';
+import { freePort } from '../test/helpers/ports.ts';
 
 const NODE = 'node-a';
 const NODE_PODS = 250;
@@ -118,17 +118,6 @@ function next<T extends FromCluster['op']>(child: ChildProcess, op: T, timeoutMs
       resolve(m as Extract<FromCluster, { op: T }>);
     };
     child.on('message', on);
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
   });
 }
 

@@ -40,8 +40,9 @@ status: {phase: Running, podIPs: [{ip: ${ip}}]}`);
 
 // The daemons run with the image's node options and environment (Dockerfile ENTRYPOINT, ENV),
 // so that runtime tuning is measured here as deployed. BENCH_NODE_ARGS / BENCH_ENV="K=V ..."
-// replace them for an experiment.
+// replace them for an experiment; BENCH_DAEMON_ARGS adds daemon flags (--memory-saver=false).
 const deployed = deployedCommand();
+const extraDaemonArgs = (process.env.BENCH_DAEMON_ARGS ?? '').split(' ').filter((a) => a !== '');
 const daemonNodeArgs = process.env.BENCH_NODE_ARGS !== undefined ? process.env.BENCH_NODE_ARGS.split(' ').filter((a) => a !== '') : deployed.nodeArgs;
 const daemonEnv: Record<string, string> = { ...process.env as Record<string, string>, ...(process.env.BENCH_ENV !== undefined ? {} : deployed.env) };
 for (const pair of (process.env.BENCH_ENV ?? '').split(' ').filter((x) => x.includes('='))) daemonEnv[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1);
@@ -108,7 +109,7 @@ await writeFile(`${dir}/state.yaml`, state());
 await writeFile(`${dir}/ids.json`, JSON.stringify({ identities: [{ clientID: CLIENT, resourceID: '/r/id', objectID: 'o' }] }));
 const emulator = await start(['imds-emulator', '--listen', '127.0.0.1:18079', '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening', false);
 // Never the machine's own iptables.
-const common = ['--node=bench', '--manage-iptables=false', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', '--metadata-port=18079',
+const common = [...extraDaemonArgs, '--node=bench', '--manage-iptables=false', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', '--metadata-port=18079',
   '--probe-listen-address=127.0.0.1', '--log-level=info', '--log-format=json'];
 const cached = await start([...common, '--nmi-port=12579', '--http-probe-port=18085', '--prometheus-port=18085'], 'podid-nmi listening');
 const uncached = await start([...common, '--nmi-port=12580', '--http-probe-port=18086', '--prometheus-port=18086', '--token-cache=false'], 'podid-nmi listening');
@@ -128,7 +129,7 @@ try {
   const base = results[0]!;
   console.log(`node ${process.version}, ${PODS} pods in state, ${CONCURRENCY} connections, up to ${REQUESTS} requests or ${CAP_MS / 1000} s per scenario`);
   const envNames = process.env.BENCH_ENV !== undefined ? process.env.BENCH_ENV.split(' ').map((p) => p.split('=')[0]!) : Object.keys(deployed.env);
-  console.log(`daemon node options: ${daemonNodeArgs.join(' ') || '(none)'}; env: ${envNames.map((k) => `${k}=${daemonEnv[k]}`).join(' ')}`);
+  console.log(`daemon node options: ${daemonNodeArgs.join(' ') || '(none)'}; env: ${envNames.map((k) => `${k}=${daemonEnv[k]}`).join(' ')}; extra flags: ${extraDaemonArgs.join(' ') || '(none)'}`);
   console.log('| scenario | requests | req/s | p50 ms | p99 ms | p50 vs baseline | daemon CPU µs/request | statuses |');
   console.log('|---|---|---|---|---|---|---|---|');
   for (const r of results) {

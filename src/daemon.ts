@@ -26,6 +26,7 @@ import { RequestAdmission } from './listener/admission.ts';
 import { Cooldown } from './listener/cooldown.ts';
 import { RefusalLog } from './observability/refusal-log.ts';
 import { callerAt } from './pods/caller.ts';
+import { favourMemoryFromNowOn } from './runtime/memory.ts';
 
 /** How long a caller that pipelined is refused new connections. */
 export const PIPELINING_COOLDOWN_MS = 5_000;
@@ -138,6 +139,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const m = metricsServer;
   const untaint = new AbortController();
   if (config.removeNodeTaint !== '') void removeStartupTaint(config, log, ready, untaint.signal);
+  if (config.memorySaver) state.whenReady(untaint.signal).then(favourMemoryFromNowOn, () => {});
   return {
     listener: l, state, metrics, probes: p, metricsServer: m,
     isReady: ready,

@@ -1,10 +1,15 @@
 // Cluster state from a multi-document YAML file of Pods, AzureIdentities, bindings and
 // exceptions, as `kubectl get -o yaml` prints them (a `kind: List` is unrolled).
 import { readFile } from 'node:fs/promises';
-import { parseAllDocuments } from 'yaml';
+import { createRequire } from 'node:module';
 import { ConversionError, toClusterObject } from './convert.ts';
 import type { ClusterObject } from './objects.ts';
 import { IndexedClusterState } from './indexed-state.ts';
+
+// Loaded on first use: a daemon fed by the informers never parses YAML, and the package is
+// about 70 modules (README, Memory).
+const require = createRequire(import.meta.url);
+let yaml: typeof import('yaml') | undefined;
 
 export class StateFileError extends Error {
   override name = 'StateFileError';
@@ -13,7 +18,8 @@ export class StateFileError extends Error {
 /** Parses the file's text into cluster objects; throws StateFileError naming the document. */
 export function parseStateDocuments(text: string, file: string): ClusterObject[] {
   const out: ClusterObject[] = [];
-  const docs = parseAllDocuments(text, { uniqueKeys: true });
+  yaml ??= require('yaml') as typeof import('yaml');
+  const docs = yaml.parseAllDocuments(text, { uniqueKeys: true });
   const list = Array.isArray(docs) ? docs : [docs];
   list.forEach((doc, i) => {
     const where = `${file}: document ${i + 1}`;

@@ -14,7 +14,7 @@ import { FreshnessTracker } from './freshness.ts';
 import type { FreshnessTuning } from './freshness.ts';
 import { BindingSink, NamedSink, PodSink } from './index-sinks.ts';
 import { IndexedClusterState } from './indexed-state.ts';
-import { releaseBurstMemory } from './release-memory.ts';
+import { releaseBurstMemory } from '../runtime/memory.ts';
 import { InformerMetrics } from './informer-metrics.ts';
 import { loadKubeConfig } from './kube-config.ts';
 import { KubeHttp } from './kube-http.ts';

@@ -13,7 +13,7 @@ import type { CountedEventType } from './informer-watch.ts';
 import { KubeApiError } from './kube-http.ts';
 import type { KubeHttp } from './kube-http.ts';
 import { ListThenWatch } from './list-then-watch.ts';
-import { releaseBurstMemory } from './release-memory.ts';
+import { releaseBurstMemory } from '../runtime/memory.ts';
 import type { ClusterObject } from './objects.ts';
 
 type Raw = Record<string, unknown>;

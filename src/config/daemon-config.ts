@@ -26,6 +26,8 @@ export interface DaemonConfig {
   podWaitMs: number;
   maxStateStalenessS: number;
   podEvents: boolean;
+  /** --memory-saver: V8's memory saver mode once state is ready. */
+  memorySaver: boolean;
   upstreamConnectTimeoutMs: number;
   upstreamTimeoutMs: number;
   tokenCache: boolean;
@@ -113,6 +115,7 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
     podWaitMs: Number(v['pod-wait-ms']),
     maxStateStalenessS: Number(v['max-state-staleness']),
     podEvents: v['pod-events'] === true,
+    memorySaver: v['memory-saver'] === true,
     upstreamConnectTimeoutMs: Number(v['upstream-connect-timeout-ms']),
     upstreamTimeoutMs: Number(v['upstream-timeout-ms']),
     tokenCache: v['token-cache'] === true,

@@ -1,0 +1,36 @@
+// How the daemon asks V8 to hold less memory. Both steps are measured in README (Memory) with
+// bench/deployed.bench.ts, the daemon started as the image starts it.
+//
+// A list is a burst: a large cluster's first sync parses tens of MB of JSON in a second or
+// two, and V8 keeps the heap it grew for it (a young generation at its semi-space maximum,
+// old-space pages left sparse). One memory-reducing full collection after the burst hands it
+// back. It needs node's --expose-gc, which the image passes; without it (tests, `npx nmi`)
+// that step does nothing.
+//
+// Steady serving is the opposite of a burst: small, short-lived allocations per request on a
+// heap that hardly changes. V8's default heuristics size the heap for throughput and keep
+// freed pages for reuse, about 5 to 10 MiB above what serving needs after a load burst. Memory
+// saver mode grows the heap in smaller steps and gives pages back sooner. It is switched on
+// once the state is ready, not on the command line: during the first sync it would cost
+// about 0.6 s of CPU (more collections while 50 MB of lists are parsed), which time to ready
+// cannot spare.
+import { setFlagsFromString } from 'node:v8';
+
+type GcFunction = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
+
+/** Runs a memory-reducing full GC if node exposes one; returns whether it ran. */
+export function releaseBurstMemory(): boolean {
+  const gc = (globalThis as { gc?: GcFunction }).gc;
+  if (typeof gc !== 'function') return false;
+  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  return true;
+}
+
+/**
+ * From now on, V8 favours a small heap over fewer collections. Node keeps V8's flags writable
+ * after start for exactly this (v8.setFlagsFromString); the flag is a GC heuristic, read at
+ * each sizing decision.
+ */
+export function favourMemoryFromNowOn(): void {
+  setFlagsFromString('--memory-saver-mode');
+}
