@@ -56,13 +56,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const upstream = openUpstream(config, metrics.registry);
   const { imds, scheduler, tokens, stopping } = upstream;
   const ownCgroup = readOwnCgroup();
-  const sockets = new SocketCgroupReader();
+  // Addresses no pod holds (a pod's first calls, or no pod at all) share a quarter of the listener;
+  // as many node-address connections may wait for their socket cgroup, so none finds ss busy.
+  const strangers = Math.max(1, Math.floor(config.maxConnections / 4));
+  const sockets = new SocketCgroupReader({ maxQueued: strangers });
   const callers = new CallerRoom({
     state, nodeName: config.node, sockets, cgroupParent: config.kubepodsCgroupParent,
     selfUid: podCgroupOf(ownCgroup, config.kubepodsCgroupParent)?.uid, podWaitMs: config.podWaitMs,
   });
-  // Addresses no pod holds (a pod's first calls, or no pod at all) share a quarter of the listener.
-  const strangers = Math.max(1, Math.floor(config.maxConnections / 4));
   const pipelined = new Cooldown(PIPELINING_COOLDOWN_MS);
   const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers }, pipelined);
   const refusals = new RefusalLog(log);
@@ -96,6 +97,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections,
       connectionsPerCaller: config.maxConnectionsPerPod, strangerConnections: strangers, callerOf: (ip) => callerAt(state, ip),
       cooldown: pipelined,
+      // hostNetwork pods: charged to their own shares once their socket cgroup is known.
+      attribute: config.interceptHostNetwork ? (socket) => callers.connectionCaller(socket) : undefined,
+      attributionPool: strangers,
       onRefusal: (reason, status, ip) => {
         metrics.request('connection', 'refused', status, reason, 0);
         refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { ClusterView } from '../cluster/view.ts';
 import { callerAt } from '../pods/caller.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
+import { connectionCaller } from './connection-caller.ts';
 import type { Cooldown } from './cooldown.ts';
 import { gateOf } from './request-gate.ts';
 import { Shares, type ShareLimits } from './shares.ts';
@@ -45,7 +46,7 @@ export class RequestAdmission {
       this.#connections.set(socket, c);
     }
     if (c.pipelined) return 'ignored';
-    const caller = callerAt(this.#state, sourceIp(socket.remoteAddress));
+    const caller = connectionCaller(socket) ?? callerAt(this.#state, sourceIp(socket.remoteAddress));
     // The gate (request-gate.ts) sees pipelining in the bytes, before this request was parsed.
     const gate = gateOf(socket);
     if (gate?.refused !== undefined) {

@@ -8,16 +8,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ClusterState } from '../cluster/view.ts';
 import type { DecisionPolicy } from '../decision/decide.ts';
 import { decideAwaitingAssignment } from './await-assignment.ts';
-import type { Reason } from '../decision/reasons.ts';
 import { parseTokenRequest } from '../decision/token-request.ts';
+import { isForwarded } from '../matcher/headers.ts';
 import { parseQuery } from '../matcher/query.ts';
 import type { CallerRoom } from '../pods/caller-room.ts';
 import { isAllowedCaller, type CallerRule } from '../pods/host-token-callers.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
 import type { UpstreamAnswer } from '../upstream/imds-client.ts';
+import type { TokenFetch } from '../upstream/token-fetch.ts';
 import { tokenPath } from '../upstream/token-path.ts';
 import { writeUpstream } from '../answer/respond.ts';
-import type { Trace } from './metadata-handler.ts';
+import type { AnswerWriter, RequestContext } from './request-context.ts';
 
 /** The api-version NMI's adal client used; the CSI provider sends none. */
 const API_VERSION = '2018-02-01';
@@ -30,7 +31,6 @@ export function isHostTokenTarget(target: string): boolean {
   return path === '/host/token' || path === '/host/token/';
 }
 
-/** What the metadata handler lends this route: state, policy, and its own answer and upstream steps. */
 export interface HostTokenOptions {
   state: ClusterState;
   callers: CallerRoom;
@@ -38,70 +38,68 @@ export interface HostTokenOptions {
   podWaitMs: number;
   policy: DecisionPolicy;
   assignmentWaitMs: number;
-  signalFor(res: ServerResponse): AbortSignal;
-  fetchToken(path: string, caller: string, signal: AbortSignal, t: Trace): Promise<UpstreamAnswer>;
-  /** Writes the refusal and reports the outcome. */
-  refuse(res: ServerResponse, t: Trace, reason: Reason, allow?: readonly string[]): void;
-  /** Writes the refusal a failed fetch gets on the token route too (Retry-After, shutdown). */
-  upstreamFailed(res: ServerResponse, t: Trace, err: unknown, upstreamStarted: number): void;
-  /** Reports an answered request. */
-  finish(t: Trace, status: number): void;
+  /** The token route's own fetch: cache, pacing, the named pod's share. */
+  fetchToken: TokenFetch;
 }
 
-export async function handleHostToken(o: HostTokenOptions, req: IncomingMessage, res: ServerResponse, t: Trace): Promise<void> {
+/** Answers through `r`, as the metadata routes do: refusals, upstream failures and the report are theirs. */
+export async function handleHostToken(o: HostTokenOptions, req: IncomingMessage, r: RequestContext): Promise<void> {
+  const t = r.trace;
   t.route = 'host_token';
   t.ip = sourceIp(req.socket.remoteAddress);
-  if (req.method !== 'GET') return o.refuse(res, t, 'method_not_allowed', ['GET']);
+  if (req.method !== 'GET') return r.refuse('method_not_allowed', ['GET']);
   const h = req.headers;
-  if (h['x-forwarded-for'] !== undefined || h.forwarded !== undefined) return o.refuse(res, t, 'forwarded_header');
-  const signal = o.signalFor(res);
+  if (isForwarded(h)) return r.refuse('forwarded_header');
+  const signal = r.signal;
   if (!o.state.isReady() && !(await o.state.whenReady(AbortSignal.any([signal, AbortSignal.timeout(o.podWaitMs)])).then(() => true, () => false))) {
-    return o.refuse(res, t, 'state_not_ready');
+    return r.refuse('state_not_ready');
   }
   const caller = await o.callers.identify(req.socket, signal, true);
   t.via = caller.via;
-  if (caller.kind === 'refuse') return o.refuse(res, t, caller.reason === 'caller_not_in_pod' ? 'host_token_forbidden' : caller.reason);
-  if (!isAllowedCaller(caller.pod, o.allowed)) return o.refuse(res, t, 'host_token_forbidden');
+  if (caller.kind === 'refuse') return r.refuse(caller.reason === 'caller_not_in_pod' ? 'host_token_forbidden' : caller.reason);
+  if (!isAllowedCaller(caller.pod, o.allowed)) return r.refuse('host_token_forbidden');
 
   const podns = h.podns;
   const podname = h.podname;
   if (typeof podns !== 'string' || typeof podname !== 'string' || !POD_NAME.test(podns) || !POD_NAME.test(podname)) {
-    return o.refuse(res, t, 'host_token_pod_missing');
+    return r.refuse('host_token_pod_missing');
   }
   const q = (req.url ?? '').indexOf('?');
   const params = parseQuery(q === -1 ? '' : (req.url ?? '').slice(q + 1));
-  if (typeof params === 'string') return o.refuse(res, t, params);
+  if (typeof params === 'string') return r.refuse(params);
   if (!params.has('api-version')) params.set('api-version', API_VERSION);
   const request = parseTokenRequest(params);
-  if (typeof request === 'string') return o.refuse(res, t, request);
+  if (typeof request === 'string') return r.refuse(request);
   t.request = request;
   const pod = o.state.podNamed(podns, podname);
-  if (pod === undefined) return o.refuse(res, t, 'host_token_pod_unknown');
+  if (pod === undefined) return r.refuse('host_token_pod_unknown');
   t.pod = pod;
   // The named pod's own rule, standard mode's wait for MIC included.
   const decision = t.decision = await decideAwaitingAssignment(o.state, pod, request, o.policy, o.assignmentWaitMs, signal);
-  if (decision.kind === 'refuse') return o.refuse(res, t, decision.reason);
-  if (decision.kind === 'pending') return o.refuse(res, t, 'assignment_pending');
+  if (decision.kind === 'refuse') return r.refuse(decision.reason);
+  if (decision.kind === 'pending') return r.refuse('assignment_pending');
 
   const path = tokenPath(request.apiVersion, request.resource, decision.upstream);
-  const upstreamStarted = performance.now();
-  let answer: UpstreamAnswer;
-  try {
-    // The named pod's share of the IMDS budget: the CSI provider acts for it.
-    answer = await o.fetchToken(path, pod.uid, signal, t);
-  } catch (err) {
-    return o.upstreamFailed(res, t, err, upstreamStarted);
-  }
-  t.upstream = { result: answer.status, seconds: (performance.now() - upstreamStarted) / 1000, answer };
-  const body = answer.status === 200 ? nmiAnswer(answer.body, decision.kind === 'grant' ? decision.identity.clientID : undefined) : undefined;
-  if (body === undefined) {
-    // IMDS's own refusal (or an unreadable 200) goes back as it came, as on the token route.
-    writeUpstream(res, answer.status === 200 ? { ...answer, status: 502 } : answer);
-  } else if (!res.headersSent && !res.destroyed) {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
-    res.end(body);
-  }
-  o.finish(t, body === undefined && answer.status === 200 ? 502 : answer.status);
+  // The named pod's share of the IMDS budget: the CSI provider acts for it.
+  await r.relay(() => o.fetchToken(path, pod.uid, signal, (c) => { t.cache = c; }),
+    inNmiShape(decision.kind === 'grant' ? decision.identity.clientID : undefined));
+}
+
+/** A token in NMI's shape; IMDS's own refusal (or an unreadable 200) goes back as it came, as on the token route. */
+function inNmiShape(clientID: string | undefined): AnswerWriter {
+  return (res: ServerResponse, answer: UpstreamAnswer) => {
+    const body = answer.status === 200 ? nmiAnswer(answer.body, clientID) : undefined;
+    if (body === undefined) {
+      const relayed = answer.status === 200 ? { ...answer, status: 502 } : answer;
+      writeUpstream(res, relayed);
+      return relayed.status;
+    }
+    if (!res.headersSent && !res.destroyed) {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+      res.end(body);
+    }
+    return 200;
+  };
 }
 
 /** NMI's NMIResponse: the token's fields as NMI's msiResponse names them, and the identity's client id. */

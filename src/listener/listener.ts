@@ -21,6 +21,8 @@ export interface ListenerOptions {
   callerOf?(ip: string): Caller;
   cooldown?: SocketGuardOptions['cooldown'];
   onRefusal?: SocketGuardOptions['onRefusal'];
+  attribute?: SocketGuardOptions['attribute'];
+  attributionPool?: number;
 }
 
 export interface Listener {
@@ -52,6 +54,8 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
     callerOf: options.callerOf ?? byAddress,
     cooldown: options.cooldown,
     onRefusal: options.onRefusal,
+    attribute: options.attribute,
+    attributionPool: options.attributionPool,
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

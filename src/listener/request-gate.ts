@@ -15,6 +15,8 @@ import type { Socket } from 'node:net';
 /** Head bytes scanned for their end; larger heads are node:http's to refuse (431). */
 const MAX_SCANNED_HEAD = 16 * 1024;
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+/** Bytes kept while a connection is held: a head and the largest body a route takes, with room. */
+const MAX_HELD = 80 * 1024;
 
 export type GateVerdict = 'pipelined' | 'chunked';
 
@@ -31,6 +33,9 @@ export interface RequestGate {
   answering: AnswerInProgress | undefined;
   /** Called when the answer to the current request is written: the next request may come. */
   answered(): void;
+  /** Keeps what arrives from the parser until `release` (the caller is not known yet); past MAX_HELD the socket goes. */
+  hold(): void;
+  release(): void;
 }
 
 type Phase = 'head' | 'body' | 'waiting' | 'dropping';
@@ -41,6 +46,8 @@ class Gate implements RequestGate {
   #phase: Phase = 'head';
   #head: Buffer = Buffer.alloc(0);
   #bodyLeft = 0;
+  #held: Buffer[] | undefined;
+  #heldBytes = 0;
   readonly #socket: Socket;
   readonly #parse: (chunk: Buffer) => void;
   readonly #onRefused: (verdict: GateVerdict) => void;
@@ -58,7 +65,23 @@ class Gate implements RequestGate {
     this.#head = Buffer.alloc(0);
   }
 
+  hold(): void {
+    this.#held ??= [];
+  }
+
+  release(): void {
+    const held = this.#held;
+    this.#held = undefined;
+    for (const chunk of held ?? []) if (!this.#socket.destroyed) this.onData(chunk);
+  }
+
   onData(chunk: Buffer): void {
+    if (this.#held !== undefined) {
+      this.#heldBytes += chunk.length;
+      if (this.#heldBytes > MAX_HELD) this.#socket.destroy();
+      else this.#held.push(chunk);
+      return;
+    }
     switch (this.#phase) {
       case 'dropping': return;
       case 'waiting': return this.#refuse('pipelined');
@@ -124,14 +147,14 @@ export function readInJavaScript(socket: Socket): void {
   if (handle !== undefined && handle !== null) handle._consumed = true;
 }
 
-/** After node:http's connection listener: wraps its 'data' listener. False when it is not there. */
-export function installGate(socket: Socket, onRefused: (verdict: GateVerdict) => void): boolean {
+/** After node:http's connection listener: wraps its 'data' listener. Undefined when it is not there. */
+export function installGate(socket: Socket, onRefused: (verdict: GateVerdict) => void): RequestGate | undefined {
   const listeners = socket.listeners('data') as Array<(chunk: Buffer) => void>;
-  if (listeners.length !== 1) return false;
+  if (listeners.length !== 1) return undefined;
   const parse = listeners[0]!;
   socket.removeListener('data', parse);
   const gate = new Gate(socket, parse, onRefused);
   socket.on('data', (chunk: Buffer) => gate.onData(chunk));
   gates.set(socket, gate);
-  return true;
+  return gate;
 }

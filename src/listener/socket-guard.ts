@@ -2,14 +2,21 @@
 // accept, and reaping. A socket that got an error answer (400, 408, 413, 431) or an over-share
 // refusal is destroyed as soon as the answer is written: half-closing it (`end()` alone) let a
 // client that never reads nor closes keep its slot for minutes.
+//
+// A connection from the node's own addresses (hostNetwork pods, node processes) cannot be told
+// apart by its address: with `attribute`, it is held unread, in a pool of its own, while its
+// socket cgroup is read (one batched `ss`, at most a second), then charged to the pod it names.
+// Attributing at accept, not at the first request, is what keeps the pool free: a client that
+// never sends its headers leaves it after one lookup, not after the header timeout.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { rawRefusal } from '../answer/respond.ts';
 import type { Reason } from '../decision/reasons.ts';
 import type { Caller } from '../pods/caller.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
+import { chargeConnection, connectionCaller } from './connection-caller.ts';
 import type { Cooldown } from './cooldown.ts';
-import { gateOf, installGate, readInJavaScript } from './request-gate.ts';
+import { gateOf, installGate, readInJavaScript, type RequestGate } from './request-gate.ts';
 import { Shares, type ShareLimits } from './shares.ts';
 
 export interface SocketGuardOptions extends ShareLimits {
@@ -18,6 +25,13 @@ export interface SocketGuardOptions extends ShareLimits {
   cooldown?: Cooldown;
   /** One narrow hook for logs and metrics; `ip` is the socket's, never a header's. */
   onRefusal?(reason: Reason | ClientErrorReason, status: number, ip: string): void;
+  /**
+   * For a connection only its socket cgroup can attribute, how to ask whom it is charged to
+   * (resolving undefined: no pod); undefined when its address says.
+   */
+  attribute?(socket: Socket): (() => Promise<Caller | undefined>) | undefined;
+  /** Connections held while their socket cgroup is read, all node addresses together. */
+  attributionPool?: number;
 }
 
 export type ClientErrorReason = 'header_overflow' | 'request_timeout' | 'request_malformed';
@@ -51,22 +65,55 @@ export function reap(socket: Socket, answer?: Buffer): void {
 
 export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
   const shares = new Shares(o);
-  // Runs before node:http's own connection listener, which runs before the one below.
-  server.prependListener('connection', readInJavaScript);
-  server.on('connection', (socket: Socket) => {
-    const ip = sourceIp(socket.remoteAddress);
-    const caller = o.callerOf(ip);
+  const pool = o.attributionPool ?? o.strangers;
+  const attributing = new Shares({ perCaller: pool, strangers: pool });
+  /** Charges `caller` one connection, or refuses the socket; true when charged. */
+  const admit = (socket: Socket, ip: string, caller: Caller): boolean => {
     if (o.cooldown?.active(caller.key) === true) {
       o.onRefusal?.('pipelining_refused', 400, ip);
-      return reap(socket, rawRefusal('pipelining_refused'));
+      reap(socket, rawRefusal('pipelining_refused'));
+      return false;
     }
     const release = shares.take(caller);
     if (release === undefined) {
       o.onRefusal?.('connections_over_share', 429, ip);
-      return reap(socket, rawRefusal('connections_over_share'));
+      reap(socket, rawRefusal('connections_over_share'));
+      return false;
     }
     socket.once('close', release);
-    installGate(socket, (verdict) => { if (verdict === 'pipelined') o.cooldown?.start(caller.key); });
+    return true;
+  };
+  // Runs before node:http's own connection listener, which runs before the one below.
+  server.prependListener('connection', readInJavaScript);
+  server.on('connection', (socket: Socket) => {
+    const ip = sourceIp(socket.remoteAddress);
+    const byAddress = o.callerOf(ip);
+    const gateFor = (): RequestGate | undefined =>
+      installGate(socket, (verdict) => { if (verdict === 'pipelined') o.cooldown?.start((connectionCaller(socket) ?? byAddress).key); });
+    const attribute = o.attribute?.(socket);
+    if (attribute === undefined) {
+      if (admit(socket, ip, byAddress)) gateFor();
+      return;
+    }
+    const gate = gateFor();
+    if (gate === undefined) return void admit(socket, ip, byAddress);
+    const held = attributing.take(byAddress);
+    if (held === undefined) {
+      o.onRefusal?.('connections_over_share', 429, ip);
+      return reap(socket, rawRefusal('connections_over_share'));
+    }
+    socket.once('close', held);
+    gate.hold();
+    // Only connections the pool took are looked up: a flood refused here costs no `ss` run.
+    void attribute().catch(() => undefined).then((pod) => {
+      held();
+      if (socket.destroyed) return;
+      // No pod (a node process, or a cgroup that could not be read): the address's own share.
+      const caller = pod ?? byAddress;
+      if (!admit(socket, ip, caller)) return;
+      chargeConnection(socket, caller);
+      gate.release();
+    });
   });
   // Before the handler: the gate lets the connection's next request through once this answer is out.
   server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {

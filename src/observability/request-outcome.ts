@@ -39,7 +39,8 @@ export type DecisionLabel = 'granted' | 'passed_through' | 'refused' | 'proxied'
 
 /** How the outcome is counted: by what was decided, whatever IMDS then answered. */
 export function decisionLabel(o: RequestOutcome): DecisionLabel {
-  if (o.route !== 'token') return o.reason === undefined || o.upstream !== undefined ? 'proxied' : 'refused';
+  // /host/token decides as the token route does (for the pod it names), so it is labelled the same.
+  if (o.route !== 'token' && o.route !== 'host_token') return o.reason === undefined || o.upstream !== undefined ? 'proxied' : 'refused';
   switch (o.decision?.kind) {
     case 'grant': return 'granted';
     case 'pass-through': return 'passed_through';

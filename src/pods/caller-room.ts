@@ -4,12 +4,15 @@
 //   node process), through the cgroup the kernel recorded on the client socket, the kubelet
 //   pod cgroup it lies in, and the pod with that UID in this node's index.
 // Nothing is guessed: no cgroup, no pod cgroup, or no pod of this node is a refusal.
+// The listener asks the same room at accept (`connectionCaller`), so a hostNetwork pod's
+// connections and requests are charged to its own shares, not to the node address's.
 import type { Socket } from 'node:net';
 import type { PodInfo } from '../cluster/objects.ts';
 import type { ClusterState } from '../cluster/view.ts';
 import { podCgroupOf } from './kubelet-cgroup.ts';
 import { NodeAddresses } from './node-addresses.ts';
 import { findCallingPod, sourceIp, type PodLookup } from './pod-lookup.ts';
+import { podCaller, type Caller as ShareCaller } from './caller.ts';
 import type { SocketCgroupReader } from './socket-cgroup.ts';
 
 export type CallerRefusal =
@@ -33,13 +36,16 @@ export interface CallerRoomOptions {
   podWaitMs: number;
 }
 
-/** What one connection's socket cgroup said, kept for the connection's life (it cannot change). */
-type Attribution = { uid: string } | 'not_in_pod';
+/**
+ * What one connection's socket cgroup said, kept for the connection's life (it cannot change);
+ * `unavailable` (ss busy or failed) is kept only until it is known, so the next request asks again.
+ */
+type Attribution = { uid: string } | 'not_in_pod' | 'unavailable';
 
 export class CallerRoom {
   readonly #o: CallerRoomOptions;
   readonly #node = new NodeAddresses();
-  readonly #bySocket = new WeakMap<Socket, Attribution>();
+  readonly #bySocket = new WeakMap<Socket, Promise<Attribution>>();
 
   constructor(options: CallerRoomOptions) {
     this.#o = options;
@@ -53,7 +59,7 @@ export class CallerRoom {
   async identify(socket: Socket, signal: AbortSignal, byCgroup: boolean, onWait?: (found: boolean) => void): Promise<Caller> {
     const o = this.#o;
     const ip = sourceIp(socket.remoteAddress);
-    if (byCgroup && o.sockets !== undefined && o.state.podsAt(ip).length === 0 && this.#node.has(ip)) {
+    if (byCgroup && this.#byCgroup(ip)) {
       return this.#bySocketCgroup(socket, ip);
     }
     // Waits for a first sync, and out the pod-start race, within the caller's share of parked waits.
@@ -61,21 +67,55 @@ export class CallerRoom {
     return { ...found, via: 'source_ip' };
   }
 
+  /**
+   * Whose shares a new connection is charged to, when only its socket cgroup can say: a
+   * connection from the node's own addresses that no pod's IP holds. Undefined for the others
+   * (their source IP says it); else the lookup to start, whose undefined is: no pod (a node
+   * process, or a cgroup that could not be read).
+   */
+  connectionCaller(socket: Socket): (() => Promise<ShareCaller | undefined>) | undefined {
+    const ip = sourceIp(socket.remoteAddress);
+    if (!this.#byCgroup(ip)) return undefined;
+    return () => this.#attribution(socket, ip).then((a) => {
+      if (typeof a !== 'object') return undefined;
+      // A UID the index does not hold (yet) is charged all the same, as a stranger.
+      const pod = this.#o.state.podByUid(a.uid);
+      return podCaller(a.uid, pod !== undefined && (this.#o.nodeName === '' || pod.nodeName === this.#o.nodeName));
+    });
+  }
+
+  #byCgroup(ip: string): boolean {
+    return this.#o.sockets !== undefined && this.#o.state.podsAt(ip).length === 0 && this.#node.has(ip);
+  }
+
   async #bySocketCgroup(socket: Socket, ip: string): Promise<Caller> {
-    let attribution = this.#bySocket.get(socket);
-    if (attribution === undefined) {
-      const port = socket.remotePort;
-      const read = port === undefined ? undefined : await this.#o.sockets!.lookup(ip, port);
-      if (read?.kind !== 'cgroup') return refuse('caller_unattributable');
-      const pod = podCgroupOf(read.path, this.#o.cgroupParent);
-      attribution = pod === undefined ? 'not_in_pod' : { uid: pod.uid };
-      this.#bySocket.set(socket, attribution);
-    }
+    const attribution = await this.#attribution(socket, ip);
+    if (attribution === 'unavailable') return refuse('caller_unattributable');
     if (attribution === 'not_in_pod') return refuse('caller_not_in_pod');
     if (attribution.uid === this.#o.selfUid) return refuse('caller_is_self');
     const pod = this.#o.state.podByUid(attribution.uid);
     if (pod === undefined || (this.#o.nodeName !== '' && pod.nodeName !== this.#o.nodeName)) return refuse('caller_pod_unknown');
     return { kind: 'pod', pod, via: 'socket_cgroup' };
+  }
+
+  /** One lookup per connection, shared by its admission at accept and its requests. */
+  #attribution(socket: Socket, ip: string): Promise<Attribution> {
+    let known = this.#bySocket.get(socket);
+    if (known === undefined) {
+      const asked = this.#lookup(socket, ip);
+      known = asked;
+      this.#bySocket.set(socket, asked);
+      void asked.then((a) => { if (a === 'unavailable' && this.#bySocket.get(socket) === asked) this.#bySocket.delete(socket); });
+    }
+    return known;
+  }
+
+  async #lookup(socket: Socket, ip: string): Promise<Attribution> {
+    const port = socket.remotePort;
+    const read = port === undefined ? undefined : await this.#o.sockets!.lookup(ip, port);
+    if (read?.kind !== 'cgroup') return 'unavailable';
+    const pod = podCgroupOf(read.path, this.#o.cgroupParent);
+    return pod === undefined ? 'not_in_pod' : { uid: pod.uid };
   }
 }
 

@@ -15,3 +15,8 @@ export function callerAt(state: Pick<ClusterView, 'podsAt'>, ip: string): Caller
   if (pods.length === 1) return { key: `pod:${pods[0]!.uid}`, known: true };
   return { key: `ip:${ip}`, known: false };
 }
+
+/** A pod found by its socket's cgroup (a hostNetwork pod): its UID is its share's key. */
+export function podCaller(uid: string, known: boolean): Caller {
+  return { key: `pod:${uid}`, known };
+}
