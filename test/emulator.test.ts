@@ -11,6 +11,7 @@ import {
   startImdsEmulator,
 } from '../src/emulator/imds-emulator.ts';
 import type { EmulatedIdentity, EmulatorOptions, ImdsEmulator } from '../src/emulator/imds-emulator.ts';
+import { eventually } from './helpers/eventually.ts';
 
 const SYSTEM: EmulatedIdentity = {
   clientID: 'aaaaaaaa-0000-4000-8000-000000000000',
@@ -103,13 +104,8 @@ async function emulator(t: HasTeardown, opts: Partial<EmulatorOptions> = {}): Pr
   return emu;
 }
 
-async function waitFor(cond: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('waitFor: timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+/** Bounded generously (a loaded machine is slow), named by the condition's own text. */
+const waitFor = (cond: () => boolean | Promise<boolean>): Promise<number> => eventually(cond, cond.toString(), undefined, 5);
 
 const err = (description: string, error = 'invalid_request') => ({ error, error_description: description });
 
@@ -398,10 +394,7 @@ t.test('429: a client that gives up frees its slot', async (t) => {
   await t.rejects(call(emu, `${TOKEN}?${Q}`, { timeoutMs: 50 }), { code: 'CLIENT_TIMEOUT' });
   // The server sees the close asynchronously; bounded wait until the slot is released.
   let status = 0;
-  for (let i = 0; i < 20 && status !== 200; i++) {
-    status = (await call(emu, `${TOKEN}?${Q}`)).status;
-    if (status !== 200) await new Promise((r) => setTimeout(r, 20));
-  }
+  await eventually(async () => (status = (await call(emu, `${TOKEN}?${Q}`)).status) === 200, 'the slot released', undefined, 20);
   t.equal(status, 200);
 });
 
@@ -621,14 +614,14 @@ t.test('cli stops on SIGTERM', async (t) => {
     `const { runEmulatorCli } = await import(${JSON.stringify(entry)});` +
     `process.exitCode = await runEmulatorCli(['--listen', '127.0.0.1:0']);`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
   t.teardown(() => clearTimeout(killer));
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await waitFor(() => stdout.includes('\n') || child.exitCode !== null, 8000);
+  await waitFor(() => stdout.includes('\n') || child.exitCode !== null);
   const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(stdout)?.[1];
   t.ok(url, `listening line: ${stdout} ${stderr}`);
   const target = new URL(url ?? 'http://127.0.0.1:1');

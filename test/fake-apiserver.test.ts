@@ -125,7 +125,7 @@ t.test('stock makeInformer / ListWatch: list, watch, restart after error, relist
   api.delete('azureidentitybindings', 'default', 'b1');
   api.compact();
   await api.restart();
-  await eventually(() => log.includes('delete b1'), 'relist after 410 reports the missed deletion', 5_000);
+  await eventually(() => log.includes('delete b1'), 'relist after 410 reports the missed deletion');
   t.same(informer.list().map((o) => o.metadata?.name).sort(), ['b2', 'b3']);
 
   // The pods informer with a field selector, as ListWatch's constructor allows.

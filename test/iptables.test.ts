@@ -8,8 +8,13 @@ import { cleanupInterception, InterceptionRules } from '../src/iptables/index.ts
 import type { Backend, InterceptionOptions } from '../src/iptables/index.ts';
 import { appendLines, desiredChainRules, isJump, JUMP_RULE, planRepair } from '../src/iptables/rules.ts';
 import { dnatTargetFor } from '../src/iptables/dnat-target.ts';
+import { eventually, sleep } from './helpers/eventually.ts';
 import { createNode, netnsUnavailable, nodeBinary } from './netns/netns.ts';
 import type { NetnsNode } from './netns/netns.ts';
+
+// Every step spawns `ip netns exec …`: at load average 20 the file took 220 s (20 s idle), past
+// tap's 120 s, and a file killed by its timeout leaves its namespaces behind.
+t.setTimeout(600_000);
 
 interface LogLine { level: number; msg: string; [key: string]: unknown }
 
@@ -99,19 +104,22 @@ t.test('failing iptables is logged, counted and retried, never thrown from the l
   t.equal(await metricValue(registry, 'podid_nmi_iptables_rules_installed'), 0);
   await t.rejects(rules.check(), /podid-test-missing-binary/, 'a direct check() reports the failure');
 
-  await new Promise((resolve) => setTimeout(resolve, 650));
-  rules.stop();
+  const readFailures = () => metricValue(registry, 'podid_nmi_iptables_failures_total', { operation: 'read_rules' });
+  await eventually(async () => (await readFailures()) >= 5, 'the loop retrying after the failures');
+  await rules.stop();
   const elapsedTicks = (Date.now() - startedAt) / 100;
-  const failures = await metricValue(registry, 'podid_nmi_iptables_failures_total', { operation: 'read_rules' });
-  t.ok(failures >= 4, `the loop kept retrying (${failures} failures)`);
+  const failures = await readFailures();
+  t.ok(failures >= 5, `the loop kept retrying (${failures} failures)`);
+  // Each retry waits a whole interval after the last one ended, however loaded the machine.
   t.ok(failures <= elapsedTicks + 3, `no tight loop (${failures} failures in ${elapsedTicks.toFixed(1)} intervals)`);
   t.ok(await metricValue(registry, 'podid_nmi_iptables_failures_total', { operation: 'route_localnet' }) >= 1);
   const errors = lines.filter((l) => l.level === 50);
   t.ok(errors.some((l) => /interception rules check failed/.test(l.msg) && l.operation === 'read_rules'), 'logged as an error');
   t.ok(errors.some((l) => /route_localnet=0 and it could not be set/.test(l.msg)), 'route_localnet trouble is spelled out');
 
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  t.equal(await metricValue(registry, 'podid_nmi_iptables_failures_total', { operation: 'read_rules' }), failures, 'stop() ends the loop');
+  // A negative check (three intervals): load can only make it pass, not fail.
+  await sleep(300);
+  t.equal(await readFailures(), failures, 'stop() ends the loop');
 });
 
 const unavailable = await netnsUnavailable();
@@ -188,7 +196,7 @@ for (const backend of ['nft', 'legacy'] as const) {
     t.equal(await metricValue(registry, 'podid_nmi_iptables_repairs_total', { reason: 'route_localnet' }), 2);
     t.equal(await metricValue(registry, 'podid_nmi_iptables_failures_total'), 0, 'no failures at all');
 
-    rules.stop();
+    await rules.stop();
     t.equal(await nat(node, backend), EXPECTED_NAT, 'stop() leaves the rules (fail closed)');
 
     await cleanupInterception({ log, commandPrefix: node.prefix, backend });
@@ -206,16 +214,23 @@ t.test('the loop repairs drift on its own, and stops', { skip: unavailable ?? fa
     ...TARGET, intervalSec: 0.2, conntrackFlush: false, log, registry, commandPrefix: node.prefix, backend: 'nft',
   });
   t.teardown(() => rules.stop());
+  const repairs = (reason?: string) => metricValue(registry, 'podid_nmi_iptables_repairs_total', reason ? { reason } : {});
+  const installedWith = await repairs();
+  t.equal(installedWith, 3, 'installed: chain_missing, jump_missing, route_localnet');
   await node.exec('iptables-nft', ['-w', '5', '-t', 'nat', '-D', 'aad-metadata', '1']);
-  await new Promise((resolve) => setTimeout(resolve, 700));
+  // Any repair ends the wait, so a repair for the wrong reason fails below instead of timing out.
+  await eventually(async () => (await repairs()) > installedWith, 'the loop repairing the deleted rule');
   t.equal(await nat(node, 'nft'), EXPECTED_NAT, 'repaired without a manual check');
-  t.equal(await metricValue(registry, 'podid_nmi_iptables_repairs_total', { reason: 'chain_changed' }), 1);
+  t.equal(await repairs('chain_changed'), 1, 'counted as chain_changed');
+  t.equal(await repairs(), installedWith + 1, 'and nothing else');
 
-  rules.stop();
-  await new Promise((resolve) => setTimeout(resolve, 250));
+  await rules.stop();
   await node.exec('iptables-nft', ['-w', '5', '-t', 'nat', '-D', 'aad-metadata', '1']);
-  await new Promise((resolve) => setTimeout(resolve, 600));
+  // A negative check (three intervals): load can only make it pass, not fail. stop() having
+  // resolved, no pass is left running that could still repair.
+  await sleep(600);
   t.notMatch(await nat(node, 'nft'), /DNAT/, 'no repair after stop()');
+  t.equal(await repairs(), installedWith + 1, 'nothing counted after stop()');
 });
 
 t.test('backend detection, as kube-proxy images do it', { skip: unavailable ?? false }, async (t) => {
@@ -226,7 +241,7 @@ t.test('backend detection, as kube-proxy images do it', { skip: unavailable ?? f
 
   const empty = await createNode({ t });
   const a = await start(empty);
-  a.stop();
+  await a.stop();
   t.equal(a.backend, 'nft', 'nft when no flavour holds rules');
   t.match(lines.find((l) => l.msg === 'iptables backend detected'), { backend: 'nft' });
   t.match(await nat(empty, 'nft'), /-A PREROUTING -j aad-metadata/);
@@ -234,7 +249,7 @@ t.test('backend detection, as kube-proxy images do it', { skip: unavailable ?? f
   const legacy = await createNode({ t });
   await legacy.exec('iptables-legacy', ['-w', '5', '-A', 'INPUT', '-s', '10.99.0.1/32', '-j', 'ACCEPT']);
   const b = await start(legacy);
-  b.stop();
+  await b.stop();
   t.equal(b.backend, 'legacy', 'legacy when it holds more rules');
   t.match(await nat(legacy, 'legacy'), /-A PREROUTING -j aad-metadata/);
   t.notMatch(await nat(legacy, 'nft'), /aad-metadata/, 'nothing added to the other flavour');
@@ -243,7 +258,7 @@ t.test('backend detection, as kube-proxy images do it', { skip: unavailable ?? f
   await hinted.exec('iptables-legacy', ['-w', '5', '-A', 'INPUT', '-s', '10.99.0.1/32', '-j', 'ACCEPT']);
   await hinted.exec('iptables-nft', ['-w', '5', '-t', 'mangle', '-N', 'KUBE-IPTABLES-HINT']);
   const c = await start(hinted);
-  c.stop();
+  await c.stop();
   t.equal(c.backend, 'nft', "kubelet's hint chain wins over rule counts");
 });
 
@@ -258,10 +273,11 @@ t.test('without a prefix, run inside the namespace as the daemon runs on a node'
       metadataIp: '169.254.169.254', metadataPort: 80, targetIp: '127.0.0.1', targetPort: 2579,
       intervalSec: 3600, conntrackFlush: true, log: pino({ level: 'warn' }, process.stderr), registry: new Registry(),
     });
-    rules.stop();
+    await rules.stop();
     console.log(JSON.stringify(rules.status));
   `;
-  const run = await node.exec(nodeBinary, ['--input-type=module', '-e', script], { timeoutMs: 30_000 });
+  // A bound, not an expectation: a Node start inside the namespace took over 30 s at load average 20.
+  const run = await node.exec(nodeBinary, ['--input-type=module', '-e', script], { timeoutMs: 120_000 });
   const status = JSON.parse(run.stdout) as Record<string, unknown>;
   t.match(status, { backend: 'nft', rulesInstalled: true, routeLocalnet: true, lastError: null });
   t.equal(await nat(node, 'nft'), EXPECTED_NAT);
@@ -281,7 +297,7 @@ const LISTENER = `
 // Prints the answer, or the error code; `agent: false` and no proxy: straight to the address.
 const CLIENT = `
   const http = require('node:http');
-  const req = http.get({ host: '169.254.169.254', port: 80, path: '/metadata/identity/oauth2/token', agent: false, timeout: 3000 }, (res) => {
+  const req = http.get({ host: '169.254.169.254', port: 80, path: '/metadata/identity/oauth2/token', agent: false, timeout: 10000 }, (res) => {
     let body = '';
     res.setEncoding('utf8').on('data', (c) => { body += c; }).on('end', () => console.log(JSON.stringify(JSON.parse(body))));
   });
@@ -299,7 +315,7 @@ t.test('a pod packet to 169.254.169.254:80 reaches the loopback listener', { ski
   const daemon = node.spawn(nodeBinary, ['-e', LISTENER], { LISTENER_NAME: 'daemon', LISTENER_HOST: '127.0.0.1', LISTENER_PORT: '0' });
   const port = Number((await daemon.waitForOutput(/listening (\d+)/))[1]);
   const call = async (from: { exec: NetnsNode['exec'] }) =>
-    JSON.parse((await from.exec(nodeBinary, ['-e', CLIENT], { timeoutMs: 15_000 })).stdout) as Record<string, unknown>;
+    JSON.parse((await from.exec(nodeBinary, ['-e', CLIENT], { timeoutMs: 30_000 })).stdout) as Record<string, unknown>;
 
   t.same(await call(pod), { name: 'imds', remote: '10.250.0.10', local: '169.254.169.254:80' }, 'before the rules: straight to IMDS');
 
@@ -314,7 +330,7 @@ t.test('a pod packet to 169.254.169.254:80 reaches the loopback listener', { ski
   t.same(await call(node), { name: 'imds', remote: '169.254.169.254', local: '169.254.169.254:80' },
     'host traffic (OUTPUT, hostNetwork pods, the daemon itself) is not intercepted');
 
-  rules.stop();
+  await rules.stop();
   t.match(await call(pod), { name: 'daemon' }, 'still intercepted after stop()');
   await daemon.kill();
   t.same(await call(pod), { error: 'ECONNREFUSED' }, 'daemon gone: refused, not passed through to IMDS (fail closed)');

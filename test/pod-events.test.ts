@@ -34,7 +34,7 @@ t.test('the daemon writes actionable Warning Events for refusals, none for grant
   t.equal((await s.ask(TOKEN, { from: '127.0.0.13', headers: META })).status, 400, 'IMDS: identity not on this VM');
   t.equal((await s.ask(TOKEN, { from: '127.0.0.14', headers: META })).status, 503, 'IP conflict: no pod to blame');
 
-  await eventually(() => api.events.size === 4, 'four Events written', 10_000);
+  await eventually(() => api.events.size === 4, 'four Events written');
   const reasons = [...api.events.values()].map((e) => `${(e.involvedObject as Obj).namespace}/${(e.involvedObject as Obj).name} ${String(e.reason)}`).sort();
   t.same(reasons, [
     'shop/billing IdentityNotAssignedToNode',
@@ -57,7 +57,7 @@ t.test('the daemon writes actionable Warning Events for refusals, none for grant
   t.notOk(JSON.stringify([...api.events.values()]).includes('access_token'), 'nothing secret in any Event');
   // The server stores an Event before its answer reaches the daemon, which then counts it.
   let created = 0;
-  await eventually(() => { void metric(s.daemon.metrics.registry, 'podid_nmi_pod_events_total', { result: 'created' }).then((v) => { created = v; }); return created === 4; }, 'four creations counted', 10_000);
+  await eventually(() => { void metric(s.daemon.metrics.registry, 'podid_nmi_pod_events_total', { result: 'created' }).then((v) => { created = v; }); return created === 4; }, 'four creations counted');
   t.equal(created, 4);
 });
 
@@ -68,7 +68,7 @@ t.test('a hanging API server does not slow token answers; Event writes wait, the
   api.hang();
   // The first refusal queues an Event; its write reaches the hung server and stays unanswered.
   t.equal((await s.ask(TOKEN, { from: '127.0.0.11', headers: META })).status, 400);
-  await eventually(() => api.requests.some((r) => r.resource === 'events' && r.method === 'POST') && api.stalledCount() > 0, 'an Event write is stalled', 10_000);
+  await eventually(() => api.requests.some((r) => r.resource === 'events' && r.method === 'POST') && api.stalledCount() > 0, 'an Event write is stalled');
   const stalledWrites = api.requests.filter((r) => r.resource === 'events').length;
   const answers = [];
   for (let i = 0; i < 20; i++) {

@@ -7,8 +7,12 @@ import { connect } from 'node:net';
 import { REFUSALS, type Reason } from '../src/decision/reasons.ts';
 import { parkedCount } from '../src/cluster/wait-for-ip.ts';
 import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
+import { eventually } from './helpers/eventually.ts';
 import { META, type Answer } from './helpers/http.ts';
 import { IDS, startStack, TOKEN } from './helpers/stack.ts';
+
+/** Bounded generously (a loaded machine is slow), named by the condition's own text. */
+const waitFor = (cond: () => boolean | Promise<boolean>): Promise<number> => eventually(cond, cond.toString());
 
 function refused(t: Test, a: Answer, reason: Reason, what: string, fixedRetryAfter = true): void {
   const spec = REFUSALS[reason];
@@ -196,15 +200,16 @@ t.test('a client that hangs up cancels the upstream request', async (t) => {
   s.emulator.setFault({ kind: 'slow', delayMs: 5_000 });
   const controller = new AbortController();
   const pending = s.ask(TOKEN, { from: '127.0.0.10', headers: META, signal: controller.signal }).catch((e: Error) => e);
-  await waitFor(() => tokenRequests(s).length === 1, 2_000);
+  await waitFor(() => tokenRequests(s).length === 1);
   controller.abort();
   t.type(await pending, Error);
-  await waitFor(async () => /podid_nmi_upstream_responses_total\{route="token",status="aborted"\} 1/.test(await s.metrics()), 2_000);
+  await waitFor(async () => /podid_nmi_upstream_responses_total\{route="token",status="aborted"\} 1/.test(await s.metrics()));
   t.match(await s.metrics(), /podid_nmi_upstream_pending 0/);
 });
 
 t.test('tokens are cached and concurrent asks share one upstream fetch', async (t) => {
-  const s = await startStack(t, { emulator: { tokenLatencyMs: 100 } });
+  // IMDS answers slowly enough that all eight asks are in before it does, even on a loaded machine.
+  const s = await startStack(t, { emulator: { tokenLatencyMs: 1_500 } });
   const asks = Array.from({ length: 8 }, () => s.ask(TOKEN, { from: '127.0.0.10', headers: META }));
   const answers = await Promise.all(asks);
   t.same(answers.map((a) => a.status), Array(8).fill(200));
@@ -227,7 +232,7 @@ t.test('the pod-start race: a request waits for its pod and is woken by its arri
   const started = performance.now();
   const pending = s.ask(TOKEN, { from: '127.0.0.20', headers: META });
   // The pod arrives once the request is parked (a fixed delay raced the request on a busy machine).
-  await waitFor(() => parkedCount() === 1, 2_000);
+  await waitFor(() => parkedCount() === 1);
   state.index.upsertPod({
     uid: 'u-20', namespace: 'shop', name: 'fresh', labels: { aadpodidbinding: 'orders' }, ips: ['127.0.0.20'],
     phase: 'Pending', hostNetwork: false, nodeName: 'node-1',
@@ -309,22 +314,13 @@ t.test('probes: /healthz, /readyz, /metrics; never ready without interception, a
   const slow = s.emulator;
   slow.setFault({ kind: 'slow', delayMs: 300 }, { times: 1 });
   const inflight = s.ask(TOKEN, { from: '127.0.0.10', headers: META });
-  await waitFor(() => tokenRequests(s).length === 1, 2_000);
+  await waitFor(() => tokenRequests(s).length === 1);
   t.same(s.daemon.readiness(), { ready: false, reasons: [NOT_INTERCEPTING] });
   const closing = s.daemon.close();
   t.same(s.daemon.readiness(), { ready: false, reasons: ['shutting down', NOT_INTERCEPTING] }, 'draining is named too');
   t.equal((await inflight).status, 200, 'the in-flight request finishes during shutdown');
   await closing;
 });
-
-async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error('condition not met in time');
-}
 
 t.test('the remaining entitlement refusals, over HTTP', async (t) => {
   const pod = (ip: string, name: string, label: string) => `

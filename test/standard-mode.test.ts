@@ -3,6 +3,8 @@
 import t, { type Test } from 'tap';
 import { FakeApiServer, type Obj } from './fake-apiserver/fake-apiserver.ts';
 import { assignedIdentity, binding, identity, pod } from './fake-apiserver/fixtures.ts';
+import { parkedCount } from '../src/cluster/wait-for-ip.ts';
+import { eventually } from './helpers/eventually.ts';
 import { META } from './helpers/http.ts';
 import { IDS, startStack, TOKEN, type Stack } from './helpers/stack.ts';
 
@@ -99,14 +101,15 @@ t.test('forceNamespaced keeps only identities of the pod\'s own namespace', asyn
 t.test('Created, then Assigned while the request waits: answered on the change', async (t) => {
   const api = await cluster(t);
   api.create('azureassignedidentities', assigned({ pod: 'waiting', id: writer, selector: 'waiting', state: 'Created' }));
-  const s = await standardStack(t, api);
+  // A bound a loaded machine cannot reach by accident.
+  const s = await standardStack(t, api, ['--assignment-wait-ms=20000']);
   const started = performance.now();
   const pending = token(s, '127.0.0.27');
-  await new Promise((r) => setTimeout(r, 300));
+  await eventually(() => parkedCount() === 1, 'the request parked on its AAI');
   const changed = performance.now();
   api.update('azureassignedidentities', assigned({ pod: 'waiting', id: writer, selector: 'waiting', state: 'Assigned' }));
   const a = await pending;
-  // A 200 can only come from the AAI's watch event: the bound (3 s) would have given a 503.
+  // A 200 can only come from the AAI's watch event: the bound (20 s) would have given a 503.
   t.equal(a.status, 200);
   t.equal(a.json?.client_id, IDS.writer!.clientID);
   t.comment(`answered ${Math.round(performance.now() - changed)} ms after the change (${Math.round(changed - started)} ms of waiting before it)`);
@@ -114,11 +117,12 @@ t.test('Created, then Assigned while the request waits: answered on the change',
 
 t.test('a binding selects the pod but MIC has written nothing yet: the AAI added at runtime is served', async (t) => {
   const api = await cluster(t);
-  const s = await standardStack(t, api);
+  const s = await standardStack(t, api, ['--assignment-wait-ms=20000']);
   const pending = token(s, '127.0.0.26');
-  await new Promise((r) => setTimeout(r, 200));
+  await eventually(() => parkedCount() === 1, 'the request parked: a binding selects the pod');
   api.create('azureassignedidentities', assigned({ pod: 'newcomer', id: reader, selector: 'newcomer', state: 'Created' }));
-  await new Promise((r) => setTimeout(r, 200));
+  // Woken by the Created AAI, decided again, still pending: parked again.
+  await eventually(() => s.daemon.state.assignedTo('shop', 'newcomer').length === 1 && parkedCount() === 1, 'the request parked again on the Created AAI');
   api.update('azureassignedidentities', assigned({ pod: 'newcomer', id: reader, selector: 'newcomer' }));
   const a = await pending;
   t.equal(a.status, 200, 'one request, through Created to Assigned');

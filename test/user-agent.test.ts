@@ -2,18 +2,9 @@
 // what the IMDS emulator and the fake API server actually receive.
 import t from 'tap';
 import { VERSION } from '../src/config/version.ts';
+import { eventually } from './helpers/eventually.ts';
 import { META } from './helpers/http.ts';
 import { IDS, seededApi, startStack, TOKEN } from './helpers/stack.ts';
-
-
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 for (const [what, flags, expected] of [
   ['without --custom-user-agent', [], `podid-nmi/${VERSION}`],
@@ -22,7 +13,7 @@ for (const [what, flags, expected] of [
   t.test(`User-Agent ${what}: IMDS and the Kubernetes API see ${expected}`, async (t) => {
     const api = await seededApi(t);
     const s = await startStack(t, { kubeconfig: api.kubeconfig(), flags: [...flags] });
-    await until(() => s.daemon.state.isReady(), 'the informers to sync');
+    await eventually(() => s.daemon.state.isReady(), 'the informers to sync');
     const a = await s.ask(TOKEN, { from: '127.0.0.10', headers: { ...META, 'user-agent': 'pod-sdk/9' } });
     t.equal(a.status, 200);
     t.equal(a.json?.client_id, IDS.reader!.clientID);

@@ -38,6 +38,8 @@ export interface InterceptionOptions {
   commandPrefix?: string[];
   /** Default: detected at start, as kube-proxy's images do. */
   backend?: Backend;
+  /** Runs every command, sysctl included (tests' fake iptables). Default: `commandRunner(commandPrefix)`. */
+  run?: CommandRunner;
   /** --intercept-host-network: also DNAT hostNetwork pods' traffic (OUTPUT, by socket cgroup). */
   hostNetwork?: HostNetworkOptions;
 }
@@ -63,6 +65,14 @@ class StepError extends Error {
   constructor(operation: string, cause: unknown) {
     super(`${operation}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
     this.operation = operation;
+  }
+}
+
+/** A pass given up because stop() was called: not a failure, nothing was written by it. */
+export class InterceptionStopped extends Error {
+  override name = 'InterceptionStopped';
+  constructor() {
+    super('interception rules are stopped: no more checks or repairs');
   }
 }
 
@@ -122,6 +132,7 @@ export class InterceptionRules {
   #queue: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
+  #stopping: Promise<void> | undefined;
   #everInstalled = false;
   #status: InterceptionStatus;
 
@@ -131,10 +142,10 @@ export class InterceptionRules {
     this.#run = run;
     this.#backend = backend;
     this.#bin = binariesFor(backend);
-    // Only a loopback target needs route_localnet. Through a prefix the value must be read
-    // where the commands run; otherwise /proc/sys/net is already the daemon's own namespace.
+    // Only a loopback target needs route_localnet. Through a prefix or a given runner the value
+    // must be read where the commands run; otherwise /proc/sys/net is the daemon's own namespace.
     this.#sysctl = !opts.targetIp.startsWith('127.') ? null
-      : opts.commandPrefix?.length ? sysctlViaCommand(run) : sysctlViaProc();
+      : opts.commandPrefix?.length || opts.run ? sysctlViaCommand(run) : sysctlViaProc();
     this.#desired = desiredChainRules(opts);
     this.#metrics = interceptionMetrics(opts.registry);
     this.#status = {
@@ -148,7 +159,7 @@ export class InterceptionRules {
    */
   static async start(opts: InterceptionOptions): Promise<InterceptionRules> {
     validate(opts);
-    const run = commandRunner(opts.commandPrefix);
+    const run = opts.run ?? commandRunner(opts.commandPrefix);
     let backend = opts.backend;
     if (backend === undefined) {
       const detected = await detectBackend(run);
@@ -180,11 +191,23 @@ export class InterceptionRules {
     return pass;
   }
 
-  /** Stops the loop and leaves the rules in place (fail closed). */
-  stop(): void {
+  /**
+   * Stops the loop and leaves the rules in place (fail closed). Resolves once the pass that
+   * was running has ended: it finishes the command under way but starts no write after it,
+   * so nothing puts the rules back once this has resolved (a `cleanup` can follow safely).
+   */
+  stop(): Promise<void> {
+    if (this.#stopping) return this.#stopping;
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#stopping = this.#queue.then(() => {});
+    return this.#stopping;
+  }
+
+  /** Called before every write: a pass that is running when stop() comes gives up here. */
+  #beforeWrite(): void {
+    if (this.#stopped) throw new InterceptionStopped();
   }
 
   #schedule(): void {
@@ -197,6 +220,7 @@ export class InterceptionRules {
   }
 
   async #checkOnce(): Promise<'ok' | 'repaired'> {
+    if (this.#stopped) throw new InterceptionStopped();
     try {
       const localnetRepaired = await this.#ensureRouteLocalnet();
       const rulesRepaired = await this.#ensureRules();
@@ -205,9 +229,14 @@ export class InterceptionRules {
       this.#status.lastError = null;
       this.#metrics.installed.set(1);
       this.#metrics.lastSuccess.set(Date.now() / 1000);
+      // Not gated by stop(): it only makes the rules just written apply to open connections.
       if (rulesRepaired && this.#opts.conntrackFlush) await this.#flushConntrack();
       return localnetRepaired || rulesRepaired ? 'repaired' : 'ok';
     } catch (err) {
+      if (err instanceof InterceptionStopped) {
+        this.#log.debug('check given up: stopping');
+        throw err;
+      }
       const operation = err instanceof StepError ? err.operation : 'check';
       this.#status.rulesInstalled = false;
       this.#status.lastError = err instanceof Error ? err.message : String(err);
@@ -222,14 +251,19 @@ export class InterceptionRules {
   /** Returns whether it had to set the value. A failure is reported but does not stop the rules. */
   async #ensureRouteLocalnet(): Promise<boolean> {
     if (!this.#sysctl) return false;
+    const sysctl = this.#sysctl;
     try {
-      const result = await ensureRouteLocalnet(this.#sysctl);
+      const result = await ensureRouteLocalnet({
+        read: () => sysctl.read(),
+        enable: () => { this.#beforeWrite(); return sysctl.enable(); },
+      });
       this.#status.routeLocalnet = true;
       if (result === 'already') return false;
       this.#metrics.repairs.inc({ reason: 'route_localnet' });
       this.#log.info('set net.ipv4.conf.all.route_localnet=1 so that DNAT to the loopback listener works');
       return true;
     } catch (err) {
+      if (err instanceof InterceptionStopped) throw err;
       this.#status.routeLocalnet = false;
       this.#metrics.failures.inc({ operation: 'route_localnet' });
       this.#log.error({ err }, ROUTE_LOCALNET_HELP);
@@ -260,6 +294,7 @@ export class InterceptionRules {
     }
     // Both chains in one transaction: no moment where one is new and the other stale.
     const input = restoreInput(plan.lines);
+    this.#beforeWrite();
     await step('write_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input }));
     const after = await step('verify_rules', read);
     const left = planFor(after);

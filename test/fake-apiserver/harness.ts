@@ -18,18 +18,9 @@ export function capturingLogger(): { log: Logger; records: LogRecord[] } {
   return { log, records };
 }
 
-/** Polls the test's own condition every 10 ms; throws (naming it) when `timeoutMs` passes first. */
-export async function eventually(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { eventually, EVENTUALLY_MS } from '../helpers/eventually.ts';
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+export { eventually, sleep } from '../helpers/eventually.ts';
 
 /** The value of one series, or 0 when it does not exist. */
 export async function metric(registry: Registry, name: string, labels: Record<string, string>): Promise<number> {
@@ -79,7 +70,7 @@ export async function startHarness(opts: {
   };
   if (opts.waitReady !== false) {
     try {
-      await state.whenReady(AbortSignal.timeout(5_000));
+      await state.whenReady(AbortSignal.timeout(EVENTUALLY_MS));
       // Ready means listed; the watches open right after. Tests that push events want them open.
       await eventually(() => api.watchCount() === 4, 'all four watches open');
     } catch (err) {
