@@ -195,14 +195,14 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     '--shutdown-grace-ms=10', '--log-format=json', '--log-level=debug', '--kubeconfig=/kc',
     '--intercept-host-network', '--cgroup-root=/host/cgroup', '--kubepods-cgroup-parent=kubelet', '--host-token-callers=ops/app=v,tier=x;kube-system/app=csi',
     '--operation-mode=Managed', '--forceNamespaced', '--assignment-wait-ms=11', '--find-identity-retry-interval=12',
-    '--custom-user-agent=team/1.0 (x)', '--max-state-staleness=45', '--pod-events=false', '--memory-saver=false',
+    '--custom-user-agent=team/1.0 (x)', '--max-state-staleness=45', '--pod-events=false', '--memory-saver',
     '--imds-max-rps=11', '--imds-max-concurrency=12', '--imds-max-queue=13', '--imds-max-queue-per-pod=14', '--token-wait-ms=1500',
   ]));
   t.strictSame(config, {
     node: 'n1', listenAddress: '::1', listenPort: 1, metadataIp: '127.0.0.2', metadataPort: 2, probePort: 3, metricsPort: 4,
     probeListenAddress: '127.0.0.1', blockInstanceMetadata: true, metadataHeaderRequired: false, iptUpdateIntervalSec: 5,
     manageIptables: true, conntrackFlush: true, clusterStateFile: '/s.yaml', kubeconfig: '/kc', podWaitMs: 6,
-    maxStateStalenessS: 45, podEvents: false, memorySaver: false,
+    maxStateStalenessS: 45, podEvents: false, memorySaver: true,
     upstreamConnectTimeoutMs: 7, upstreamTimeoutMs: 8, tokenCache: false, maxConnections: 9, maxConnectionsPerPod: 32, maxRequestsPerPod: 16, shutdownGraceMs: 10,
     logFormat: 'json', logLevel: 'debug', operationMode: 'managed', forceNamespaced: true, assignmentWaitMs: 11,
     userAgent: `podid-nmi/${VERSION} team/1.0 (x)`,
@@ -216,7 +216,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
   t.equal(defaults.metadataIp, '169.254.169.254');
   t.equal(defaults.metadataHeaderRequired, true);
   t.equal(defaults.tokenCache, true);
-  t.equal(defaults.memorySaver, true, 'V8 memory saver mode once ready, by default');
+  t.equal(defaults.memorySaver, false, 'V8 memory saver mode only when asked: it costs the request path');
   t.equal(defaults.blockInstanceMetadata, false);
   t.equal(defaults.manageIptables, true, 'interception on by default, as NMI');
   t.equal(defaults.operationMode, 'standard', 'NMI\'s default mode');

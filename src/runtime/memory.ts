@@ -7,13 +7,11 @@
 // back. It needs node's --expose-gc, which the image passes; without it (tests, `npx nmi`)
 // that step does nothing.
 //
-// Steady serving is the opposite of a burst: small, short-lived allocations per request on a
-// heap that hardly changes. V8's default heuristics size the heap for throughput and keep
-// freed pages for reuse, about 5 to 10 MiB above what serving needs after a load burst. Memory
-// saver mode grows the heap in smaller steps and gives pages back sooner. It is switched on
-// once the state is ready, not on the command line: during the first sync it would cost
-// about 0.6 s of CPU (more collections while 50 MB of lists are parsed), which time to ready
-// cannot spare.
+// Memory saver mode (--memory-saver, off by default) makes V8 grow the heap in smaller steps
+// and give pages back sooner: about 5 MiB less RSS after a load burst, but 30 to 60% more
+// daemon CPU per request on bench/request-path.bench.ts, far past the 10% the request path may
+// lose. It is switched on once the state is ready, not on the command line, because during
+// the first sync it would cost about 0.6 s of CPU, which time to ready cannot spare.
 import { setFlagsFromString } from 'node:v8';
 
 type GcFunction = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
