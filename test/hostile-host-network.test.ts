@@ -7,7 +7,7 @@
 // has its own shares, and the attacker's refusals are its own. Nothing leaves loopback.
 import t, { type Test } from 'tap';
 import { fileURLToPath } from 'node:url';
-import { REFUSALS, type Reason, type RefusalSpec } from '../src/decision/reasons.ts';
+import { assertRefused } from './helpers/refused.ts';
 import { cgroupsUnavailable, parseCurlOut, TestCgroups } from './helpers/cgroups.ts';
 import type { RawAnswer } from './helpers/raw.ts';
 import { waitUntil } from './helpers/raw.ts';
@@ -67,24 +67,15 @@ async function setUp(t: Test): Promise<Setup> {
   };
 }
 
-function refused(t: Test, a: RawAnswer, reason: Reason, what: string): void {
-  const spec: RefusalSpec = REFUSALS[reason];
-  t.equal(a.status, spec.status, `${what}: status`);
-  t.same(a.json, { error: spec.error, error_description: spec.description, reason }, `${what}: body`);
-  t.equal(a.headers['x-podid-nmi-reason'], reason, `${what}: reason header`);
-  t.equal(a.headers['retry-after'], spec.retryAfter === undefined ? undefined : String(spec.retryAfter), `${what}: Retry-After`);
-  if (spec.closesConnection === true) t.equal(a.headers.connection, 'close', `${what}: the connection closes`);
-}
-
 async function suite(): Promise<void> {
   t.test('pipelining: the cooldown is the attacker pod\'s own, not every hostNetwork pod\'s', async (t) => {
     const { victimServed, attack } = await setUp(t);
     const burst = await attack({ count: 1, bytes: REQUEST.repeat(3), holdMs: 1_000 });
     t.ok(burst.answers.length >= 1);
-    refused(t, burst.answers.at(-1)!, 'pipelining_refused', 'a pipelined burst');
+    assertRefused(t, burst.answers.at(-1)!, 'pipelining_refused', 'a pipelined burst');
     const next = await attack({ count: 1, bytes: REQUEST, holdMs: 1_000 });
     t.equal(next.answers.length, 1);
-    refused(t, next.answers[0]!, 'pipelining_refused', 'the attacker\'s next connection, in its cooldown');
+    assertRefused(t, next.answers[0]!, 'pipelining_refused', 'the attacker\'s next connection, in its cooldown');
     await victimServed(t, 3, 'attacker in its cooldown');
   });
 
@@ -98,7 +89,7 @@ async function suite(): Promise<void> {
     const { opened, answers } = await flood;
     t.equal(opened, 40);
     t.equal(answers.length, 40 - PER_POD.connections, 'every connection over the share was answered');
-    for (const a of answers) refused(t, a, 'connections_over_share', 'the attacker over its connection share');
+    for (const a of answers) assertRefused(t, a, 'connections_over_share', 'the attacker over its connection share');
     t.match(await s.metrics(), /podid_nmi_requests_total\{route="connection",decision="refused",status="429",reason="connections_over_share"\} 32/);
   });
 
@@ -111,7 +102,7 @@ async function suite(): Promise<void> {
     await victimServed(t, 3, 'attacker\'s requests in flight');
     const { answers } = await flood;
     t.equal(answers.length, 6 - PER_POD.requests, 'requests over the share are answered at once');
-    for (const a of answers) refused(t, a, 'requests_over_share', 'the attacker over its in-flight share');
+    for (const a of answers) assertRefused(t, a, 'requests_over_share', 'the attacker over its in-flight share');
   });
 
   t.test('reconnecting as fast as it can: attribution at accept keeps the attacker to its share', async (t) => {
