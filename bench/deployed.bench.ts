@@ -21,6 +21,7 @@ import { NOT_INTERCEPTING } from '../src/probes/readiness.ts';
 import { ROOT, deployedCommand, withFlags } from './as-deployed.ts';
 import { realisticBinding, realisticIdentity, realisticPod } from './realistic-objects.ts';
 import { freePort } from '../test/helpers/ports.ts';
+import { cpuSeconds } from './processes.ts';
 
 const NODE = 'node-a';
 const NODE_PODS = 250;
@@ -130,12 +131,6 @@ function procStatus(pid: number): { rss: number; anon: number; file: number } {
   const text = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN) * 1024;
   return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
-}
-
-/** CPU seconds (user + system) the process has used. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 async function memory(pid: number, metricsPort: number): Promise<Memory> {

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { spawned, startProcess } from './processes.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const N_NEW = Number(process.env.BENCH_REQUESTS ?? 2000);
@@ -32,9 +33,8 @@ const ctrDir = `${podDir}/c1`;
 const made: string[] = [];
 for (const d of [parent, `${parent}/kubepods`, `${parent}/kubepods/besteffort`, podDir, ctrDir]) { mkdirSync(join(CG_ROOT, d)); made.push(d); }
 
-const children: ChildProcess[] = [];
 const cleanup = (): void => {
-  for (const c of children) c.kill('SIGKILL');
+  for (const c of spawned) c.kill('SIGKILL');
   // Deepest first; only the client, which has exited by now, was ever moved in.
   for (const d of [...made].reverse()) { try { rmdirSync(join(CG_ROOT, d)); } catch { /* gone, or still emptying */ } }
 };
@@ -42,18 +42,8 @@ process.on('exit', cleanup);
 
 function start(args: string[], ready: string, inCgroup?: string): Promise<ChildProcess> {
   const argv = [process.execPath, `${root}src/cli.ts`, ...args];
-  const child = inCgroup === undefined ? spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn('bash', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', join(CG_ROOT!, inCgroup), ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let started = false;
-    const timer = setTimeout(() => reject(new Error(`did not start: ${out}`)), 20_000);
-    const on = (d: Buffer) => { if (started) return; out += d.toString(); if (out.includes(ready)) { started = true; clearTimeout(timer); resolve(child); } };
-    child.stdout!.on('data', on);
-    child.stderr!.on('data', on);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`exited ${code}: ${out}`)); });
-  });
+  return inCgroup === undefined ? startProcess(argv[0]!, argv.slice(1), ready, { timeoutMs: 20_000 })
+    : startProcess('bash', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', join(CG_ROOT!, inCgroup), ...argv], ready, { timeoutMs: 20_000 });
 }
 
 // The load client, run inside the pod's cgroup: prints one JSON line of results.
@@ -98,7 +88,7 @@ async function lookupCosts(): Promise<{ ss: number; proc: number; samples: numbe
   const port = (server.address() as { port: number }).port;
   const holder = spawn('bash', ['-c', `echo $$ > "$0/cgroup.procs" && exec "$@"`, join(CG_ROOT!, ctrDir), process.execPath, '-e',
     `const s=require('net').connect(${port},'127.0.0.1',()=>console.log(s.localPort));setTimeout(()=>{},60000)`], { stdio: ['ignore', 'pipe', 'ignore'] });
-  children.push(holder);
+  spawned.push(holder);
   const clientPort = Number(await new Promise<string>((r) => holder.stdout!.once('data', (d: Buffer) => r(d.toString().trim()))));
   const run = promisify(execFile);
   const samples = 100;

@@ -4,14 +4,14 @@
 // at a time on a fresh connection, throughout. Reported per flood: the victim's latency (ratio
 // against the same victim with no flood, same run), its failures, the daemon's peak RSS, and
 // the daemon's log output. Every flood is bounded by FLOOD_MS and by a cap on its sockets.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { request, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { startProcess, spawned, rssMiB } from './processes.ts';
 
 const FLOOD_MS = Number(process.env.BENCH_FLOOD_MS ?? 8_000);
 const IMDS_PORT = 18_179;
@@ -106,34 +106,11 @@ function state(): string {
   return docs.join('\n---\n');
 }
 
-const children: ChildProcess[] = [];
-process.on('exit', () => children.forEach((c) => c.kill('SIGTERM')));
+const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
 let logBytes = 0;
+const countLogs = (d: Buffer): void => { logBytes += d.length; };
 
-function start(args: string[], ready: string, countLogs = false): Promise<ChildProcess> {
-  const root = fileURLToPath(new URL('..', import.meta.url));
-  const child = spawn(process.execPath, [`${root}src/cli.ts`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let started = false;
-    const timer = setTimeout(() => reject(new Error(`did not start: ${out}`)), 15_000);
-    const on = (d: Buffer) => {
-      if (countLogs) logBytes += d.length;
-      if (started) return;
-      out += d.toString();
-      if (out.includes(ready)) { started = true; clearTimeout(timer); resolve(child); }
-    };
-    child.stdout!.on('data', on);
-    child.stderr!.on('data', on);
-    child.once('exit', (code) => { clearTimeout(timer); if (!started) reject(new Error(`exited ${code}: ${out}`)); });
-  });
-}
 
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m === null ? 0 : Number(m[1]) / 1024;
-}
 
 function get(port: number, path: string, from: string, headers: Record<string, string>): Promise<number> {
   return new Promise((resolve) => {
@@ -182,10 +159,10 @@ if (isMainThread) {
     { clientID: 'aaaaaaaa-0000-4000-8000-000000000001', resourceID: '/r/victim', objectID: 'o1' },
     { clientID: 'bbbbbbbb-0000-4000-8000-000000000002', resourceID: '/r/attacker', objectID: 'o2' },
   ] }));
-  await start(['imds-emulator', '--listen', `127.0.0.1:${IMDS_PORT}`, '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening');
-  const daemon = await start(['--node=bench', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', `--metadata-port=${IMDS_PORT}`,
+  await startProcess(process.execPath, [cli, 'imds-emulator', '--listen', `127.0.0.1:${IMDS_PORT}`, '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening');
+  const daemon = await startProcess(process.execPath, [cli, '--node=bench', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', `--metadata-port=${IMDS_PORT}`,
     '--probe-listen-address=127.0.0.1', `--nmi-port=${NMI_PORT}`, `--http-probe-port=${PROBE_PORT}`, `--prometheus-port=${PROBE_PORT}`,
-    '--operation-mode=managed', '--forceNamespaced=true', '--log-level=info', '--log-format=json'], 'podid-nmi listening', true);
+    '--operation-mode=managed', '--forceNamespaced=true', '--log-level=info', '--log-format=json'], 'podid-nmi listening', { onOutput: countLogs });
   try {
     const rows: Row[] = [];
     await measure('warm-up', undefined, daemon);
@@ -205,6 +182,6 @@ if (isMainThread) {
       console.log(`| ${r.name} | ${r.asked} | ${r.failed} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.max.toFixed(1)} | ${(r.p50 / base.p50).toFixed(2)}x | ${r.rss.toFixed(0)} | ${r.logKiB.toFixed(0)} | ${r.note} |`);
     }
   } finally {
-    for (const child of children) child.kill('SIGTERM');
+    for (const child of spawned) child.kill('SIGTERM');
   }
 }

@@ -6,12 +6,13 @@
 //  1. 1,000 requests at once, 4 per pod, for 100 distinct identity/resource pairs;
 //  2. the same burst again;
 //  3. 250 pods with 250 distinct identities; clients honour Retry-After for up to 5 tries.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { startProcess, spawned } from './processes.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const PODS = 250;
@@ -50,26 +51,7 @@ function identities(): string {
   return JSON.stringify({ identities: all.map((clientID, n) => ({ clientID, resourceID: `/r/${n}`, objectID: `o-${n}` })) });
 }
 
-const children: ChildProcess[] = [];
-process.on('exit', () => children.forEach((c) => c.kill('SIGTERM')));
 
-function start(args: string[], ready: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let started = false;
-    const timer = setTimeout(() => reject(new Error(`did not start: ${out}`)), 15_000);
-    const on = (d: Buffer) => {
-      if (started) return;
-      out += d.toString();
-      if (out.includes(ready)) { started = true; clearTimeout(timer); resolve(child); }
-    };
-    child.stdout!.on('data', on);
-    child.stderr!.on('data', on);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`exited ${code}: ${out}`)); });
-  });
-}
 
 interface Reply { status: number; retryAfter: number | undefined; body: string }
 
@@ -156,15 +138,15 @@ await writeFile(`${dir}/state.yaml`, state());
 await writeFile(`${dir}/ids.json`, identities());
 const emulatorArgs = (port: number) => [`${root}src/cli.ts`, 'imds-emulator', '--listen', `127.0.0.1:${port}`, '--identities', `${dir}/ids.json`,
   '--rate-limit=true', '--rps', '20', '--concurrent', '5', '--token-latency-ms', '20'];
-await start(emulatorArgs(18179), 'listening');
-await start(emulatorArgs(18180), 'listening');
+await startProcess(process.execPath, emulatorArgs(18179), 'listening');
+await startProcess(process.execPath, emulatorArgs(18180), 'listening');
 // The daemon logs at info as in production, to a file: a pipe to this busy process would stall it.
 const log = openSync(`${dir}/daemon.log`, 'w');
-children.push(spawn(process.execPath, [`${root}src/cli.ts`, '--node=bench', '--manage-iptables=false', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1',
+spawned.push(spawn(process.execPath, [`${root}src/cli.ts`, '--node=bench', '--manage-iptables=false', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1',
   '--metadata-port=18179', '--probe-listen-address=127.0.0.1', '--nmi-port=12679', '--http-probe-port=18185', '--prometheus-port=18185',
   '--log-level=info', '--log-format=json', '--max-connections=4096'], { stdio: ['ignore', log, log] }));
 for (let i = 0; i < 150 && (await get(18185, '/healthz', '127.0.0.1')).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
-await start([`${root}bench/naive-proxy.ts`, '12680', '18180'], 'listening');
+await startProcess(process.execPath, [`${root}bench/naive-proxy.ts`, '12680', '18180'], 'listening');
 const rows: Row[] = [];
 try {
   const daemon = () => daemonCounts(18185);
@@ -185,5 +167,5 @@ try {
     console.log(`| ${r.scenario} | ${r.system} | ${r.requests} | ${pct(r.firstTry)} | ${pct(r.token)} | ${r.calls} | ${r.throttled} (${pct(r.calls === 0 ? 0 : r.throttled / r.calls)}) | ${(r.p50 / 1000).toFixed(2)} | ${(r.p99 / 1000).toFixed(2)} | ${r.seconds.toFixed(1)} |`);
   }
 } finally {
-  for (const child of children) child.kill('SIGTERM');
+  for (const child of spawned) child.kill('SIGTERM');
 }

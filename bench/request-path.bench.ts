@@ -3,13 +3,13 @@
 // host); this process only generates load, from one keep-alive connection pool per scenario.
 // Every scenario is bounded by a request count and a time cap. Ratios are against the
 // emulator answered directly, measured in the same run.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { deployedCommand } from './as-deployed.ts';
+import { startProcess, spawned, cpuSeconds } from './processes.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 20_000);
@@ -47,38 +47,13 @@ const daemonNodeArgs = process.env.BENCH_NODE_ARGS !== undefined ? process.env.B
 const daemonEnv: Record<string, string> = { ...process.env as Record<string, string>, ...(process.env.BENCH_ENV !== undefined ? {} : deployed.env) };
 for (const pair of (process.env.BENCH_ENV ?? '').split(' ').filter((x) => x.includes('='))) daemonEnv[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1);
 
-const children: ChildProcess[] = [];
-process.on('exit', () => children.forEach((c) => c.kill('SIGTERM')));
 
-function start(args: string[], ready: string, daemon = true): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...(daemon ? daemonNodeArgs : []), `${root}src/cli.ts`, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(daemon ? { env: daemonEnv } : {}) });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let started = false;
-    const timer = setTimeout(() => reject(new Error(`did not start: ${out}`)), 15_000);
-    // Output is drained for the whole run (a full pipe would stall the daemon's logging).
-    const on = (d: Buffer) => {
-      if (started) return;
-      out += d.toString();
-      if (out.includes(ready)) { started = true; clearTimeout(timer); resolve(child); }
-    };
-    child.stdout!.on('data', on);
-    child.stderr!.on('data', on);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`exited ${code}: ${out}`)); });
-  });
-}
 
 interface Result { name: string; n: number; rps: number; p50: number; p99: number; statuses: string; cpuUs: number | undefined }
 
-/** CPU time (user + system) a process has used, in µs: unlike latency, barely moved by other load on the machine. */
-function cpuMicros(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
-}
 
 async function load(name: string, origin: string, path: string, headers: Record<string, string>, from = '127.0.1.2', daemon?: ChildProcess): Promise<Result> {
-  const cpuBefore = daemon?.pid !== undefined ? cpuMicros(daemon.pid) : 0;
+  const cpuBefore = daemon?.pid !== undefined ? cpuSeconds(daemon.pid) : 0;
   const pool = new Pool(origin, { connections: CONCURRENCY, pipelining: 1, localAddress: from });
   const latencies: number[] = [];
   const statuses = new Map<number, number>();
@@ -100,19 +75,21 @@ async function load(name: string, origin: string, path: string, headers: Record<
   await pool.close();
   latencies.sort((a, b) => a - b);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  const cpuUs = daemon?.pid !== undefined ? (cpuMicros(daemon.pid) - cpuBefore) / latencies.length : undefined;
+  // CPU time, unlike latency, is barely moved by other load on the machine.
+  const cpuUs = daemon?.pid !== undefined ? (cpuSeconds(daemon.pid) - cpuBefore) * 1e6 / latencies.length : undefined;
   return { name, n: latencies.length, rps: latencies.length / seconds, p50: q(0.5), p99: q(0.99), statuses: [...statuses].map(([s, c]) => `${s}x${c}`).join(' '), cpuUs };
 }
 
 const dir = await mkdtemp(`${tmpdir()}/podid-bench-`);
 await writeFile(`${dir}/state.yaml`, state());
 await writeFile(`${dir}/ids.json`, JSON.stringify({ identities: [{ clientID: CLIENT, resourceID: '/r/id', objectID: 'o' }] }));
-const emulator = await start(['imds-emulator', '--listen', '127.0.0.1:18079', '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening', false);
+await startProcess(process.execPath, [`${root}src/cli.ts`, 'imds-emulator', '--listen', '127.0.0.1:18079', '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening');
 // Never the machine's own iptables.
 const common = [...extraDaemonArgs, '--node=bench', '--manage-iptables=false', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', '--metadata-port=18079',
   '--probe-listen-address=127.0.0.1', '--log-level=info', '--log-format=json'];
-const cached = await start([...common, '--nmi-port=12579', '--http-probe-port=18085', '--prometheus-port=18085'], 'podid-nmi listening');
-const uncached = await start([...common, '--nmi-port=12580', '--http-probe-port=18086', '--prometheus-port=18086', '--token-cache=false'], 'podid-nmi listening');
+const daemon = (args: string[]) => startProcess(process.execPath, [...daemonNodeArgs, `${root}src/cli.ts`, ...args], 'podid-nmi listening', { env: daemonEnv });
+const cached = await daemon([...common, '--nmi-port=12579', '--http-probe-port=18085', '--prometheus-port=18085']);
+const uncached = await daemon([...common, '--nmi-port=12580', '--http-probe-port=18086', '--prometheus-port=18086', '--token-cache=false']);
 const META = { metadata: 'true' };
 const TOKEN = '/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net';
 try {
@@ -136,5 +113,5 @@ try {
     console.log(`| ${r.name} | ${r.n} | ${Math.round(r.rps)} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${(r.p50 / base.p50).toFixed(2)}x | ${r.cpuUs === undefined ? '' : r.cpuUs.toFixed(0)} | ${r.statuses} |`);
   }
 } finally {
-  for (const child of children) child.kill('SIGTERM');
+  for (const child of spawned) child.kill('SIGTERM');
 }
