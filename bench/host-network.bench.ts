@@ -148,7 +148,7 @@ status: {phase: Running, podIPs: [{ip: 10.0.0.4}]}
 await writeFile(`${dir}/ids.json`, JSON.stringify({ identities: [{ clientID: CLIENT, resourceID: '/r/id', objectID: 'o' }] }));
 try {
   await start(['imds-emulator', '--listen', `127.0.0.1:${BASE_PORT}`, '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening');
-  await start(['--node=bench', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', `--metadata-port=${BASE_PORT}`,
+  await start(['--node=bench', '--manage-iptables=false', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', `--metadata-port=${BASE_PORT}`,
     '--probe-listen-address=127.0.0.1', '--log-level=info', '--log-format=json', `--nmi-port=${BASE_PORT + 1}`, `--http-probe-port=${BASE_PORT + 2}`, `--prometheus-port=${BASE_PORT + 2}`,
     '--intercept-host-network', `--kubepods-cgroup-parent=${parent}`], 'podid-nmi listening');
   const client = await new Promise<string>((resolve, reject) => {

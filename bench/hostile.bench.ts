@@ -160,7 +160,7 @@ if (isMainThread) {
     { clientID: 'bbbbbbbb-0000-4000-8000-000000000002', resourceID: '/r/attacker', objectID: 'o2' },
   ] }));
   await startProcess(process.execPath, [cli, 'imds-emulator', '--listen', `127.0.0.1:${IMDS_PORT}`, '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening');
-  const daemon = await startProcess(process.execPath, [cli, '--node=bench', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', `--metadata-port=${IMDS_PORT}`,
+  const daemon = await startProcess(process.execPath, [cli, '--node=bench', '--manage-iptables=false', `--cluster-state=${dir}/state.yaml`, '--metadata-ip=127.0.0.1', `--metadata-port=${IMDS_PORT}`,
     '--probe-listen-address=127.0.0.1', `--nmi-port=${NMI_PORT}`, `--http-probe-port=${PROBE_PORT}`, `--prometheus-port=${PROBE_PORT}`,
     '--operation-mode=managed', '--forceNamespaced=true', '--log-level=info', '--log-format=json'], 'podid-nmi listening', { onOutput: countLogs });
   try {

@@ -141,9 +141,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const l = listener;
   const p = probes;
   const m = metricsServer;
-  const untaint = new AbortController();
-  if (config.removeNodeTaint !== '') void removeStartupTaint(config, log, ready, untaint.signal);
-  if (config.memorySaver) state.whenReady(untaint.signal).then(favourMemoryFromNowOn, () => {});
+  // Aborted by close(): what waits for readiness (the taint removal, memory saver mode) stops waiting.
+  const untilClosed = new AbortController();
+  if (config.removeNodeTaint !== '') void removeStartupTaint(config, log, ready, untilClosed.signal);
+  if (config.memorySaver) state.whenReady(untilClosed.signal).then(favourMemoryFromNowOn, () => {});
   return {
     listener: l, state, metrics, probes: p, metricsServer: m,
     isReady: ready,
@@ -153,7 +154,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       closing = true;
       // Started first, awaited last: the pass it waits for runs alongside the listener's drain.
       const rulesStopped = interception?.stop();
-      untaint.abort();
+      untilClosed.abort();
       // What cannot finish within the grace is answered (503 shutting_down, Retry-After) a little
       // before the listener cuts connections: a client sees an answer, never a reset.
       const answerAt = Math.max(0, config.shutdownGraceMs - Math.min(SHUTDOWN_ANSWER_MS, config.shutdownGraceMs / 2));
