@@ -1,4 +1,4 @@
-// What the daemon loads is memory it holds on every node (README, Memory): the daemon as
+// What the daemon loads is memory it holds on every node (docs/performance.md, Memory): the daemon as
 // deployed (Kubernetes API source, JSON logs) loads no module it does not use. Each module
 // below is loaded on first use; the controls show the recording sees them when they are used.
 import { spawn } from 'node:child_process';

@@ -71,7 +71,7 @@ t.test('promtool accepts the rules, and every dashboard query parses', { skip: n
   t.equal(queries.status, 0, queries.stdout + queries.stderr);
 });
 
-t.test('the alerts the issue asks for, each with a runbook in the README', async (t) => {
+t.test('the alerts the issue asks for, each with a runbook in docs/operations.md', async (t) => {
   const alerts = (await ruleGroups()).groups.flatMap((g) => g.rules).filter((r) => r.alert !== undefined);
   const names = alerts.map((a) => a.alert!);
   for (const wanted of ['PodIdNmiNotReady', 'PodIdNmiInterceptionRulesMissing', 'PodIdNmiInterceptionRepairFailing', 'PodIdNmiStateStale',
@@ -79,10 +79,10 @@ t.test('the alerts the issue asks for, each with a runbook in the README', async
     t.ok(names.includes(wanted), wanted);
   }
   const { readFile } = await import('node:fs/promises');
-  const readme = await readFile(`${ROOT}README.md`, 'utf8');
+  const readme = await readFile(`${ROOT}docs/operations.md`, 'utf8');
   for (const a of alerts) {
-    const anchor = a.annotations?.runbook_url?.replace(/^README\.md#/, '') ?? '';
-    t.ok(readme.split('\n').some((l) => /^#{3,4} /.test(l) && l.replace(/^#+ /, '').replaceAll('`', '').toLowerCase() === anchor), `${a.alert}: README has a runbook section #${anchor}`);
+    const anchor = a.annotations?.runbook_url?.replace(/^docs\/operations\.md#/, '') ?? '';
+    t.ok(readme.split('\n').some((l) => /^#{3,4} /.test(l) && l.replace(/^#+ /, '').replaceAll('`', '').toLowerCase() === anchor), `${a.alert}: docs/operations.md has a runbook section #${anchor}`);
   }
 });
 

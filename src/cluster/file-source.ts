@@ -7,7 +7,7 @@ import type { ClusterObject } from './objects.ts';
 import { IndexedClusterState } from './indexed-state.ts';
 
 // Loaded on first use: a daemon fed by the informers never parses YAML, and the package is
-// about 70 modules (README, Memory).
+// about 70 modules (docs/performance.md, Memory).
 const require = createRequire(import.meta.url);
 let yaml: typeof import('yaml') | undefined;
 

@@ -62,7 +62,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'token-wait-ms', type: 'int', default: 8000, min: 100, max: 60000, help: 'Bound on a token request\'s time queued plus at IMDS; then 429 with a Retry-After from its place in the queue' },
   { name: 'max-state-staleness', type: 'int', default: 0, min: 0, max: 86400, help: 'Seconds without confirmation from the Kubernetes API after which token requests get a retryable 503 instead of a decision from old state (0: off)' },
   { name: 'pod-events', type: 'bool', default: true, help: 'Write Warning Events on pods for refusals a person can act on (with the Kubernetes API only)' },
-  { name: 'memory-saver', type: 'bool', default: false, help: 'Once cluster state is ready, switch V8 to its memory saver mode: about 5 MiB less RSS under load, for 30 to 60% more CPU per request (README, Memory)' },
+  { name: 'memory-saver', type: 'bool', default: false, help: 'Once cluster state is ready, switch V8 to its memory saver mode: about 5 MiB less RSS under load, for 30 to 60% more CPU per request (docs/performance.md, Memory)' },
   { name: 'token-cache', type: 'bool', default: true, help: 'Keep granted tokens until 15 minutes before expiry and share concurrent fetches' },
   { name: 'max-connections', type: 'int', default: 1024, min: 1, max: 65535, help: 'Concurrent connections the listener accepts' },
   { name: 'max-connections-per-pod', type: 'int', default: 32, min: 1, max: 65535, help: 'Connections one pod (or one address no pod holds) may hold at once; addresses with no pod share a quarter of --max-connections' },

@@ -1,4 +1,4 @@
-// How the daemon asks V8 to hold less memory. Both steps are measured in README (Memory) with
+// How the daemon asks V8 to hold less memory. Both steps are measured in docs/performance.md (Memory) with
 // bench/deployed.bench.ts, the daemon started as the image starts it.
 //
 // A list is a burst: a large cluster's first sync parses tens of MB of JSON in a second or
