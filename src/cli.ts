@@ -1,12 +1,8 @@
 #!/usr/bin/env node
 // `nmi [flags]` runs the daemon; `nmi demo`, `nmi imds-emulator` and `nmi cleanup-iptables`
 // are the other entry points. Exit status 2 is for what the operator must fix in the command.
-import { FlagError, flagHelp, parseFlags } from './config/flags.ts';
-import { toDaemonConfig } from './config/daemon-config.ts';
-import { StateFileError } from './cluster/file-source.ts';
-import { VERSION } from './config/version.ts';
-import { createLogger } from './observability/logger.ts';
-import { registerLeanBuiltins } from './runtime/lean-builtins.ts';
+// Each command loads what it needs when it runs: `nmi status --check ready` is the DaemonSet's
+// readiness probe, started every few seconds, and must not pay for pino and the flag table.
 
 const USAGE = `Usage:
   nmi [flags]                 run the daemon
@@ -14,6 +10,7 @@ const USAGE = `Usage:
   nmi imds-emulator [flags]   run only the IMDS emulator (see nmi imds-emulator --help)
   nmi cleanup-iptables        remove the NAT rules (for an uninstall)
   nmi explain [flags]         what the daemon would answer a pod, step by step (see nmi explain --help)
+  nmi status [flags]          the running daemon's view of this node (see nmi status --help)
   nmi version                 (also --version)
 
 Flags (NMI v1.8.17's spellings are accepted as NMI took them: --flag=value, --flag value,
@@ -37,8 +34,12 @@ export async function main(argv: string[]): Promise<number> {
       const { runExplain } = await import('./explain/explain.ts');
       return runExplain(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s), env: process.env });
     }
+    case 'status': {
+      const { runStatus } = await import('./status/status-cli.ts');
+      return runStatus(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) });
+    }
     case 'version':
-      process.stdout.write(`${VERSION}\n`);
+      process.stdout.write(`${(await import('./config/version.ts')).VERSION}\n`);
       return 0;
     default:
       return runDaemon(argv);
@@ -46,6 +47,12 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function runDaemon(argv: string[]): Promise<number> {
+  const { FlagError, flagHelp, parseFlags } = await import('./config/flags.ts');
+  const { toDaemonConfig } = await import('./config/daemon-config.ts');
+  const { StateFileError } = await import('./cluster/file-source.ts');
+  const { VERSION } = await import('./config/version.ts');
+  const { createLogger } = await import('./observability/logger.ts');
+  const { registerLeanBuiltins } = await import('./runtime/lean-builtins.ts');
   let config;
   let warnings: string[];
   try {
@@ -85,6 +92,8 @@ async function runDaemon(argv: string[]): Promise<number> {
 }
 
 async function cleanup(argv: string[]): Promise<number> {
+  const { FlagError, parseFlags } = await import('./config/flags.ts');
+  const { createLogger } = await import('./observability/logger.ts');
   let parsed;
   try {
     parsed = parseFlags(argv, process.env);

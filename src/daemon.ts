@@ -27,6 +27,11 @@ import { Cooldown } from './listener/cooldown.ts';
 import { RefusalLog } from './observability/refusal-log.ts';
 import { callerAt } from './pods/caller.ts';
 import { favourMemoryFromNowOn } from './runtime/memory.ts';
+import { EXTERNAL_INTERCEPTION } from './probes/readiness.ts';
+import { collectStatus, StatusBoard } from './status/collect-status.ts';
+import { noteProblems, RecentProblems } from './status/recent-problems.ts';
+import { UpstreamHealth } from './status/upstream-health.ts';
+import type { AdminServer } from './status/admin-server.ts';
 
 /** How long a caller that pipelined is refused new connections. */
 export const PIPELINING_COOLDOWN_MS = 5_000;
@@ -38,6 +43,8 @@ export interface Daemon {
   readonly probes: ProbeServer;
   readonly metricsServer: ProbeServer | undefined;
   isReady(): boolean;
+  /** Where further sections of `nmi status` register (token sources' budgets, caller strategies). */
+  readonly statusBoard: StatusBoard;
   /** Ready, or the reasons it is not (the /readyz body). */
   readiness(): Readiness;
   /** Graceful stop. NAT rules stay in place: pods are refused, never let through, until the next start. */
@@ -51,6 +58,11 @@ export interface DaemonOptions {
 }
 
 export async function startDaemon(config: DaemonConfig, log: Logger, options: DaemonOptions = {}): Promise<Daemon> {
+  const startedAt = Date.now();
+  // `nmi status` shows the warnings and errors of the last minutes: every room logs through this.
+  const problems = new RecentProblems();
+  log = noteProblems(log, problems);
+  const upstreamHealth = new UpstreamHealth();
   const metrics = new DaemonMetrics(undefined, options);
   const state = await openClusterState(config, log, metrics, options.freshness);
   const upstream = openUpstream(config, metrics.registry);
@@ -70,7 +82,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const events = config.clusterStateFile === '' && config.podEvents
     ? await (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log, userAgent: config.userAgent })
     : undefined;
-  const observer = observers([metrics, new RequestLog(log, refusals), ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
+  const observer = observers([metrics, new RequestLog(log, refusals), upstreamHealth, ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
   const handler = new MetadataHandler({
     state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, observer, admission, callers,
     blockInstanceMetadata: config.blockInstanceMetadata,
@@ -87,11 +99,15 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   let listener: Listener | undefined;
   let probes: ProbeServer | undefined;
   let metricsServer: ProbeServer | undefined;
+  let admin: AdminServer | undefined;
+  const statusBoard = new StatusBoard();
   const currentReadiness = (): Readiness => readiness({
     closing, stateReady: state.isReady(), manageIptables: config.manageIptables, interception: interception?.status,
+    externalInterception: config.interception === 'external',
   });
   const ready = (): boolean => currentReadiness().ready;
-  if (!config.manageIptables) log.warn(`${NOT_INTERCEPTING}; /readyz stays 503`);
+  if (config.interception === 'none') log.warn(`${NOT_INTERCEPTING}; /readyz stays 503`);
+  if (config.interception === 'external') log.warn(EXTERNAL_INTERCEPTION);
   try {
     listener = await listen({
       host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections,
@@ -127,9 +143,24 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       });
     }
     metrics.gauge('podid_nmi_socket_cgroup_lookups_pending', 'Socket-cgroup lookups running or queued', () => sockets.pending);
+    if (config.adminSocket !== '') {
+      const { startAdminServer } = await import('./status/admin-server.ts');
+      admin = await startAdminServer({
+        path: config.adminSocket, ready: currentReadiness,
+        status: () => collectStatus({
+          config, interceptionMode: config.interception, readiness: currentReadiness, interception: () => interception?.status, state,
+          scheduler, tokenCacheEntries: () => tokens?.size ?? 0, socketCgroupLookupsPending: () => sockets.pending,
+          upstream: upstreamHealth, problems, registry: metrics.registry, board: statusBoard, startedAt,
+        }),
+      }).catch((err: unknown) => {
+        // Tokens keep being served; the exec readiness probe, which reads this socket, says why.
+        log.error({ err, path: config.adminSocket }, 'admin socket not served: nmi status and its readiness check cannot reach this daemon');
+        return undefined;
+      });
+    }
   } catch (err) {
     refusals.close();
-    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close()]);
+    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close(), admin?.close()]);
     throw err;
   }
   log.info({
@@ -148,6 +179,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   return {
     listener: l, state, metrics, probes: p, metricsServer: m,
     isReady: ready,
+    statusBoard,
     readiness: currentReadiness,
     async close() {
       if (closing) return;
@@ -162,7 +194,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       await l.close(config.shutdownGraceMs);
       clearTimeout(answer);
       refusals.close();
-      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close(), rulesStopped]);
+      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close(), rulesStopped, admin?.close()]);
     },
   };
 }

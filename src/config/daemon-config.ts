@@ -20,6 +20,10 @@ export interface DaemonConfig {
   metadataHeaderRequired: boolean;
   iptUpdateIntervalSec: number;
   manageIptables: boolean;
+  /** Who sends pods' metadata traffic here: our rules, something else (--interception=external), or nothing (--manage-iptables=false). */
+  interception: 'iptables' | 'external' | 'none';
+  /** --admin-socket: where `nmi status` reads the daemon's view; '' for none. */
+  adminSocket: string;
   conntrackFlush: boolean;
   clusterStateFile: string;
   kubeconfig: string;
@@ -108,7 +112,10 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
     blockInstanceMetadata: v['block-instance-metadata'] === true,
     metadataHeaderRequired: v['metadata-header-required'] === true,
     iptUpdateIntervalSec: Number(v['ipt-update-interval-sec']),
-    manageIptables: v['manage-iptables'] === true,
+    // --interception=external says something else redirects; otherwise --manage-iptables decides.
+    manageIptables: v['manage-iptables'] === true && v.interception !== 'external',
+    interception: v.interception === 'external' ? 'external' : v['manage-iptables'] === true ? 'iptables' : 'none',
+    adminSocket: String(v['admin-socket'] ?? ''),
     conntrackFlush: v['enable-conntrack-deletion'] === true,
     clusterStateFile,
     kubeconfig,

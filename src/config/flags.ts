@@ -49,6 +49,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'metadata-header-required', nmi: true, type: 'bool', default: true, help: 'Refuse token requests without "Metadata: true"' },
   { name: 'ipt-update-interval-sec', nmi: true, type: 'int', default: 60, min: 1, max: 3600, help: 'Seconds between checks that repair the NAT rules' },
   { name: 'manage-iptables', type: 'bool', default: true, help: 'Install and keep the DNAT rules for the metadata address; with false nothing is intercepted and /readyz stays 503' },
+  { name: 'interception', type: 'string', default: 'iptables', choices: ['iptables', 'external'], help: 'iptables: the daemon installs and repairs the DNAT rules (as --manage-iptables); external: something else (a Cilium Local Redirect Policy, a mesh) sends pods\' metadata traffic here, no rules are installed, and the daemon is ready once synced' },
+  { name: 'admin-socket', type: 'string', default: '', help: 'Unix socket for `nmi status` (HTTP, mode 0600); empty: none. The DaemonSet uses /var/run/podid-nmi/admin.sock' },
   { name: 'enable-conntrack-deletion', nmi: true, type: 'bool', default: false, help: 'Delete conntrack entries to the metadata address after installing the rules' },
   { name: 'cluster-state', type: 'string', default: '', help: 'YAML file of Pods, AzureIdentities, bindings and exceptions (instead of the Kubernetes API)' },
   { name: 'kubeconfig', type: 'string', default: '', env: 'KUBECONFIG', help: 'kubeconfig for the Kubernetes API; in-cluster configuration when empty' },

@@ -9,6 +9,8 @@ export interface ReadinessInputs {
   closing: boolean;
   stateReady: boolean;
   manageIptables: boolean;
+  /** --interception=external: something else redirects; nothing here can see whether it does. */
+  externalInterception?: boolean;
   /** undefined until the first rule check has run. */
   interception: InterceptionStatus | undefined;
 }
@@ -16,10 +18,15 @@ export interface ReadinessInputs {
 export const NOT_INTERCEPTING = 'not intercepting: started with --manage-iptables=false, so nothing here redirects pods\' '
   + 'metadata traffic to this daemon (tokens are still answered on its listener)';
 
+export const EXTERNAL_INTERCEPTION = 'interception is external (--interception=external): no rules are installed here, and '
+  + 'nothing here checks that pods\' metadata traffic is redirected to this daemon; it reports ready once cluster state is synced';
+
 export function readiness(i: ReadinessInputs): Readiness {
   const reasons: string[] = [];
   if (i.closing) reasons.push('shutting down');
-  if (!i.manageIptables) {
+  if (i.externalInterception === true) {
+    // Ready once synced: the redirect is another component's, and its own health to report.
+  } else if (!i.manageIptables) {
     reasons.push(NOT_INTERCEPTING);
   } else if (i.interception === undefined) {
     reasons.push('interception rules not checked yet');
