@@ -15,7 +15,7 @@ import { observers } from './observability/request-outcome.ts';
 import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.ts';
 import { openUpstream } from './upstream/upstream.ts';
-import { InterceptionRules } from './iptables/index.ts';
+import { InterceptionRules, type InterceptionOptions } from './iptables/index.ts';
 import { ownCgroupFrom } from './iptables/host-cgroups.ts';
 import { CallerRoom } from './pods/caller-room.ts';
 import { podCgroupOf } from './pods/kubelet-cgroup.ts';
@@ -55,6 +55,8 @@ export interface DaemonOptions {
   defaultMetrics?: boolean;
   /** Tests shorten how the API server's silence is detected. */
   freshness?: Partial<FreshnessTuning>;
+  /** Tests run the rules against a stand-in for iptables (test/helpers/fake-iptables.ts). */
+  iptables?: Pick<InterceptionOptions, 'run' | 'backend'>;
 }
 
 export async function startDaemon(config: DaemonConfig, log: Logger, options: DaemonOptions = {}): Promise<Daemon> {
@@ -136,7 +138,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
         metadataIp: config.metadataIp, metadataPort: config.metadataPort,
         targetIp: dnatTargetFor(config.listenAddress), targetPort: listener.address.port,
         intervalSec: config.iptUpdateIntervalSec, conntrackFlush: config.conntrackFlush,
-        log, registry: metrics.registry,
+        log, registry: metrics.registry, ...options.iptables,
         hostNetwork: config.interceptHostNetwork
           ? { cgroupRoot: config.cgroupRoot, cgroupParent: config.kubepodsCgroupParent, ownCgroup }
           : undefined,
