@@ -2,12 +2,15 @@
 // without an identity named, in both --cluster-state and --kubeconfig form. And its interface:
 // flags, the JSON shape, exit codes 0 / 1 / 2.
 import t, { type Test } from 'tap';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments, type Document } from 'yaml';
 import { runExplain, type Explanation } from '../src/explain/explain.ts';
+import { DeployedFlagsError, flagsOfDaemonSet } from '../src/explain/deployed-flags.ts';
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
 import { stringify } from 'yaml';
 import { FakeApiServer, type Obj, type ResourceName } from './fake-apiserver/fake-apiserver.ts';
 import { assignedIdentity, binding, identity, pod as podObj } from './fake-apiserver/fixtures.ts';
@@ -184,7 +187,8 @@ t.test('the JSON shape and exit codes', async (t) => {
   const base = ['--cluster-state', file, '--node', 'node-1', ...MANAGED];
   const granted = await explainJson([...base, '--pod', 'shop/orders']);
   t.equal(granted.code, 0);
-  t.same(Object.keys(granted.out), ['decision', 'reason', 'status', 'identity', 'clientID', 'steps']);
+  t.same(Object.keys(granted.out), ['decision', 'reason', 'status', 'identity', 'clientID', 'steps', 'flags']);
+  t.same(granted.out.flags, { operationMode: 'managed', forceNamespaced: true, from: 'the command line and the daemon\'s defaults' }, 'a state file has no DaemonSet to read; managed mode is always namespaced');
   t.match(granted.out, { decision: 'granted', reason: null, status: 200, identity: 'shop/reader', clientID: IDS.reader!.clientID });
   t.ok(granted.out.steps.every((s) => typeof s.step === 'string' && typeof s.detail === 'string'));
   const passed = await explainJson([...base, '--pod', 'kube-system/agent', '--client-id', IDS.agent!.clientID]);
@@ -228,4 +232,70 @@ t.test('through the real command line: text for people, exit status from the dec
   t.match(JSON.parse(refused.stdout), { decision: 'refused', reason: 'identity_not_bound', status: 403 });
   const bad = run('--pod', 'nope');
   t.equal(bad.status, 2);
+});
+
+/** The DaemonSet as shipped (daemonset/daemonset.yaml), with its args changed by `edit`. */
+function shippedDaemonSet(edit: (args: string[], env: Array<{ name: string; value?: string }>) => void = () => {}): Obj {
+  const ds = parse(readFileSync(new URL('../daemonset/daemonset.yaml', import.meta.url), 'utf8')) as Obj;
+  const c = ((((ds.spec as Obj).template as Obj).spec as Obj).containers as Array<{ name: string; args: string[]; env: Array<{ name: string; value?: string }> }>)[0]!;
+  edit(c.args, c.env);
+  return ds;
+}
+
+t.test('the deployed DaemonSet\'s flags: read from its container, as the daemon parses them', async (t) => {
+  t.same(flagsOfDaemonSet(shippedDaemonSet()), { operationMode: 'managed', forceNamespaced: true, from: 'DaemonSet kube-system/podid-nmi (container nmi)' }, 'the shipped DaemonSet: managed, namespaced');
+  const standard = shippedDaemonSet((args) => { args.splice(args.indexOf('--operation-mode=managed'), 2, '--operation-mode', 'Standard'); });
+  t.match(flagsOfDaemonSet(standard), { operationMode: 'standard', forceNamespaced: false }, 'NMI\'s spellings, case-insensitive mode, flag removed');
+  const chart = shippedDaemonSet((args, env) => {
+    args.splice(args.indexOf('--operation-mode=managed'), 2, '--operation-mode=$(MODE)');
+    env.push({ name: 'MODE', value: 'standard' }, { name: 'FORCENAMESPACED', value: 'true' });
+  });
+  t.match(flagsOfDaemonSet(chart), { operationMode: 'standard', forceNamespaced: true }, '$(VAR) from the container env, and the chart\'s FORCENAMESPACED');
+  const unknown = shippedDaemonSet((args) => { args.push('--flag-from-the-future=1'); });
+  t.throws(() => flagsOfDaemonSet(unknown), new DeployedFlagsError('DaemonSet kube-system/podid-nmi, container nmi: unknown flag --flag-from-the-future'));
+  t.throws(() => flagsOfDaemonSet({ metadata: { namespace: 'a', name: 'b' }, spec: { template: { spec: { containers: [{ name: 'x' }, { name: 'y' }] } } } }),
+    /DaemonSet a\/b has no container named nmi/);
+});
+
+t.test('explain takes the mode and flags of the DaemonSet in the cluster when not given, and says which it used', async (t) => {
+  const objs = standardObjects();
+  const api = await FakeApiServer.start();
+  t.teardown(() => api.close());
+  for (const o of objs) api.create(PLURAL[String(o.kind)]!, o);
+  const base = ['--kubeconfig', api.kubeconfig(), '--node', 'node-1', '--pod', 'shop/creating'];
+  // No DaemonSet yet: the defaults (standard), and the answer says so.
+  const none = await explainJson(base);
+  t.match(none.out, { reason: 'assignment_pending', flags: { operationMode: 'standard', from: /^the daemon's defaults: no DaemonSet is labelled app\.kubernetes\.io\/name=podid-nmi/ } });
+  // The shipped DaemonSet runs managed mode: the pod MIC has not served yet is decided from its bindings.
+  api.create('daemonsets', shippedDaemonSet());
+  const managed = await explainJson(base);
+  t.match(managed, { code: 1, out: { reason: 'binding_missing', flags: { operationMode: 'managed', forceNamespaced: true, from: 'DaemonSet kube-system/podid-nmi (container nmi)' } } },
+    'managed mode, from the DaemonSet found by its label');
+  const override = await explainJson([...base, '--operation-mode', 'standard']);
+  t.match(override.out, { reason: 'assignment_pending', flags: { operationMode: 'standard', forceNamespaced: true, from: 'DaemonSet kube-system/podid-nmi (container nmi), and the command line' } },
+    'a flag given here wins; the other still comes from the DaemonSet');
+  const both = await explainJson([...base, '--operation-mode', 'standard', '--forceNamespaced=false']);
+  t.same(both.out.flags, { operationMode: 'standard', forceNamespaced: false, from: 'the command line' });
+  // A second, labelled DaemonSet: which one is meant must be said.
+  const other = shippedDaemonSet((args) => { args.splice(args.indexOf('--operation-mode=managed'), 1, '--operation-mode=standard'); });
+  (other.metadata as Obj).namespace = 'podid-canary';
+  api.create('daemonsets', other);
+  const several = await explainJson(base);
+  t.equal(several.code, 2);
+  t.match(several.stderr, /several DaemonSets are labelled app\.kubernetes\.io\/name=podid-nmi \(kube-system\/podid-nmi, podid-canary\/podid-nmi\): name one with --daemonset NAMESPACE\/NAME/);
+  const named = await explainJson([...base, '--daemonset', 'podid-canary/podid-nmi']);
+  t.match(named.out, { reason: 'assignment_pending', flags: { operationMode: 'standard', forceNamespaced: true, from: 'DaemonSet podid-canary/podid-nmi (container nmi)' } });
+  const missing = await explainJson([...base, '--daemonset', 'kube-system/nope']);
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, /nope/);
+  let err = '';
+  t.equal(await runExplain(['--cluster-state', '/x', '--node', 'n', '--pod', 'a/b', '--daemonset', 'a/b'], { stdout: () => {}, stderr: (x) => { err += x; }, env: {} }), 2);
+  t.match(err, /--daemonset needs the Kubernetes API/);
+  // Text output names where the flags came from.
+  // Spawned, not spawnSync: the fake API server answering it runs in this process.
+  const child = spawn(process.execPath, ['src/cli.ts', 'explain', ...base, '--daemonset', 'kube-system/podid-nmi'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  t.equal(await new Promise((resolve) => child.once('exit', resolve)), 1, 'refused: exit 1');
+  t.match(stdout, /^shop\/creating on node node-1 \(managed mode, namespaced\), token for https:\/\/management\.azure\.com\/:\n  flags: --operation-mode=managed --forceNamespaced=true, from DaemonSet kube-system\/podid-nmi \(container nmi\)\n/);
 });

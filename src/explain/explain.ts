@@ -16,6 +16,7 @@ import { REFUSALS, type Reason } from '../decision/reasons.ts';
 import { parseTokenRequest, type TokenRequest } from '../decision/token-request.ts';
 import { decideAwaitingAssignment } from '../listener/await-assignment.ts';
 import { lookupPodNow } from '../pods/pod-lookup.ts';
+import { DAEMONSET_SELECTOR, DeployedFlagsError, type DeployedFlags } from './deployed-flags.ts';
 
 export const EXPLAIN_FLAGS: readonly FlagSpec[] = [
   { name: 'cluster-state', type: 'string', default: '', help: 'YAML file of the cluster objects (as the daemon\'s --cluster-state)' },
@@ -25,15 +26,16 @@ export const EXPLAIN_FLAGS: readonly FlagSpec[] = [
   { name: 'client-id', type: 'string', default: '', help: 'the client_id the pod asks for' },
   { name: 'msi-res-id', type: 'string', default: '', help: 'the msi_res_id the pod asks for' },
   { name: 'resource', type: 'string', default: 'https://management.azure.com/', help: 'the token audience asked for' },
-  { name: 'operation-mode', type: 'string', default: 'standard', choices: ['managed', 'standard'], caseInsensitive: true, help: 'the daemon\'s --operation-mode' },
-  { name: 'forceNamespaced', type: 'bool', default: false, help: 'the daemon\'s --forceNamespaced, also on when env FORCENAMESPACED is "true" (managed mode is always namespaced)' },
+  { name: 'operation-mode', type: 'string', default: 'standard', choices: ['managed', 'standard'], caseInsensitive: true, help: 'the daemon\'s --operation-mode; when not given, the deployed DaemonSet\'s (with the Kubernetes API), else standard' },
+  { name: 'forceNamespaced', type: 'bool', default: false, help: 'the daemon\'s --forceNamespaced, also on when env FORCENAMESPACED is "true" (managed mode is always namespaced); when not given, the deployed DaemonSet\'s' },
+  { name: 'daemonset', type: 'string', default: '', help: `NAMESPACE/NAME of the deployed DaemonSet whose flags to use when not given here (default: the one labelled ${DAEMONSET_SELECTOR})` },
   { name: 'output', type: 'string', default: 'text', choices: ['text', 'json'], help: 'text for people, json for scripts' },
   { name: 'timeout-seconds', type: 'int', default: 30, min: 1, max: 600, help: 'how long to wait for the Kubernetes API to list the state' },
   { name: 'help', type: 'bool', default: false, help: 'print this help' },
 ];
 
 export const EXPLAIN_USAGE = 'nmi explain (--cluster-state FILE | --kubeconfig FILE | in-cluster) --node NODE --pod NAMESPACE/NAME '
-  + '[--client-id ID | --msi-res-id ID] [--resource R] [--operation-mode managed|standard] [--forceNamespaced] [--output text|json]';
+  + '[--client-id ID | --msi-res-id ID] [--resource R] [--operation-mode managed|standard] [--forceNamespaced] [--daemonset NAMESPACE/NAME] [--output text|json]';
 
 export interface Step {
   readonly step: string;
@@ -47,6 +49,8 @@ export interface Explanation {
   identity: string | null;
   clientID: string | null;
   steps: Step[];
+  /** The daemon settings the answer was decided with, and where they came from. */
+  flags: { operationMode: string; forceNamespaced: boolean; from: string };
 }
 
 export interface ExplainIo {
@@ -64,7 +68,7 @@ export async function runExplain(argv: readonly string[], io: ExplainIo): Promis
       io.stdout(`Usage: ${EXPLAIN_USAGE}\n\nExit status: 0 granted or passed through, 1 refused, 2 bad input.\n\nFlags:\n${flagHelp(EXPLAIN_FLAGS)}\n`);
       return 0;
     }
-    input = toInput(parsed.values, parsed.positionals, io.env);
+    input = toInput(parsed.values, parsed.positionals, io.env, parsed.given);
   } catch (err) {
     if (err instanceof FlagError) {
       io.stderr(`nmi explain: ${err.message}\nUsage: ${EXPLAIN_USAGE}\n`);
@@ -74,9 +78,10 @@ export async function runExplain(argv: readonly string[], io: ExplainIo): Promis
   }
   let result: Explanation;
   try {
+    await resolveFlags(input);
     result = await explain(input);
   } catch (err) {
-    if (err instanceof ExplainInputError) {
+    if (err instanceof ExplainInputError || err instanceof DeployedFlagsError) {
       io.stderr(`nmi explain: ${err.message}\n`);
       return 2;
     }
@@ -96,11 +101,15 @@ interface ExplainInput {
   name: string;
   request: TokenRequest;
   policy: DecisionPolicy;
+  /** Where the policy's settings came from (flagsFrom), and which were given here. */
+  flagsFrom: string;
+  given: { mode: boolean; forceNamespaced: boolean };
+  daemonset: { namespace: string; name: string } | undefined;
   output: 'text' | 'json';
   timeoutMs: number;
 }
 
-function toInput(v: Record<string, string | number | boolean>, positionals: string[], env: NodeJS.ProcessEnv): ExplainInput {
+function toInput(v: Record<string, string | number | boolean>, positionals: string[], env: NodeJS.ProcessEnv, given: ReadonlySet<string>): ExplainInput {
   if (positionals.length > 0) throw new FlagError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const clusterState = String(v['cluster-state']);
   const kubeconfig = String(v.kubeconfig);
@@ -121,12 +130,57 @@ function toInput(v: Record<string, string | number | boolean>, positionals: stri
   if (resId !== '') params.set('msi_res_id', resId);
   const request = parseTokenRequest(params);
   if (typeof request === 'string') throw new FlagError(`the request is one the daemon refuses before any lookup: ${request} (${REFUSALS[request].description})`);
+  const ds = String(v.daemonset);
+  const dsRef = /^([^/\s]+)\/([^/\s]+)$/.exec(ds);
+  if (ds !== '' && dsRef === null) throw new FlagError('flag --daemonset: give NAMESPACE/NAME');
+  if (ds !== '' && clusterState !== '') throw new FlagError('flag --daemonset needs the Kubernetes API, not --cluster-state');
+  const givenHere = { mode: given.has('operation-mode'), forceNamespaced: given.has('forceNamespaced') || env.FORCENAMESPACED !== undefined };
   return {
     clusterState, kubeconfig, node, namespace: pod[1]!, name: pod[2]!, request,
     // The daemon's own reading of these two (config/daemon-config.ts).
     policy: policyFor(v['operation-mode'] === 'standard' ? 'standard' : 'managed', v.forceNamespaced === true || env.FORCENAMESPACED === 'true'),
+    flagsFrom: givenHere.mode && givenHere.forceNamespaced ? 'the command line'
+      : givenHere.mode || givenHere.forceNamespaced ? 'the command line and the daemon\'s defaults' : 'the daemon\'s defaults',
+    given: givenHere,
+    daemonset: dsRef === null ? undefined : { namespace: dsRef[1]!, name: dsRef[2]! },
     output: v.output as 'text' | 'json', timeoutMs: Number(v['timeout-seconds']) * 1000,
   };
+}
+
+/**
+ * Settings not given on the command line are the deployed daemon's: read from its DaemonSet
+ * (--daemonset, or the one labelled so) when explain reads the Kubernetes API. A named
+ * DaemonSet that cannot be read, or several labelled ones, is bad input; none labelled, or no
+ * right to list them, falls back to the daemon's defaults, and the answer says so.
+ */
+async function resolveFlags(input: ExplainInput): Promise<void> {
+  if (input.clusterState !== '' || (input.given.mode && input.given.forceNamespaced)) return;
+  const { loadKubeConfig } = await import('../cluster/kube-config.ts');
+  const { KubeHttp } = await import('../cluster/kube-http.ts');
+  const { deployedFlags } = await import('./deployed-flags.ts');
+  let http;
+  try {
+    http = new KubeHttp(await loadKubeConfig(input.kubeconfig === '' ? undefined : input.kubeconfig));
+  } catch (err) {
+    throw new ExplainInputError((err as Error).message);
+  }
+  let found: DeployedFlags | undefined;
+  try {
+    found = await deployedFlags(http, input.daemonset, input.timeoutMs);
+  } catch (err) {
+    if (err instanceof DeployedFlagsError || input.daemonset !== undefined) throw new DeployedFlagsError((err as Error).message);
+    input.flagsFrom = `the daemon's defaults: the DaemonSets labelled ${DAEMONSET_SELECTOR} could not be listed (${(err as Error).message})`;
+    return;
+  } finally {
+    await http.close();
+  }
+  if (found === undefined) {
+    input.flagsFrom = `the daemon's defaults: no DaemonSet is labelled ${DAEMONSET_SELECTOR} (name one with --daemonset)`;
+    return;
+  }
+  input.policy = policyFor(input.given.mode ? input.policy.mode : found.operationMode,
+    input.given.forceNamespaced ? input.policy.forceNamespaced : found.forceNamespaced);
+  input.flagsFrom = input.given.mode || input.given.forceNamespaced ? `${found.from}, and the command line` : found.from;
 }
 
 async function loadState(input: ExplainInput): Promise<{ state: IndexedClusterState; source: string }> {
@@ -152,6 +206,11 @@ async function loadState(input: ExplainInput): Promise<{ state: IndexedClusterSt
 }
 
 export async function explain(input: ExplainInput): Promise<Explanation> {
+  const flags = { operationMode: input.policy.mode, forceNamespaced: input.policy.forceNamespaced, from: input.flagsFrom };
+  return { ...await decideFor(input), flags };
+}
+
+async function decideFor(input: ExplainInput): Promise<Omit<Explanation, 'flags'>> {
   const { state, source } = await loadState(input);
   try {
     const steps: Step[] = [];
@@ -218,7 +277,7 @@ function context(pod: PodInfo, state: IndexedClusterState, request: TokenRequest
   return steps;
 }
 
-function fromDecision(d: TokenDecision, steps: Step[]): Explanation {
+function fromDecision(d: TokenDecision, steps: Step[]): Omit<Explanation, 'flags'> {
   switch (d.kind) {
     case 'grant': {
       const id = d.identity;
@@ -245,14 +304,15 @@ function fromDecision(d: TokenDecision, steps: Step[]): Explanation {
   }
 }
 
-function refused(reason: Reason, steps: Step[]): Explanation {
+function refused(reason: Reason, steps: Step[]): Omit<Explanation, 'flags'> {
   const spec = REFUSALS[reason];
   steps.push({ step: 'decision', detail: `refused: ${reason}, ${spec.status} "${spec.description}"` });
   return { decision: 'refused', reason, status: spec.status, identity: null, clientID: null, steps };
 }
 
 function text(input: ExplainInput, r: Explanation): string {
-  const lines = [`${input.namespace}/${input.name} on node ${input.node} (${input.policy.mode} mode${input.policy.forceNamespaced ? ', namespaced' : ''}), token for ${input.request.resource}:`];
+  const lines = [`${input.namespace}/${input.name} on node ${input.node} (${input.policy.mode} mode${input.policy.forceNamespaced ? ', namespaced' : ''}), token for ${input.request.resource}:`,
+    `  flags: --operation-mode=${r.flags.operationMode} --forceNamespaced=${r.flags.forceNamespaced}, from ${r.flags.from}`];
   r.steps.forEach((s, i) => lines.push(`  ${i + 1}. ${s.step}: ${s.detail}`));
   const who = r.identity !== null ? ` as ${r.identity}` : '';
   const client = r.clientID !== null ? ` (client id ${r.clientID})` : '';

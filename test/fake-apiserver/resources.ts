@@ -39,9 +39,14 @@ export const RESOURCES: Readonly<Record<string, ResourceInfo>> = {
   azureidentitybindings: crd('azureidentitybindings', 'AzureIdentityBinding'),
   azurepodidentityexceptions: crd('azurepodidentityexceptions', 'AzurePodIdentityException'),
   azureassignedidentities: crd('azureassignedidentities', 'AzureAssignedIdentity'),
+  // apps/v1; served for `nmi explain`, which reads the deployed DaemonSet's flags.
+  daemonsets: {
+    plural: 'daemonsets', kind: 'DaemonSet', listKind: 'DaemonSetList', apiVersion: 'apps/v1', itemsCarryKind: false,
+    fields: new Set(COMMON_FIELDS),
+  },
 };
 
-export type ResourceName = 'pods' | 'nodes' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions' | 'azureassignedidentities';
+export type ResourceName = 'pods' | 'nodes' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions' | 'azureassignedidentities' | 'daemonsets';
 
 export interface ResourcePath {
   resource: ResourceInfo;
@@ -52,9 +57,17 @@ export interface ResourcePath {
 const SEGMENT = '([a-z0-9]([-a-z0-9.]*[a-z0-9])?)';
 const CORE = new RegExp(`^/api/v1(?:/namespaces/${SEGMENT})?/(pods|nodes)(?:/${SEGMENT})?$`);
 const CUSTOM = new RegExp(`^/apis/aadpodidentity\\.k8s\\.io/v1(?:/namespaces/${SEGMENT})?/([a-z]+)(?:/${SEGMENT})?$`);
+const APPS = new RegExp(`^/apis/apps/v1(?:/namespaces/${SEGMENT})?/(daemonsets)(?:/${SEGMENT})?$`);
 
 /** undefined for a path that names no served resource. */
 export function resolvePath(path: string): ResourcePath | undefined {
+  const apps = APPS.exec(path);
+  if (apps !== null) {
+    const out: ResourcePath = { resource: RESOURCES.daemonsets! };
+    if (apps[1] !== undefined) out.namespace = apps[1];
+    if (apps[4] !== undefined) out.name = apps[4];
+    return out;
+  }
   const core = CORE.exec(path);
   const m = core ?? CUSTOM.exec(path);
   if (m === null) return undefined;
