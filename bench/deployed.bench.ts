@@ -219,6 +219,8 @@ async function main(): Promise<void> {
       // Pods are played by loopback addresses, which are the node's own: no socket-cgroup attribution, no taint.
       'manage-iptables': 'false', 'intercept-host-network': 'false', 'remove-node-taint': '', 'metadata-ip': '127.0.0.1', 'metadata-port': String(imdsPort),
       'nmi-port': String(nmiPort), 'http-probe-port': String(probePort), 'prometheus-port': String(metricsPort), 'probe-listen-address': '127.0.0.1',
+      // Served as deployed, but not under the machine's /var/run; the daemon removes it when it stops.
+      'admin-socket': `/tmp/podid-nmi-bench-${process.pid}.sock`,
     });
     // BENCH_NODE_ARGS: extra node options for a diagnostic run (--cpu-prof ...), never for figures.
     const extra = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((x) => x !== '');

@@ -19,6 +19,8 @@ t.test('every daemon a bench starts has --manage-iptables=false', async (t) => {
     if (/withFlags\(\w+\.args/.test(text)) {
       daemons++;
       t.match(text, /'manage-iptables': 'false'/, `${file}: withFlags overrides manage-iptables`);
+      // The DaemonSet's --admin-socket is under /var/run: a bench keeps the machine's /var/run clean.
+      t.match(text, /'admin-socket': `\/tmp\//, `${file}: withFlags moves the admin socket to /tmp`);
     }
   }
   t.ok(daemons >= 5, `daemon command lines found: ${daemons}`);

@@ -11,6 +11,7 @@ import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from 'kubernetes-m
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1';
 import { CRD_GROUP, toClusterObject } from '../src/cluster/convert.ts';
 import { FLAGS, parseFlags } from '../src/config/flags.ts';
+import { DEFAULT_ADMIN_SOCKET } from '../src/status/status-cli.ts';
 
 type Obj = Record<string, any>;
 
@@ -252,9 +253,12 @@ t.test('DaemonSet: args are NMI\'s names and all known to the daemon', async (t)
   const ports: Obj[] = container.ports ?? [];
   const resolve = (port: unknown) => typeof port === 'number' ? port : ports.find((p) => p.name === port)?.containerPort;
   t.match(container.livenessProbe?.httpGet, { path: '/healthz' });
-  t.match(container.readinessProbe?.httpGet, { path: '/readyz' });
+  // Readiness: the CLI against this pod's own admin socket, which the args name and an emptyDir holds.
+  t.same(container.readinessProbe?.exec?.command, ['nmi', 'status', '--check', 'ready', '--timeout-seconds=2']);
+  t.equal(parsed.values['admin-socket'], DEFAULT_ADMIN_SOCKET, 'the daemon serves the socket nmi status reads by default');
+  const adminMount = (container.volumeMounts as Obj[]).find((m) => m.mountPath === '/var/run/podid-nmi');
+  t.ok((pod.volumes as Obj[]).find((v) => v.name === adminMount?.name)?.emptyDir !== undefined, 'in an emptyDir of the pod');
   t.equal(resolve(container.livenessProbe?.httpGet?.port), parsed.values['http-probe-port'], 'liveness on the probe port');
-  t.equal(resolve(container.readinessProbe?.httpGet?.port), parsed.values['http-probe-port'], 'readiness on the probe port');
   t.equal(ports.find((p) => p.name === 'metrics')?.containerPort, parsed.values['prometheus-port'], 'metrics port named metrics');
   t.notOk(ports.some((p) => p.containerPort === parsed.values['nmi-port']), 'the loopback listener is not published as a host port');
 });
