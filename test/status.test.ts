@@ -234,3 +234,26 @@ t.test('--manage-iptables=false stays never ready, and says so in the status', a
   t.match(r.out, /interception none \(--manage-iptables=false\)/);
   t.match(r.out, /  - not intercepting: started with --manage-iptables=false/);
 });
+
+t.test('the readiness check loads only the status client: no pino, no flag table, no bundled undici', async (t) => {
+  const { socket } = await daemonWithRules(t);
+  const out = join(await shortDir(t), 'modules.json');
+  const preload = `data:text/javascript,${encodeURIComponent(`
+    import { registerHooks } from 'node:module';
+    import { writeFileSync } from 'node:fs';
+    const loaded = new Set();
+    registerHooks({ resolve(s, c, next) { const r = next(s, c); loaded.add(r.url); return r; } });
+    process.on('exit', () => writeFileSync(${JSON.stringify(out)}, JSON.stringify([...loaded, ...process.moduleLoadList.map((m) => 'builtin:' + m)])));
+  `)}`;
+  const code = await new Promise((resolve) => {
+    spawn(process.execPath, ['--import', preload, CLI, 'status', '--check', 'ready', '--admin-socket', socket], { stdio: 'ignore' }).once('exit', resolve);
+  });
+  t.equal(code, 0, 'ready');
+  const { readFile } = await import('node:fs/promises');
+  const loaded = JSON.parse(await readFile(out, 'utf8')) as string[];
+  t.ok(loaded.some((u) => u.endsWith('/src/status/status-cli.ts')), 'the recording sees the status client');
+  for (const [what, pattern] of [['pino', /\/node_modules\/pino\//], ['the flag table', /\/src\/config\/flags\.ts$/], ['prom-client', /\/node_modules\/prom-client\//],
+    ["Node's bundled undici", /^builtin:NativeModule internal\/deps\/undici\//]] as Array<[string, RegExp]>) {
+    t.notOk(loaded.some((u) => pattern.test(u)), `${what} is not loaded`);
+  }
+});
