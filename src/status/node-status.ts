@@ -54,12 +54,8 @@ export interface StateView {
   counts: Record<string, number>;
 }
 
-export interface BudgetView {
-  /** `imds`, or another token source's name. */
-  source: string;
-  limits: Record<string, number>;
-  inFlight: number;
-  queued: Record<string, number>;
+/** How a token source's calls went lately. */
+export interface CallHealth {
   /** Answers (any status) and failures (transport, 5xx, 429) in the last `windowSeconds`. */
   windowSeconds: number;
   answered: number;
@@ -68,6 +64,14 @@ export interface BudgetView {
   lastFailure: { at: string; result: string } | null;
   /** The most recent call failed, within the window. */
   failing: boolean;
+}
+
+export interface BudgetView extends CallHealth {
+  /** `imds`, or another token source's name. */
+  source: string;
+  limits: Record<string, number>;
+  inFlight: number;
+  queued: Record<string, number>;
 }
 
 export interface ProblemEntry {

@@ -1,17 +1,9 @@
 // Whether the metadata service answers, from the request path's one hook: every call that went
 // to IMDS (not cache hits) is counted as answered or failed, in one-minute buckets.
 import type { RequestObserver, RequestOutcome } from '../observability/request-outcome.ts';
+import type { CallHealth } from './node-status.ts';
 
 const BUCKET_MS = 60_000;
-
-export interface UpstreamHealthView {
-  windowSeconds: number;
-  answered: number;
-  failed: number;
-  lastSuccess: string | null;
-  lastFailure: { at: string; result: string } | null;
-  failing: boolean;
-}
 
 export class UpstreamHealth implements RequestObserver {
   readonly #buckets: Array<{ start: number; answered: number; failed: number }> = [];
@@ -53,7 +45,7 @@ export class UpstreamHealth implements RequestObserver {
     }
   }
 
-  view(): UpstreamHealthView {
+  view(): CallHealth {
     const now = this.#now();
     const since = now - this.#windowMs;
     let answered = 0;
