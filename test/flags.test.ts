@@ -209,6 +209,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     interceptHostNetwork: true, cgroupRoot: '/host/cgroup', kubepodsCgroupParent: 'kubelet', removeNodeTaint: '',
     hostTokenCallers: [{ namespace: 'ops', labels: [['app', 'v'], ['tier', 'x']] }, { namespace: 'kube-system', labels: [['app', 'csi']] }],
     imdsMaxRps: 11, imdsMaxConcurrency: 12, imdsMaxQueue: 13, imdsMaxQueuePerPod: 14, tokenWaitMs: 1500,
+    interception: 'iptables', adminSocket: '',
   });
   const defaults = toDaemonConfig(values(STATE));
   t.equal(defaults.listenAddress, '127.0.0.1');
@@ -219,6 +220,8 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
   t.equal(defaults.memorySaver, false, 'V8 memory saver mode only when asked: it costs the request path');
   t.equal(defaults.blockInstanceMetadata, false);
   t.equal(defaults.manageIptables, true, 'interception on by default, as NMI');
+  t.equal(defaults.interception, 'iptables');
+  t.equal(defaults.adminSocket, '', 'no admin socket unless asked: a daemon on a developer machine writes nothing under /var/run');
   t.equal(defaults.operationMode, 'standard', 'NMI\'s default mode');
   t.equal(defaults.forceNamespaced, false);
   t.equal(defaults.assignmentWaitMs, 5000);
@@ -368,4 +371,16 @@ t.test('CLI', async (t) => {
   t.equal(help.stderr, '');
   t.match(help.stdout, /^Usage:/);
   for (const spec of FLAGS) t.match(help.stdout, `--${spec.name}`, `help lists --${spec.name}`);
+});
+
+t.test('--interception: iptables (the default), external (no rules), and --manage-iptables=false kept as never-intercepting', async (t) => {
+  const cfg = (...flags: string[]) => toDaemonConfig(parseFlags([...STATE, ...flags]).values);
+  t.match(cfg(), { interception: 'iptables', manageIptables: true });
+  t.match(cfg('--interception=iptables'), { interception: 'iptables', manageIptables: true });
+  t.match(cfg('--manage-iptables=false'), { interception: 'none', manageIptables: false });
+  t.match(cfg('--interception=external'), { interception: 'external', manageIptables: false }, 'external installs no rules');
+  t.match(cfg('--interception=external', '--manage-iptables=false'), { interception: 'external', manageIptables: false }, 'external says something else redirects');
+  t.match(cfg('--interception=iptables', '--manage-iptables=false'), { interception: 'none', manageIptables: false });
+  t.throws(() => cfg('--interception=cilium'), { message: /--interception.*"cilium"/ });
+  t.equal(cfg('--admin-socket=/run/x.sock').adminSocket, '/run/x.sock');
 });
