@@ -1,7 +1,9 @@
 // The admin endpoint: HTTP on a unix socket (--admin-socket) that `nmi status` reads. A file
-// socket, mode 0600 in a directory of mode 0700: only root in the daemon's own container (or on
-// the node, through the emptyDir's path) can connect. Pods cannot: it has no address, and an
-// abstract socket, which any process in the node's network namespace could reach, is not used.
+// socket of mode 0600 (its directory is made 0700 when missing; an existing one, such as the
+// DaemonSet's emptyDir, is left as it is): only root where the file is visible, the daemon's
+// own container (or the node, through the emptyDir's path), can connect. Pods cannot: it has no
+// address, and an abstract socket, which any process in the node's network namespace could
+// reach, is not used.
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
