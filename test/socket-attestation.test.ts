@@ -274,3 +274,25 @@ t.test('the caller room: attested callers are named so, others refused caller_no
   t.same(await room.identify(conn('10.0.0.4', 5000), NEVER, false), { kind: 'pod', pod: hostPod, via: 'source_ip' }, 'a hostNetwork pod found by address is not attested here');
   t.same(await room.identify(conn('10.9.9.9', 5000), NEVER, false), { kind: 'refuse', reason: 'pod_unknown', via: 'source_ip' }, 'no pod: as before');
 });
+
+t.test('the daemon with --attest-pod-sockets on a host it cannot see: says so at start and in /readyz, and refuses rather than falls back', async (t) => {
+  const { startStack, TOKEN } = await import('./helpers/stack.ts');
+  const { META: HEADERS, ask } = await import('./helpers/http.ts');
+  const { assertRefused } = await import('./helpers/refused.ts');
+  const { NOT_INTERCEPTING } = await import('../src/probes/readiness.ts');
+  const empty = tempDir(t);
+  const s = await startStack(t, { flags: ['--attest-pod-sockets', `--cgroup-root=${empty}`] });
+  const r = s.daemon.readiness();
+  t.equal(r.ready, false);
+  const reasons = r.ready ? [] : r.reasons;
+  t.equal(reasons[0], NOT_INTERCEPTING);
+  t.match(reasons[1], /^socket attestation unavailable: .* does not exist: --cgroup-root is not the node's cgroup v2 hierarchy/, 'named in /readyz');
+  t.match((await ask(s.daemon.probes.address.port, '/readyz')).body, /socket attestation unavailable/);
+  t.ok(s.logs.some((l) => l.includes('socket attestation unavailable') && l.includes('pod-network callers are refused (caller_not_attested)')), 'said at start');
+  const a = await s.ask(TOKEN, { from: '127.0.0.10', headers: HEADERS });
+  assertRefused(t, a, 'caller_not_attested', 'a bound pod that cannot be attested');
+  t.equal(s.emulator.requests.length, 0, 'nothing reached IMDS');
+  t.match(await s.metrics(), /reason="caller_not_attested"[^\n]* 1\n/, 'counted');
+  const line = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.reason === 'caller_not_attested');
+  t.match(line, { via: 'socket_attestation', ip: '127.0.0.10', status: 403, decision: 'refused' }, 'logged with the address it claimed');
+});
