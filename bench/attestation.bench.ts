@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fileHolds, socketNeedles } from '../src/pods/proc-net-tcp.ts';
 import { createNode } from '../test/netns/netns.ts';
-import { spawned, startProcess } from './processes.ts';
+import { cpuSeconds, spawned, startProcess } from './processes.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const N_NEW = Number(process.env.BENCH_REQUESTS ?? 1000);
@@ -134,17 +134,21 @@ try {
      console.log('listening');`]), 'listening');
   const daemon = (port: number, probe: number, extra: string[]): string[] => ['--node=bench', '--manage-iptables=false', '--operation-mode=managed', `--cluster-state=${dir}/state.yaml`,
     '--probe-listen-address=127.0.0.1', '--log-level=info', '--log-format=json', `--nmi-port=${port}`, `--http-probe-port=${probe}`, `--prometheus-port=${probe}`, ...extra];
-  await startProcess(...cli(daemon(PORT.on, 18085, ['--attest-pod-sockets', `--cgroup-root=${CG_ROOT}`, `--kubepods-cgroup-parent=${parent}`])), 'podid-nmi listening', { timeoutMs: 60_000 });
-  await startProcess(...cli(daemon(PORT.off, 18086, [])), 'podid-nmi listening', { timeoutMs: 60_000 });
+  const withAttestation = await startProcess(...cli(daemon(PORT.on, 18085, ['--attest-pod-sockets', `--cgroup-root=${CG_ROOT}`, `--kubepods-cgroup-parent=${parent}`])), 'podid-nmi listening', { timeoutMs: 60_000 });
+  const without = await startProcess(...cli(daemon(PORT.off, 18086, [])), 'podid-nmi listening', { timeoutMs: 60_000 });
   // The sink the busy pod's connections go to, a node process, and the holder in the pod.
   await startProcess(...inPod(node.ns, undefined, [process.execPath, '-e',
     `const s=require('net').createServer(()=>{}).listen(${PORT.sink},'${IP.gateway}',2048,()=>console.log('sink up'));`]), 'sink up');
   const holder = await startProcess(...inPod(pod.ns, ctrDir, [process.execPath, '-e', HOLDER, String(BUSY), IP.gateway, String(PORT.sink)]), 'held', { timeoutMs: 120_000 });
   const holderPid = holder.pid!;
+  // CPU (user + system, the kernel's table walk included) of each daemon over the client's run: less
+  // dependent on the machine's load than latency. Every connection is attested once.
+  const cpu0 = { on: cpuSeconds(withAttestation.pid!), off: cpuSeconds(without.pid!) };
   const client = await new Promise<string>((resolve, reject) => {
     const [cmd, args] = inPod(pod.ns, ctrDir, [process.execPath, '-e', CLIENT_SCRIPT, String(N_NEW), String(N_KEEP), String(CAP_MS)]);
     execFile(cmd, args, { timeout: 4 * CAP_MS + 30_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => { if (stderr !== "") console.error(stderr.trim()); return err ? reject(new Error(`${err.message} ${stderr}`)) : resolve(stdout); });
   });
+  const cpu = { on: cpuSeconds(withAttestation.pid!) - cpu0.on, off: cpuSeconds(without.pid!) - cpu0.off };
   type Side = { n: number; p50: number; p99: number; statuses: Record<string, number> };
   const results = JSON.parse(client.trim().split('\n').at(-1)!) as Record<'first' | 'keepAlive', Record<'on' | 'off', Side>>;
   // One table search alone: a hit (a held connection) and a miss (a spoofer's: the whole table).
@@ -166,7 +170,10 @@ try {
     console.log(`| ${label} | off | ${off.n} | ${off.p50.toFixed(3)} | ${off.p99.toFixed(3)} | | | ${JSON.stringify(off.statuses)} |`);
     console.log(`| ${label} | on | ${on.n} | ${on.p50.toFixed(3)} | ${on.p99.toFixed(3)} | ${(on.p50 - off.p50).toFixed(3)} | ${(on.p99 - off.p99).toFixed(3)} | ${JSON.stringify(on.statuses)} |`);
   }
-  console.log(`\none search of the whole table (a miss, as for a spoofer), mean of 200: ${miss.mean.toFixed(2)} ms, p99 ${miss.p99.toFixed(2)} ms`);
+  // Connections the client opened to each daemon: warm-up (one keep-alive, 100 new), first requests, one keep-alive.
+  const connections = 1 + 100 + results.first.on.n + 1;
+  console.log(`\ndaemon CPU over the run: ${cpu.on.toFixed(2)} s with attestation, ${cpu.off.toFixed(2)} s without, for ${connections} connections each: ${((cpu.on - cpu.off) / connections * 1000).toFixed(2)} ms of CPU per attested connection`);
+  console.log(`one search of the whole table (a miss, as for a spoofer), mean of 200: ${miss.mean.toFixed(2)} ms, p99 ${miss.p99.toFixed(2)} ms`);
 } finally {
   await cleanup();
 }
