@@ -216,8 +216,9 @@ async function main(): Promise<void> {
     // BENCH_ENV="K=V ...": extra environment for an experiment, never for the figures.
     for (const pair of (process.env.BENCH_ENV ?? '').split(' ').filter((x) => x.includes('='))) env[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1);
     const args = withFlags(cmd.args, env, {
-      // Pods are played by loopback addresses, which are the node's own: no socket-cgroup attribution, no taint.
-      'manage-iptables': 'false', 'intercept-host-network': 'false', 'remove-node-taint': '', 'metadata-ip': '127.0.0.1', 'metadata-port': String(imdsPort),
+      // Pods are played by loopback addresses, which are the node's own: no socket-cgroup attribution, no taint,
+      // and no socket to attest (they call the listener, not 169.254.169.254; bench/attestation.bench.ts measures that).
+      'manage-iptables': 'false', 'intercept-host-network': 'false', 'attest-pod-sockets': 'false', 'remove-node-taint': '', 'metadata-ip': '127.0.0.1', 'metadata-port': String(imdsPort),
       'nmi-port': String(nmiPort), 'http-probe-port': String(probePort), 'prometheus-port': String(metricsPort), 'probe-listen-address': '127.0.0.1',
       // Served as deployed, but not under the machine's /var/run; the daemon removes it when it stops.
       'admin-socket': `/tmp/podid-nmi-bench-${process.pid}.sock`,

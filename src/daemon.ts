@@ -20,6 +20,7 @@ import { ownCgroupFrom } from './iptables/host-cgroups.ts';
 import { CallerRoom } from './pods/caller-room.ts';
 import { podCgroupOf } from './pods/kubelet-cgroup.ts';
 import { SocketCgroupReader } from './pods/socket-cgroup.ts';
+import { SocketAttestation } from './pods/socket-attestation.ts';
 import { readFileSync } from 'node:fs';
 import { dnatTargetFor } from './iptables/dnat-target.ts';
 import { RequestAdmission } from './listener/admission.ts';
@@ -74,9 +75,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   // as many node-address connections may wait for their socket cgroup, so none finds ss busy.
   const strangers = Math.max(1, Math.floor(config.maxConnections / 4));
   const sockets = new SocketCgroupReader({ maxQueued: strangers });
+  const attestation = config.attestPodSockets ? await startAttestation(config, log) : undefined;
   const callers = new CallerRoom({
     state, nodeName: config.node, sockets, cgroupParent: config.kubepodsCgroupParent,
-    selfUid: podCgroupOf(ownCgroup, config.kubepodsCgroupParent)?.uid, podWaitMs: config.podWaitMs,
+    selfUid: podCgroupOf(ownCgroup, config.kubepodsCgroupParent)?.uid, podWaitMs: config.podWaitMs, attestation,
   });
   const pipelined = new Cooldown(PIPELINING_COOLDOWN_MS);
   const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers }, pipelined);
@@ -106,6 +108,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const currentReadiness = (): Readiness => readiness({
     closing, stateReady: state.isReady(), manageIptables: config.manageIptables, interception: interception?.status,
     externalInterception: config.interception === 'external',
+    attestation: attestation?.problem,
   });
   const ready = (): boolean => currentReadiness().ready;
   if (config.interception === 'none') log.warn(`${NOT_INTERCEPTING}; /readyz stays 503`);
@@ -208,6 +211,18 @@ function readOwnCgroup(): string {
   } catch {
     return '';
   }
+}
+
+/** --attest-pod-sockets: says at start whether the node's /proc and cgroups can be read. */
+async function startAttestation(config: DaemonConfig, log: Logger): Promise<SocketAttestation> {
+  const attestation = new SocketAttestation({
+    procRoot: config.procRoot, cgroupRoot: config.cgroupRoot, cgroupParent: config.kubepodsCgroupParent,
+    metadata: { ip: config.metadataIp, port: config.metadataPort }, waitMs: config.podWaitMs,
+  });
+  const problem = await attestation.checkVisibility();
+  if (problem !== undefined) log.error(`${problem}; pod-network callers are refused (caller_not_attested) and /readyz stays 503 until it can`);
+  else log.info({ procRoot: config.procRoot, cgroupRoot: config.cgroupRoot }, 'socket attestation on: pod-network callers must hold their socket');
+  return attestation;
 }
 
 async function removeStartupTaint(config: DaemonConfig, log: Logger, ready: () => boolean, signal: AbortSignal): Promise<void> {

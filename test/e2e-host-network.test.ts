@@ -60,7 +60,8 @@ t.test('hostNetwork pods in pod cgroups: intercepted, attributed by socket cgrou
   await env.api.request({ op: 'create', resource: 'nodes', object: { metadata: { name: NODE_NAME }, spec: { taints: [OTHER_TAINT, { key: TAINT, effect: 'NoSchedule' }] } } });
 
   env.launchDaemon = (cmd, args, e) => new NsProcess(cg.spawn(cgs.daemon, cmd, args, { prefix: nsenter, env: e }));
-  env.daemonFlags = (f) => [...f, '--intercept-host-network', `--cgroup-root=${cg.root}`, `--kubepods-cgroup-parent=${cg.parent}`, `--remove-node-taint=${TAINT}`];
+  // With --attest-pod-sockets too, as the DaemonSet runs: hostNetwork pods stay with their socket cgroup.
+  env.daemonFlags = (f) => [...f, '--intercept-host-network', '--attest-pod-sockets', `--cgroup-root=${cg.root}`, `--kubepods-cgroup-parent=${cg.parent}`, `--remove-node-taint=${TAINT}`];
 
   /** curl to 169.254.169.254 from a process in `cgroup`, in the node's network namespace. */
   const curl = async (cgroup: string, path: string, headers: Record<string, string> = { Metadata: 'true' }, host = '169.254.169.254') => {
@@ -116,6 +117,8 @@ t.test('hostNetwork pods in pod cgroups: intercepted, attributed by socket cgrou
     const a = await curl(cgs.a, TOKEN);
     t.equal(a.status, 200, a.body.slice(0, 200));
     t.equal(tokenOf(a), IDS.A.clientID, 'systemd-layout pod A: token A');
+    const grant = await env.waitDaemonLog(env.daemons.at(-1)!, (l) => l.pod === 'team-a/host-a' && l.decision === 'granted', 'the grant to host-a');
+    t.equal(grant.via, 'socket_cgroup', 'found by socket cgroup, attestation on or not');
     const b = await curl(cgs.b, TOKEN);
     t.equal(tokenOf(b), IDS.B.clientID, 'cgroupfs-layout pod B: token B');
     refused(t, await curl(cgs.a, `${TOKEN}&client_id=${IDS.B.clientID}`), 403, 'identity_not_bound');

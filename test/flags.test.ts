@@ -197,6 +197,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     '--operation-mode=Managed', '--forceNamespaced', '--assignment-wait-ms=11', '--find-identity-retry-interval=12',
     '--custom-user-agent=team/1.0 (x)', '--max-state-staleness=45', '--pod-events=false', '--memory-saver',
     '--imds-max-rps=11', '--imds-max-concurrency=12', '--imds-max-queue=13', '--imds-max-queue-per-pod=14', '--token-wait-ms=1500',
+    '--attest-pod-sockets', '--proc-root=/host/proc',
   ]));
   t.strictSame(config, {
     node: 'n1', listenAddress: '::1', listenPort: 1, metadataIp: '127.0.0.2', metadataPort: 2, probePort: 3, metricsPort: 4,
@@ -210,6 +211,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     hostTokenCallers: [{ namespace: 'ops', labels: [['app', 'v'], ['tier', 'x']] }, { namespace: 'kube-system', labels: [['app', 'csi']] }],
     imdsMaxRps: 11, imdsMaxConcurrency: 12, imdsMaxQueue: 13, imdsMaxQueuePerPod: 14, tokenWaitMs: 1500,
     interception: 'iptables', adminSocket: '',
+    attestPodSockets: true, procRoot: '/host/proc',
   });
   const defaults = toDaemonConfig(values(STATE));
   t.equal(defaults.listenAddress, '127.0.0.1');
@@ -233,6 +235,7 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
   t.equal(defaults.cgroupRoot, '/sys/fs/cgroup');
   t.same(defaults.hostTokenCallers, [{ namespace: 'kube-system', labels: [['app', 'csi-secrets-store-provider-azure']] }], 'the CSI provider by default');
   t.equal(defaults.removeNodeTaint, '');
+  t.same([defaults.attestPodSockets, defaults.procRoot], [false, '/proc'], 'attestation off unless asked (the DaemonSet asks)');
   t.equal(toDaemonConfig(values(['--kubeconfig=/kc', '--node=n', '--remove-node-taint=k'])).removeNodeTaint, 'k');
   t.same([defaults.imdsMaxRps, defaults.imdsMaxConcurrency], [19, 4], 'just under IMDS\'s 20 a second and 5 at once');
   t.same([defaults.imdsMaxQueue, defaults.imdsMaxQueuePerPod, defaults.tokenWaitMs], [1024, 16, 8000]);

@@ -218,7 +218,10 @@ t.test('DaemonSet: node-wide, fail-closed, privileged only for the node\'s cgrou
   // The only way Kubernetes offers into the node's cgroup namespace, which the hostNetwork rules need.
   t.equal(sc.privileged, true, 'privileged (node cgroup namespace for --intercept-host-network)');
   t.ok(args.includes('--intercept-host-network=true'), 'and it is used for that');
-  t.not(pod.hostPID, true, 'no hostPID: sock_diag names socket cgroups');
+  // hostPID for --attest-pod-sockets alone: cgroup.procs numbers processes in the reader's PID namespace.
+  t.equal(pod.hostPID, true, 'hostPID: pods\' processes are found through cgroup.procs');
+  t.ok(args.includes('--attest-pod-sockets=true'), 'and it is used for that');
+  t.notOk(args.some((a) => a.startsWith('--proc-root')), 'with the node\'s own /proc, the default');
   t.notOk((pod.volumes as Obj[]).some((v) => v.hostPath !== undefined && v.hostPath.path !== '/run/xtables.lock'), 'no hostPath but the xtables lock');
   t.equal(sc.runAsUser, 0);
   t.equal(sc.readOnlyRootFilesystem, true);

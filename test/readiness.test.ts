@@ -22,6 +22,7 @@ t.test('each reason', async (t) => {
     ['route_localnet 0', { interception: { ...installed, routeLocalnet: false } },
       ['net.ipv4.conf.all.route_localnet is 0 and could not be set: the DNAT to 127.0.0.1 is dropped by the kernel']],
     ['state not synced', { stateReady: false }, ['cluster state not synced yet']],
+    ['--attest-pod-sockets cannot see the node', { attestation: 'socket attestation unavailable: no kubelet pod cgroups' }, ['socket attestation unavailable: no kubelet pod cgroups']],
     ['closing', { closing: true }, ['shutting down']],
     ['several at once, all named', { closing: true, manageIptables: false, stateReady: false }, ['shutting down', NOT_INTERCEPTING, 'cluster state not synced yet']],
   ];

@@ -50,6 +50,9 @@ export interface DaemonConfig {
   cgroupRoot: string;
   kubepodsCgroupParent: string;
   hostTokenCallers: CallerRule[];
+  /** --attest-pod-sockets, and the node's /proc it reads. */
+  attestPodSockets: boolean;
+  procRoot: string;
   removeNodeTaint: string;
   operationMode: OperationMode;
   /** NMI's rule: the flag, or env FORCENAMESPACED exactly "true". Managed mode is namespaced whatever it says. */
@@ -145,6 +148,8 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
     cgroupRoot: String(v['cgroup-root'] ?? '/sys/fs/cgroup'),
     kubepodsCgroupParent: String(v['kubepods-cgroup-parent'] ?? ''),
     hostTokenCallers,
+    attestPodSockets: v['attest-pod-sockets'] === true,
+    procRoot: String(v['proc-root'] ?? '/proc'),
     removeNodeTaint,
   };
 }

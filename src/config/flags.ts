@@ -73,6 +73,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'intercept-host-network', type: 'bool', default: false, help: 'Also intercept hostNetwork pods (OUTPUT rules by socket cgroup) and attribute connections from the node\'s own addresses by socket cgroup' },
   { name: 'cgroup-root', type: 'string', default: '/sys/fs/cgroup', help: 'Where cgroup v2 is mounted (the node\'s hierarchy, in the node\'s cgroup namespace)' },
   { name: 'kubepods-cgroup-parent', type: 'string', default: '', help: 'The cgroup, relative to the cgroup root, that holds kubelet\'s kubepods (kubelet --cgroup-root with the cgroupfs driver); empty for the top' },
+  { name: 'attest-pod-sockets', type: 'bool', default: false, help: 'Grant a pod-network caller only when the pod holding its source address holds its socket (read from the node\'s /proc and kubelet\'s pod cgroups): closes pod IP spoofing on bridge networks (docs/attestation.md)' },
+  { name: 'proc-root', type: 'string', default: '/proc', help: 'The node\'s /proc, for --attest-pod-sockets (the daemon needs the node\'s PID namespace: hostPID)' },
   { name: 'host-token-callers', type: 'string', default: 'kube-system/app=csi-secrets-store-provider-azure', help: 'Pods allowed to call /host/token: namespace/label=value[,label=value], several separated by ";"; empty allows none' },
   { name: 'remove-node-taint', type: 'string', default: '', help: 'Taint key to remove from this node once the daemon is ready (rules installed, state synced)' },
   { name: 'custom-user-agent', nmi: true, type: 'string', default: '', help: 'Appended to the User-Agent of requests to the metadata service and the Kubernetes API' },

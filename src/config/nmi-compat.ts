@@ -19,7 +19,10 @@ export const IGNORED_FLAGS: ReadonlyMap<string, IgnoredFlag> = new Map<string, I
   }],
   ['enableProfile', { type: 'bool', why: 'no pprof is ever served' }],
   ['kubelet-config', { type: 'string', why: 'no kubenet check is made' }],
-  ['allow-network-plugin-kubenet', { type: 'bool', why: 'no kubenet check is made' }],
+  ['allow-network-plugin-kubenet', {
+    type: 'bool',
+    why: 'no kubenet check is made: the pod IP spoofing it guarded against is closed by --attest-pod-sockets (docs/attestation.md)',
+  }],
   ['set-retry-after-header', { type: 'bool', why: 'transient answers always carry Retry-After' }],
   ['host-ip', { type: 'string', why: 'aad-pod-identity <= 1.6.1 option; the node\'s address is not needed' }],
   // klog v2.30.0 InitFlags, all but v (honoured).

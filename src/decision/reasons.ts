@@ -44,6 +44,8 @@ export const REFUSALS = {
   caller_pod_unknown: { status: 503, error: 'service_unavailable', description: 'The calling socket\'s cgroup names no running pod of this node yet', retryAfter: 1 },
   caller_unattributable: { status: 503, error: 'service_unavailable', description: 'The calling socket\'s cgroup could not be read', retryAfter: 1 },
   caller_is_self: { status: 503, error: 'service_unavailable', description: 'podid-nmi\'s own request came back to it while its rules are rewritten', retryAfter: 1 },
+  // the calling pod, by socket attestation (--attest-pod-sockets): the pod holding the source address must hold the socket
+  caller_not_attested: { status: 403, error: 'access_denied', description: 'The connection was not opened in the network namespace of the pod that holds its source address', closesConnection: true },
   // /host/token
   host_token_forbidden: { status: 403, error: 'access_denied', description: 'Only the pods allowed by --host-token-callers may use /host/token' },
   host_token_pod_missing: { status: 400, error: 'invalid_request', description: "missing 'podname' and 'podns' from request header" },

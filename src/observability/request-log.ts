@@ -25,6 +25,8 @@ export class RequestLog implements RequestObserver {
     if (o.pod !== undefined) Object.assign(fields, { pod: `${o.pod.namespace}/${o.pod.name}`, uid: o.pod.uid });
     if (o.via !== undefined) fields.via = o.via;
     else if (o.ip !== undefined) fields.ip = o.ip;
+    // A connection refused attestation: the address it claimed, since no pod is named.
+    if (o.via === 'socket_attestation' && o.pod === undefined && o.ip !== undefined) fields.ip = o.ip;
     if (o.request !== undefined) fields.resource = safeForLog(o.request.resource);
     const d = o.decision;
     if (d?.kind === 'grant') Object.assign(fields, { identity: `${d.identity.namespace}/${d.identity.name}`, clientID: d.identity.clientID });

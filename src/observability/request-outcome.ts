@@ -22,8 +22,8 @@ export interface RequestOutcome {
   /** Whether the request waited for its pod to appear, and how that ended. */
   readonly podWait?: 'found' | 'timeout';
   readonly pod?: PodInfo;
-  /** How the calling pod was found: by its own address, or by its socket's cgroup (hostNetwork). */
-  readonly via?: 'source_ip' | 'socket_cgroup';
+  /** How the calling pod was found: by its own address, by its socket's cgroup (hostNetwork), or by its address and its socket (--attest-pod-sockets). */
+  readonly via?: 'source_ip' | 'socket_cgroup' | 'socket_attestation';
   readonly decision?: TokenDecision;
   readonly cache?: 'hit' | 'miss' | 'shared';
   /** What the metadata service did, when it was asked (a cache hit still carries the cached answer). */

@@ -1,5 +1,7 @@
-// The caller room: which pod is this connection? Two strategies, chosen by the source address:
+// The caller room: which pod is this connection? Strategies, chosen by the source address:
 // - source IP: a pod with its own address, through the IP index (waits out the pod-start race);
+//   with --attest-pod-sockets, the pod found must also hold the connection's socket
+//   (socket-attestation.ts), so a pod sending from another pod's address gets nothing;
 // - socket cgroup: a connection from one of the node's own addresses (a hostNetwork pod, or a
 //   node process), through the cgroup the kernel recorded on the client socket, the kubelet
 //   pod cgroup it lies in, and the pod with that UID in this node's index.
@@ -14,14 +16,17 @@ import { NodeAddresses } from './node-addresses.ts';
 import { findCallingPod, sourceIp, type PodLookup } from './pod-lookup.ts';
 import { podCaller, type Caller as ShareCaller } from './caller.ts';
 import type { SocketCgroupReader } from './socket-cgroup.ts';
+import type { SocketAttestation } from './socket-attestation.ts';
 
 export type CallerRefusal =
   | Extract<PodLookup, { kind: 'refuse' }>['reason']
-  | 'caller_not_in_pod' | 'caller_pod_unknown' | 'caller_unattributable' | 'caller_is_self';
+  | 'caller_not_in_pod' | 'caller_pod_unknown' | 'caller_unattributable' | 'caller_is_self' | 'caller_not_attested';
+
+export type CallerVia = 'source_ip' | 'socket_cgroup' | 'socket_attestation';
 
 export type Caller =
-  | { readonly kind: 'pod'; readonly pod: PodInfo; readonly via: 'source_ip' | 'socket_cgroup' }
-  | { readonly kind: 'refuse'; readonly reason: CallerRefusal; readonly via: 'source_ip' | 'socket_cgroup' };
+  | { readonly kind: 'pod'; readonly pod: PodInfo; readonly via: CallerVia }
+  | { readonly kind: 'refuse'; readonly reason: CallerRefusal; readonly via: CallerVia };
 
 export interface CallerRoomOptions {
   state: ClusterState;
@@ -34,6 +39,8 @@ export interface CallerRoomOptions {
   /** The daemon's own pod UID: its own requests must never come back to it as a caller. */
   selfUid: string | undefined;
   podWaitMs: number;
+  /** --attest-pod-sockets: pod-network callers found by address must hold the socket too. */
+  attestation?: SocketAttestation;
 }
 
 /**
@@ -64,7 +71,12 @@ export class CallerRoom {
     }
     // Waits for a first sync, and out the pod-start race, within the caller's share of parked waits.
     const found = await findCallingPod(o.state, ip, o.podWaitMs, signal, onWait);
-    return { ...found, via: 'source_ip' };
+    // hostNetwork pods stay with their socket cgroup: their address is the node's, not theirs.
+    if (found.kind !== 'pod' || o.attestation === undefined || found.pod.hostNetwork) return { ...found, via: 'source_ip' };
+    const verdict = await o.attestation.attest(socket, found.pod, signal);
+    return verdict === 'attested'
+      ? { kind: 'pod', pod: found.pod, via: 'socket_attestation' }
+      : { kind: 'refuse', reason: 'caller_not_attested', via: 'socket_attestation' };
   }
 
   /**

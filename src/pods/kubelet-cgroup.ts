@@ -90,3 +90,22 @@ function trimSlashes(s: string): string {
   while (b > a && s.charCodeAt(b - 1) === 0x2f) b--;
   return s.slice(a, b);
 }
+
+/**
+ * Where kubelet puts the pod cgroup of `uid` under `parent`, relative to the hierarchy root:
+ * every driver and QoS class, since the pod's class is not known here. Empty for a UID that
+ * is not one (nothing from the API server is joined into a path unchecked).
+ */
+export function podCgroupPaths(uid: string, parent = ''): string[] {
+  if (!UID.test(uid)) return [];
+  const { systemd: s, cgroupfs: c } = kubepodsRoots(parent);
+  const u = uid.replaceAll('-', '_');
+  return [
+    `${s}/kubepods-burstable.slice/kubepods-burstable-pod${u}.slice`,
+    `${s}/kubepods-besteffort.slice/kubepods-besteffort-pod${u}.slice`,
+    `${s}/kubepods-pod${u}.slice`,
+    `${c}/burstable/pod${uid}`,
+    `${c}/besteffort/pod${uid}`,
+    `${c}/pod${uid}`,
+  ];
+}

@@ -13,6 +13,8 @@ export interface ReadinessInputs {
   externalInterception?: boolean;
   /** undefined until the first rule check has run. */
   interception: InterceptionStatus | undefined;
+  /** --attest-pod-sockets: why the host's /proc or cgroups cannot be read, if so. */
+  attestation?: string | undefined;
 }
 
 export const NOT_INTERCEPTING = 'not intercepting: started with --manage-iptables=false, so nothing here redirects pods\' '
@@ -36,6 +38,8 @@ export function readiness(i: ReadinessInputs): Readiness {
     // With route_localnet 0 a DNAT to 127.0.0.1 is dropped: the rules exist but intercept into nothing.
     reasons.push('net.ipv4.conf.all.route_localnet is 0 and could not be set: the DNAT to 127.0.0.1 is dropped by the kernel');
   }
+  // Never a silent fallback to source addresses alone: pods are refused, and this says why.
+  if (i.attestation !== undefined) reasons.push(i.attestation);
   if (!i.stateReady) reasons.push('cluster state not synced yet');
   return reasons.length === 0 ? { ready: true } : { ready: false, reasons };
 }

@@ -259,6 +259,41 @@ export class NetnsNode {
     return pod;
   }
 
+  /**
+   * A pod on a bridge, as kubenet, flannel and the bridge CNI wire them: the node's `bridge`
+   * (made on first use, holding `gatewayCidr`) and the pod's eth0 in one L2 segment, the pod's
+   * `ip` in the bridge's subnet, its default route via the bridge's address. On such a segment
+   * the node finds a pod by ARP, which is what a spoofing pod poisons.
+   */
+  async addBridgePod(name: string, ip: string, bridge: { name: string; gatewayCidr: string }): Promise<PodNs & { mac: string }> {
+    if (!/^[a-z0-9-]{1,20}$/.test(name)) throw new Error(`pod name ${JSON.stringify(name)}: use [a-z0-9-]{1,20}`);
+    if (this.pods.has(name)) throw new Error(`pod ${name} already exists`);
+    const [gateway, prefix] = bridge.gatewayCidr.split('/');
+    if ((await ipIn(this.ns, 'link', 'show', bridge.name).catch(() => undefined)) === undefined) {
+      await ipIn(this.ns, 'link', 'add', bridge.name, 'type', 'bridge');
+      await ipIn(this.ns, 'addr', 'add', bridge.gatewayCidr, 'dev', bridge.name);
+      await ipIn(this.ns, 'link', 'set', bridge.name, 'up');
+    }
+    const ns = `${this.ns}-${name}`;
+    const hostVeth = `pv${randomBytes(4).toString('hex')}`;
+    this.#owned.unshift(ns);
+    await addNamespace(ns);
+    await ipIn(this.ns, 'link', 'add', hostVeth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    await ipIn(this.ns, 'link', 'set', hostVeth, 'master', bridge.name);
+    await ipIn(this.ns, 'link', 'set', hostVeth, 'up');
+    await ipIn(ns, 'addr', 'add', `${ip}/${prefix}`, 'dev', 'eth0');
+    await ipIn(ns, 'link', 'set', 'eth0', 'up');
+    await ipIn(ns, 'route', 'add', 'default', 'via', gateway!, 'dev', 'eth0');
+    const mac = JSON.parse((await ipIn(ns, '-j', 'link', 'show', 'eth0')).stdout)[0].address as string;
+    const pod = {
+      name, ns, ip, hostVeth, mac,
+      exec: (cmd: string, args: readonly string[] = [], opts: ExecOptions = {}) => execIn(ns, cmd, args, opts),
+      spawn: (cmd: string, args: readonly string[] = [], env: Record<string, string> = {}) => this.#track(spawnIn(ns, cmd, args, env)),
+    };
+    this.pods.set(name, pod);
+    return pod;
+  }
+
   /** Kills the processes started here, then deletes the pod and node namespaces. Idempotent. */
   async destroy(): Promise<void> {
     if (this.#destroyed) return;
