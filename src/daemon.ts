@@ -70,6 +70,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const events = config.clusterStateFile === '' && config.podEvents
     ? await (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log, userAgent: config.userAgent })
     : undefined;
+  // Same condition as pod Events: only with the Kubernetes API, only where rules are kept.
+  const nodeEvents = events && config.manageIptables
+    ? await (await import('./events/index.ts')).startNodeEvents({ kubeconfig: config.kubeconfig, node: config.node, registry: metrics.registry, log, userAgent: config.userAgent })
+    : undefined;
   const observer = observers([metrics, new RequestLog(log, refusals), ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
   const handler = new MetadataHandler({
     state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, observer, admission, callers,
@@ -124,12 +128,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
         hostNetwork: config.interceptHostNetwork
           ? { cgroupRoot: config.cgroupRoot, cgroupParent: config.kubepodsCgroupParent, ownCgroup }
           : undefined,
+        onPart: nodeEvents && ((part, status) => nodeEvents.observe(part, status)),
       });
     }
     metrics.gauge('podid_nmi_socket_cgroup_lookups_pending', 'Socket-cgroup lookups running or queued', () => sockets.pending);
   } catch (err) {
     refusals.close();
-    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close()]);
+    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close(), nodeEvents?.close()]);
     throw err;
   }
   log.info({
@@ -162,7 +167,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       await l.close(config.shutdownGraceMs);
       clearTimeout(answer);
       refusals.close();
-      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close(), rulesStopped]);
+      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close(), Promise.resolve(rulesStopped).then(() => nodeEvents?.close())]);
     },
   };
 }

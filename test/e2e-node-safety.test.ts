@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
 import { netnsUnavailable, nodeBinary, type NsProcess, type PodNs } from './netns/netns.ts';
-import { IDS, NODE_GATEWAY } from './e2e/cluster.ts';
+import { IDS, NODE_GATEWAY, NODE_NAME } from './e2e/cluster.ts';
 import { E2E, METRICS_PORT, sleep, type DaemonRun } from './e2e/environment.ts';
 import { READY_TIMEOUT_MS, TOKEN } from './e2e/upstream-launch.ts';
 
@@ -149,6 +149,7 @@ t.test('--intercept-host-network with no kubepods cgroup: pods still intercepted
     for (const [what, root, missing] of cases) {
       await t.test(what, async (t) => {
         env.daemonFlags = (f) => [...f, '--intercept-host-network', `--cgroup-root=${root}`];
+        const eventsBefore = (await nodeEvents(env)).filter((e) => e.reason === 'HostNetworkInterceptionFailed').length;
         const run = env.spawnDaemon();
         t.teardown(() => env.stopDaemon());
         await env.waitDaemonLog(run, (l) => l.msg === 'podid-nmi listening', 'listening', READY_TIMEOUT_MS);
@@ -171,10 +172,19 @@ t.test('--intercept-host-network with no kubepods cgroup: pods still intercepted
         t.match(metrics.stdout, /^podid_nmi_iptables_rules_installed 1$/m, 'podid_nmi_iptables_rules_installed 1');
         const logged = env.runLog(run).find((l) => String(l.msg).startsWith('hostNetwork interception rules could not be kept'));
         t.equal(logged?.level, 50, 'logged as an error');
+        const onNode = (await nodeEvents(env)).filter((e) => e.reason === 'HostNetworkInterceptionFailed');
+        t.equal(onNode.length, eventsBefore + 1, 'one Warning Event on the node for this run (written on the change, not on every check)');
+        t.match(onNode.at(-1), { type: 'Warning', involvedObject: { kind: 'Node', name: NODE_NAME }, message: /pod-network interception is unaffected: host_cgroups: / });
         t.equal(await env.stopDaemon(), 0);
       });
     }
   });
+
+/** The Events the daemon wrote about the node, from the fake API server. */
+async function nodeEvents(env: E2E): Promise<Array<Record<string, any>>> {
+  const all = (await env.api.request({ op: 'events' })).value as Array<Record<string, any>>;
+  return all.filter((e) => e.involvedObject?.kind === 'Node');
+}
 
 /** /readyz once the cluster state has synced (bounded). */
 async function settledReadyz(env: E2E, run: DaemonRun): Promise<{ status: number; body: string }> {

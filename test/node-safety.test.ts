@@ -222,3 +222,25 @@ t.test('a hostNetwork side that cannot be installed never takes the pod side dow
   t.equal(await cgroup2Root(dir), join(dir, 'unified'), 'the v2 hierarchy of a hybrid node is found by itself');
   t.same(await hostRuleInput({ cgroupRoot: dir, cgroupParent: '', ownCgroup: '/' }), { kubepods: ['kubepods'], ownPodPath: undefined });
 });
+
+t.test('node Events: a Warning when a part cannot be kept, a Normal when it is back, nothing on every check', async (t) => {
+  const { NodeEvents } = await import('../src/events/node-events.ts');
+  const written: Array<Record<string, unknown>> = [];
+  const sink = { create: async (ns: string, e: Record<string, unknown>) => { written.push({ ns, ...e }); return 'ok' as const; }, patch: async () => 'ok' as const, close: async () => {} };
+  const events = new NodeEvents({ sink, node: 'node-1', log: pino({ level: 'silent' }) });
+  events.observe('localnetGuard', { installed: true, error: null });
+  events.observe('hostNetwork', { installed: false, error: 'neither kubepods.slice nor kubepods exists under /sys/fs/cgroup' });
+  events.observe('hostNetwork', { installed: false, error: 'neither kubepods.slice nor kubepods exists under /sys/fs/cgroup' });
+  events.observe('hostNetwork', { installed: true, error: null });
+  events.observe('hostNetwork', { installed: true, error: null });
+  events.observe('localnetGuard', { installed: false, error: 'x'.repeat(5000) });
+  await events.close();
+  t.same(written.map((e) => [e.ns, e.type, e.reason]), [
+    ['default', 'Warning', 'HostNetworkInterceptionFailed'],
+    ['default', 'Normal', 'HostNetworkInterceptionRestored'],
+    ['default', 'Warning', 'LocalnetGuardFailed'],
+  ], 'a first success writes nothing; each change writes one');
+  t.match(written[0], { involvedObject: { kind: 'Node', name: 'node-1', uid: 'node-1' },
+    message: 'hostNetwork interception (chain aad-metadata-host) could not be kept; pod-network interception is unaffected: neither kubepods.slice nor kubepods exists under /sys/fs/cgroup' });
+  t.equal(String(written[2]!.message).length, 1024, 'messages are bounded');
+});

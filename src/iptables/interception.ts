@@ -43,6 +43,8 @@ export interface InterceptionOptions {
   run?: CommandRunner;
   /** --intercept-host-network: also DNAT hostNetwork pods' traffic (OUTPUT, by socket cgroup). */
   hostNetwork?: HostNetworkOptions;
+  /** Told each part's status after every check it was part of (Events on the node observe it). */
+  onPart?: (part: 'hostNetwork' | 'localnetGuard', status: PartStatus) => void;
 }
 
 export type CleanupOptions = Pick<InterceptionOptions, 'log' | 'commandPrefix' | 'backend' | 'run'> & {
@@ -340,6 +342,7 @@ export class InterceptionRules {
         guardError = `guard still differs after rewriting it (${left.guard.drift.join(', ')}): found=${JSON.stringify(after.guard)}`;
       }
       this.#status.localnetGuard = { installed: guardError === null, error: guardError };
+      this.#opts.onPart?.('localnetGuard', { ...this.#status.localnetGuard });
       this.#metrics.guardInstalled?.set(guardError === null ? 1 : 0);
     }
     let localnetRepaired = false;
@@ -428,6 +431,7 @@ export class InterceptionRules {
         this.#log.info('hostNetwork interception rules in place again');
       }
       this.#status.hostNetwork = { installed: true, error: null };
+      this.#opts.onPart?.('hostNetwork', { installed: true, error: null });
       this.#metrics.hostInstalled?.set(1);
       return plan.lines.length > 0;
     } catch (err) {
@@ -435,6 +439,7 @@ export class InterceptionRules {
       const operation = err instanceof StepError ? err.operation : 'host_rules';
       const message = err instanceof Error ? err.message : String(err);
       this.#status.hostNetwork = { installed: false, error: message };
+      this.#opts.onPart?.('hostNetwork', { installed: false, error: message });
       this.#metrics.hostInstalled?.set(0);
       this.#metrics.failures.inc({ operation });
       this.#log.error({ err, operation, backend: this.#backend, retryInSec: this.#opts.intervalSec },
