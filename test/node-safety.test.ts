@@ -244,3 +244,21 @@ t.test('node Events: a Warning when a part cannot be kept, a Normal when it is b
     message: 'hostNetwork interception (chain aad-metadata-host) could not be kept; pod-network interception is unaffected: neither kubepods.slice nor kubepods exists under /sys/fs/cgroup' });
   t.equal(String(written[2]!.message).length, 1024, 'messages are bounded');
 });
+
+t.test('a failing -m cgroup write fails the hostNetwork side alone', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'podid-cg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'cgroup.controllers'), '');
+  mkdirSync(join(dir, 'kubepods'));
+  const fake = new FakeIptables(TARGET);
+  fake.failHost = true;
+  const registry = new Registry();
+  const rules = await InterceptionRules.start(options(fake, registry, pino({ level: 'silent' }), { hostNetwork: { cgroupRoot: dir, cgroupParent: '', ownCgroup: '/' } }));
+  await rules.stop();
+  t.ok(fake.installed, 'the pod chain is installed');
+  t.match(rules.status, { rulesInstalled: true, hostNetwork: { installed: false, error: /^write_host_rules: .*cgroup/ } });
+  const restores = fake.calls.filter((c) => c.argv[0]!.endsWith('-restore'));
+  t.equal(restores.length, 2, 'two transactions: the pod side, then the host side');
+  t.notMatch(restores[0]!.input, /aad-metadata-host/, 'the pod side does not carry the host chain');
+  t.equal(await metric(registry, 'podid_nmi_iptables_host_rules_installed'), 0);
+});

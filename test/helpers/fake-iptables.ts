@@ -37,6 +37,8 @@ export class FakeIptables {
   input: string[] = [];
   /** A restore that touches the filter table fails (e.g. no conntrack match on the node). */
   failFilter = false;
+  /** A restore that writes the hostNetwork chain fails (e.g. the cgroup match refuses a path). */
+  failHost = false;
   routeLocalnet = '0';
   readonly calls: FakeCall[] = [];
   readonly #desired: string[];
@@ -95,6 +97,9 @@ export class FakeIptables {
       // against real iptables in iptables.test.ts).
       if (!opts.input?.includes('COMMIT')) throw new CommandError(argv, { stdout: '', stderr: 'no COMMIT', code: 2 }, 'exit 2');
       const [filter, nat] = sections(opts.input);
+      if (this.failHost && opts.input.includes(':aad-metadata-host ')) {
+        throw new CommandError(argv, { stdout: '', stderr: 'iptables-restore: line 3 failed: cgroup: No such file or directory', code: 1 }, 'exit 1');
+      }
       if (filter !== undefined) {
         if (this.failFilter) throw new CommandError(argv, { stdout: '', stderr: 'Couldn\'t load match `conntrack\'', code: 2 }, 'exit 2');
         const jump = `-A INPUT -j ${GUARD_CHAIN}`;
