@@ -12,13 +12,14 @@ import { interceptionMetrics } from './metrics.ts';
 import type { InterceptionMetrics } from './metrics.ts';
 import { ensureRouteLocalnet, ROUTE_LOCALNET_HELP, sysctlViaCommand, sysctlViaProc } from './route-localnet.ts';
 import type { SysctlAccess } from './route-localnet.ts';
-import { appendLines, CHAIN, desiredChainRules, isJump, planChain, restoreInput } from './rules.ts';
-import type { NatState, Table } from './rules.ts';
+import { CHAIN, desiredChainRules, isJump, planChain, restoreInput } from './rules.ts';
+import type { NatState } from './rules.ts';
 import { desiredGuardRules, GUARD_CHAIN, recordsOwnership } from './localnet-guard.ts';
 import { HOST_CHAIN } from './host-rules.ts';
 import { hostRuleInput, type HostNetworkOptions } from './host-cgroups.ts';
 import { desiredHostRules } from './host-rules.ts';
-import { CommandError, commandRunner } from './run-command.ts';
+import { commandRunner } from './run-command.ts';
+import { readGuardState, readHostState, readNatState, WAIT } from './read-rules.ts';
 import type { CommandRunner } from './run-command.ts';
 
 export interface InterceptionOptions {
@@ -47,11 +48,6 @@ export interface InterceptionOptions {
   onPart?: (part: 'hostNetwork' | 'localnetGuard', status: PartStatus) => void;
 }
 
-export type CleanupOptions = Pick<InterceptionOptions, 'log' | 'commandPrefix' | 'backend' | 'run'> & {
-  /** Where route_localnet is read and written. Default: like InterceptionRules. */
-  sysctl?: SysctlAccess;
-};
-
 /** A part of the rules that is kept on its own: its failure never stops the others. */
 export interface PartStatus {
   installed: boolean;
@@ -72,8 +68,6 @@ export interface InterceptionStatus {
   lastError: string | null;
 }
 
-// Bounded wait for the xtables lock that kube-proxy and kubelet share with us.
-const WAIT = ['-w', '5'];
 
 class StepError extends Error {
   override name = 'StepError';
@@ -97,35 +91,6 @@ async function step<T>(operation: string, fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (err) {
     throw new StepError(operation, err);
-  }
-}
-
-async function readNatState(run: CommandRunner, bin: BackendBinaries): Promise<NatState> {
-  const prerouting = appendLines((await run(bin.iptables, [...WAIT, '-t', 'nat', '-S', 'PREROUTING'])).stdout, 'PREROUTING');
-  return { chain: await readChain(run, bin, CHAIN), prerouting };
-}
-
-/** The hostNetwork chain and OUTPUT, in the same shape (`prerouting` holds OUTPUT's lines). */
-async function readHostState(run: CommandRunner, bin: BackendBinaries): Promise<NatState> {
-  const output = appendLines((await run(bin.iptables, [...WAIT, '-t', 'nat', '-S', 'OUTPUT'])).stdout, 'OUTPUT');
-  return { chain: await readChain(run, bin, HOST_CHAIN), prerouting: output };
-}
-
-/** The guard chain and filter INPUT, in the same shape (`prerouting` holds INPUT's lines). */
-async function readGuardState(run: CommandRunner, bin: BackendBinaries): Promise<NatState> {
-  const input = appendLines((await run(bin.iptables, [...WAIT, '-t', 'filter', '-S', 'INPUT'])).stdout, 'INPUT');
-  return { chain: await readChain(run, bin, GUARD_CHAIN, 'filter'), prerouting: input };
-}
-
-async function readChain(run: CommandRunner, bin: BackendBinaries, chain: string, table: Table = 'nat'): Promise<string[] | null> {
-  try {
-    const listing = await run(bin.iptables, [...WAIT, '-t', table, '-S', chain]);
-    return appendLines(listing.stdout, chain);
-  } catch (err) {
-    // Exit 1 is how both flavours report a missing chain (nft's message even says
-    // "incompatible"). Anything else that is wrong makes the rewrite fail and is reported there.
-    if (err instanceof CommandError && err.result.code === 1) return null;
-    throw err;
   }
 }
 
@@ -458,82 +423,4 @@ export class InterceptionRules {
       this.#log.warn({ err }, 'could not delete conntrack entries to the metadata address');
     }
   }
-}
-
-export interface CleanupResult {
-  backend: Backend;
-  /** The chains removed (with their jumps). */
-  removed: string[];
-  /**
-   * turned_off: podid-nmi had turned it on (its guard chain said so) and set it back to 0;
-   * left_on: it was on but not turned on by podid-nmi (kube-proxy's, say); already_off;
-   * not_turned_off: podid-nmi's, but writing 0 failed (the guard stays); unknown: no record.
-   */
-  routeLocalnet: 'turned_off' | 'left_on' | 'already_off' | 'not_turned_off' | 'unknown';
-  error: string | null;
-}
-
-/**
- * Undoes what the daemon changed on the node, for an uninstall: route_localnet back to 0 when
- * the daemon turned it on (before the guard goes, so the loopback is never open), then the
- * chains and their jumps in one iptables-restore. Rejects when iptables fails; a sysctl that
- * cannot be written back keeps the guard and is reported in the result.
- */
-export async function cleanupInterception(opts: CleanupOptions): Promise<CleanupResult> {
-  const log = opts.log.child({ component: 'iptables' });
-  const run = opts.run ?? commandRunner(opts.commandPrefix);
-  const sysctl = opts.sysctl ?? (opts.commandPrefix?.length || opts.run ? sysctlViaCommand(run) : sysctlViaProc());
-  const backend = opts.backend ?? (await detectBackend(run)).backend;
-  const bin = binariesFor(backend);
-  const state = await readNatState(run, bin);
-  const host = await readHostState(run, bin);
-  const guard = await readGuardState(run, bin);
-  const ours = recordsOwnership(guard.chain);
-  let routeLocalnet: CleanupResult['routeLocalnet'] = 'unknown';
-  let error: string | null = null;
-  try {
-    const value = await sysctl.read();
-    if (value !== '1') {
-      routeLocalnet = 'already_off';
-    } else if (!ours) {
-      routeLocalnet = 'left_on';
-    } else {
-      await sysctl.disable();
-      const after = await sysctl.read();
-      if (after !== '0') throw new Error(`net.ipv4.conf.all.route_localnet is still ${after} after writing 0`);
-      routeLocalnet = 'turned_off';
-    }
-  } catch (err) {
-    error = err instanceof Error ? err.message : String(err);
-    routeLocalnet = ours ? 'not_turned_off' : 'unknown';
-  }
-  // The guard goes only once nothing needs it from us: a route_localnet podid-nmi turned on and
-  // could not turn off keeps its guard (the loopback stays closed to neighbours).
-  const removeGuard = routeLocalnet !== 'not_turned_off';
-  const jumps = state.prerouting.filter((l) => isJump(l));
-  const hostJumps = host.prerouting.filter((l) => isJump(l, HOST_CHAIN));
-  const guardJumps = removeGuard ? guard.prerouting.filter((l) => isJump(l, GUARD_CHAIN)) : [];
-  const removed: string[] = [];
-  // iptables-restore parses the quoting of `-S` lines, so foreign jumps with comments go too.
-  const nat = [...jumps, ...hostJumps].map((jump) => `-D${jump.slice(2)}`);
-  if (state.chain !== null) { nat.push(`:${CHAIN} - [0:0]`, `-X ${CHAIN}`); removed.push(CHAIN); }
-  if (host.chain !== null) { nat.push(`:${HOST_CHAIN} - [0:0]`, `-X ${HOST_CHAIN}`); removed.push(HOST_CHAIN); }
-  const filter = guardJumps.map((jump) => `-D${jump.slice(2)}`);
-  if (removeGuard && guard.chain !== null) { filter.push(`:${GUARD_CHAIN} - [0:0]`, `-X ${GUARD_CHAIN}`); removed.push(GUARD_CHAIN); }
-  if (nat.length > 0 || filter.length > 0) {
-    const input = (nat.length > 0 ? restoreInput(nat) : '') + (filter.length > 0 ? restoreInput(filter, 'filter') : '');
-    await run(bin.restore, [...WAIT, '--noflush'], { input });
-  }
-  const result: CleanupResult = { backend, removed, routeLocalnet, error };
-  if (removed.length === 0 && jumps.length + hostJumps.length + guardJumps.length === 0) {
-    log.info({ ...result }, 'no interception rules to remove');
-  } else {
-    log.warn({ ...result, removedJumps: [...jumps, ...hostJumps, ...guardJumps] },
-      'interception rules removed: pods on this node now reach the metadata endpoint directly');
-  }
-  if (routeLocalnet === 'not_turned_off') {
-    log.error({ err: error }, 'podid-nmi had turned net.ipv4.conf.all.route_localnet on and could not turn it off: its guard chain '
-      + `${GUARD_CHAIN} stays; set the sysctl to 0 and run cleanup-iptables again (the container needs a writable /proc/sys)`);
-  }
-  return result;
 }
