@@ -68,7 +68,6 @@ export interface InterceptionStatus {
   lastError: string | null;
 }
 
-
 class StepError extends Error {
   override name = 'StepError';
   readonly operation: string;
