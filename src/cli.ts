@@ -8,7 +8,7 @@ const USAGE = `Usage:
   nmi [flags]                 run the daemon
   nmi demo [flags]            run an IMDS emulator and the daemon on loopback with the example cluster state
   nmi imds-emulator [flags]   run only the IMDS emulator (see nmi imds-emulator --help)
-  nmi cleanup-iptables        remove the NAT rules (for an uninstall)
+  nmi cleanup-iptables        remove the NAT rules and the route_localnet guard, turn route_localnet back off if nmi turned it on (for an uninstall)
   nmi explain [flags]         what the daemon would answer a pod, step by step (see nmi explain --help)
   nmi status [flags]          the running daemon's view of this node (see nmi status --help)
   nmi version                 (also --version)
@@ -103,9 +103,11 @@ async function cleanup(argv: string[]): Promise<number> {
   }
   const log = createLogger(parsed.values['log-format'] as 'text' | 'json', 'info');
   const { cleanupInterception } = await import('./iptables/index.ts');
-  await cleanupInterception({ log });
-  log.info('NAT rules removed: pods now reach the metadata service directly');
-  return 0;
+  const result = await cleanupInterception({ log });
+  log.info({ ...result }, result.routeLocalnet === 'not_turned_off'
+    ? 'NAT rules removed; route_localnet and its guard left in place (see the error above)'
+    : 'NAT rules removed: pods now reach the metadata service directly');
+  return result.routeLocalnet === 'not_turned_off' ? 1 : 0;
 }
 
 export function untilSignal(): Promise<NodeJS.Signals> {

@@ -16,7 +16,7 @@ import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.ts';
 import { openUpstream } from './upstream/upstream.ts';
 import { InterceptionRules, type InterceptionOptions } from './iptables/index.ts';
-import { ownCgroupFrom } from './iptables/host-cgroups.ts';
+import { cgroup2Root, ownCgroupFrom } from './iptables/host-cgroups.ts';
 import { CallerRoom } from './pods/caller-room.ts';
 import { podCgroupOf } from './pods/kubelet-cgroup.ts';
 import { SocketCgroupReader } from './pods/socket-cgroup.ts';
@@ -86,6 +86,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const events = config.clusterStateFile === '' && config.podEvents
     ? await (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log, userAgent: config.userAgent })
     : undefined;
+  // Same condition as pod Events: only with the Kubernetes API, only where rules are kept.
+  const nodeEvents = events && config.manageIptables
+    ? await (await import('./events/index.ts')).startNodeEvents({ kubeconfig: config.kubeconfig, node: config.node, registry: metrics.registry, log, userAgent: config.userAgent })
+    : undefined;
   const observer = observers([metrics, new RequestLog(log, refusals), upstreamHealth, ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
   const handler = new MetadataHandler({
     state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, observer, admission, callers,
@@ -145,6 +149,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
         hostNetwork: config.interceptHostNetwork
           ? { cgroupRoot: config.cgroupRoot, cgroupParent: config.kubepodsCgroupParent, ownCgroup }
           : undefined,
+        onPart: nodeEvents && ((part, status) => nodeEvents.observe(part, status)),
       });
     }
     metrics.gauge('podid_nmi_socket_cgroup_lookups_pending', 'Socket-cgroup lookups running or queued', () => sockets.pending);
@@ -165,7 +170,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     }
   } catch (err) {
     refusals.close();
-    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close(), admin?.close()]);
+    await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close(), nodeEvents?.close(), admin?.close()]);
     throw err;
   }
   log.info({
@@ -199,7 +204,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       await l.close(config.shutdownGraceMs);
       clearTimeout(answer);
       refusals.close();
-      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close(), rulesStopped, admin?.close()]);
+      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close(), Promise.resolve(rulesStopped).then(() => nodeEvents?.close()), admin?.close()]);
     },
   };
 }
@@ -215,13 +220,15 @@ function readOwnCgroup(): string {
 
 /** --attest-pod-sockets: says at start whether the node's /proc and cgroups can be read. */
 async function startAttestation(config: DaemonConfig, log: Logger): Promise<SocketAttestation> {
+  // On a hybrid node the pod cgroups kubelet made through systemd are in the v2 hierarchy at <root>/unified.
+  const cgroupRoot = await cgroup2Root(config.cgroupRoot).catch(() => config.cgroupRoot);
   const attestation = new SocketAttestation({
-    procRoot: config.procRoot, cgroupRoot: config.cgroupRoot, cgroupParent: config.kubepodsCgroupParent,
+    procRoot: config.procRoot, cgroupRoot, cgroupParent: config.kubepodsCgroupParent,
     metadata: { ip: config.metadataIp, port: config.metadataPort }, waitMs: config.podWaitMs,
   });
   const problem = await attestation.checkVisibility();
   if (problem !== undefined) log.error(`${problem}; pod-network callers are refused (caller_not_attested) and /readyz stays 503 until it can`);
-  else log.info({ procRoot: config.procRoot, cgroupRoot: config.cgroupRoot }, 'socket attestation on: pod-network callers must hold their socket');
+  else log.info({ procRoot: config.procRoot, cgroupRoot }, 'socket attestation on: pod-network callers must hold their socket');
   return attestation;
 }
 

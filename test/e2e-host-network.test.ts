@@ -4,6 +4,10 @@
 // rules send pod cgroups' packets to it, it attributes them by socket cgroup, and its own
 // upstream requests are not intercepted. `nsenter --net` keeps /sys (ip netns exec would hide
 // the cgroup hierarchy). Everything (namespaces, cgroups, processes) is ours and removed after.
+// Two node shapes: iptables-nft with both kubelet layouts side by side and an explicit
+// --cgroup-root; iptables-legacy (kubelet's hint chain in legacy) with the cgroupfs layout only
+// and the default --cgroup-root, where the daemon finds the v2 hierarchy itself (at
+// /sys/fs/cgroup/unified on this hybrid machine).
 import t from 'tap';
 import type { Test } from 'tap';
 import { fileURLToPath } from 'node:url';
@@ -36,19 +40,35 @@ const why = (await netnsUnavailable()) ?? cgroupsUnavailable();
 // Bounds sized for a loaded shared machine, where a daemon's start alone has taken over 90 s.
 t.setTimeout(900_000);
 
-t.test('hostNetwork pods in pod cgroups: intercepted, attributed by socket cgroup', { skip: why ?? false }, async (t) => {
+interface Shape {
+  flavour: 'nft' | 'legacy';
+  /** Kubelet's cgroup driver for each pod; 'mixed' puts both layouts on one node. */
+  layout: 'mixed' | 'cgroupfs';
+  /** Pass --cgroup-root, or leave the default for the daemon to find the v2 hierarchy. */
+  explicitRoot: boolean;
+}
+const SHAPES: Shape[] = [
+  { flavour: 'nft', layout: 'mixed', explicitRoot: true },
+  { flavour: 'legacy', layout: 'cgroupfs', explicitRoot: false },
+];
+
+for (const shape of SHAPES) t.test(`hostNetwork pods in pod cgroups: intercepted, attributed by socket cgroup (${shape.flavour}, ${shape.layout} layout)`, { skip: why ?? false }, async (t) => {
   const cg = new TestCgroups(t);
   const env = await E2E.start();
   t.teardown(() => env.destroy());
   const nsenter = ['nsenter', `--net=/var/run/netns/${env.node.ns}`];
+  const mixed = shape.layout === 'mixed';
   const cgs = {
-    daemon: cg.podContainer('systemd', 'burstable', UID.daemon, 'nmi'),
-    a: cg.podContainer('systemd', 'besteffort', UID.a),
+    daemon: cg.podContainer(mixed ? 'systemd' : 'cgroupfs', 'burstable', UID.daemon, 'nmi'),
+    a: cg.podContainer(mixed ? 'systemd' : 'cgroupfs', 'besteffort', UID.a),
     b: cg.podContainer('cgroupfs', 'burstable', UID.b),
     u: cg.podContainer('cgroupfs', 'guaranteed', UID.u),
-    csi: cg.podContainer('systemd', 'guaranteed', UID.csi),
+    csi: cg.podContainer(mixed ? 'systemd' : 'cgroupfs', 'guaranteed', UID.csi),
     node: cg.plain('system.slice'),
   };
+  const other = shape.flavour === 'nft' ? 'legacy' : 'nft';
+  // What kube-proxy's images (and the daemon) look for to pick a flavour: kubelet's hint chain.
+  if (shape.flavour === 'legacy') await env.node.exec('iptables-legacy', ['-w', '5', '-t', 'mangle', '-N', 'KUBE-IPTABLES-HINT']);
   const hostPod = (name: string, namespace: string, uid: string, labels: Record<string, string>) => env.api.request({
     op: 'create', resource: 'pods', object: pod({ name, namespace, uid, labels, node: NODE_NAME, ip: NODE_GATEWAY, hostNetwork: true, phase: 'Running' }),
   });
@@ -61,7 +81,8 @@ t.test('hostNetwork pods in pod cgroups: intercepted, attributed by socket cgrou
 
   env.launchDaemon = (cmd, args, e) => new NsProcess(cg.spawn(cgs.daemon, cmd, args, { prefix: nsenter, env: e }));
   // With --attest-pod-sockets too, as the DaemonSet runs: hostNetwork pods stay with their socket cgroup.
-  env.daemonFlags = (f) => [...f, '--intercept-host-network', '--attest-pod-sockets', `--cgroup-root=${cg.root}`, `--kubepods-cgroup-parent=${cg.parent}`, `--remove-node-taint=${TAINT}`];
+  env.daemonFlags = (f) => [...f, '--intercept-host-network', '--attest-pod-sockets', ...(shape.explicitRoot ? [`--cgroup-root=${cg.root}`] : []),
+    `--kubepods-cgroup-parent=${cg.parent}`, `--remove-node-taint=${TAINT}`];
 
   /** curl to 169.254.169.254 from a process in `cgroup`, in the node's network namespace. */
   const curl = async (cgroup: string, path: string, headers: Record<string, string> = { Metadata: 'true' }, host = '169.254.169.254') => {
@@ -85,14 +106,17 @@ t.test('hostNetwork pods in pod cgroups: intercepted, attributed by socket cgrou
   await t.test('the daemon starts in its own pod cgroup, installs both chains, then lifts the startup taint', async (t) => {
     const run = await env.startDaemon(240_000);
     t.equal(cg.cgroupOf(run.proc.child.pid!), `${cgs.daemon}`, 'the daemon runs in its pod cgroup');
+    t.equal(env.backend(), shape.flavour, `the daemon picked ${shape.flavour}`);
     const host = (await env.iptables('-S', 'aad-metadata-host')).stdout.split('\n').filter((l) => l.startsWith('-A'));
     const daemonPod = cgs.daemon.slice(0, cgs.daemon.lastIndexOf('/'));
+    const dnatFor = (root: string) => `-A aad-metadata-host -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m cgroup --path "${cg.parent}/${root}" -j DNAT --to-destination 127.0.0.1:2579`;
     t.same(host, [
       `-A aad-metadata-host -m cgroup --path "${daemonPod}" -j RETURN`,
-      `-A aad-metadata-host -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m cgroup --path "${cg.parent}/kubepods.slice" -j DNAT --to-destination 127.0.0.1:2579`,
-      `-A aad-metadata-host -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m cgroup --path "${cg.parent}/kubepods" -j DNAT --to-destination 127.0.0.1:2579`,
+      ...(mixed ? [dnatFor('kubepods.slice'), dnatFor('kubepods')] : [dnatFor('kubepods')]),
       '-A aad-metadata-host -j RETURN',
-    ], 'its own pod first, then both kubepods roots');
+    ], 'its own pod first, then each kubepods root that exists');
+    t.notMatch((await env.node.exec(`iptables-${other}-save`, [], { allowFail: true })).stdout, /aad-metadata|PODID-NMI/, `nothing written with iptables-${other}`);
+    t.notOk(env.daemonLog().some((l) => l.msg === 'interception rules had drifted and were repaired'), 'no drift seen after the install (rules compared by meaning)');
     const output = (await env.iptables('-S', 'OUTPUT')).stdout.split('\n').filter((l) => l.startsWith('-A'));
     t.equal(output[0], '-A OUTPUT -j aad-metadata-host', 'jump at position 1 of OUTPUT');
     const removed = await env.waitDaemonLog(run, (l) => l.msg === 'startup taint removed: the node is intercepted and takes pods', 'taint removal', 15_000);
@@ -116,7 +140,7 @@ t.test('hostNetwork pods in pod cgroups: intercepted, attributed by socket cgrou
   await t.test('each hostNetwork pod gets its own bound identity and nothing else', async (t) => {
     const a = await curl(cgs.a, TOKEN);
     t.equal(a.status, 200, a.body.slice(0, 200));
-    t.equal(tokenOf(a), IDS.A.clientID, 'systemd-layout pod A: token A');
+    t.equal(tokenOf(a), IDS.A.clientID, `${mixed ? 'systemd' : 'cgroupfs'}-layout pod A: token A`);
     const grant = await env.waitDaemonLog(env.daemons.at(-1)!, (l) => l.pod === 'team-a/host-a' && l.decision === 'granted', 'the grant to host-a');
     t.equal(grant.via, 'socket_cgroup', 'found by socket cgroup, attestation on or not');
     const b = await curl(cgs.b, TOKEN);
@@ -176,6 +200,9 @@ t.test('hostNetwork pods in pod cgroups: intercepted, attributed by socket cgrou
     t.equal(r.code, 0, r.stderr);
     t.not((await env.iptables('-S', 'aad-metadata-host')).code, 0, 'host chain gone');
     t.not((await env.iptables('-S', 'aad-metadata')).code, 0, 'pod chain gone');
+    const guard = await env.node.exec(`iptables-${shape.flavour}`, ['-w', '5', '-t', 'filter', '-S', 'PODID-NMI-LOCALNET'], { allowFail: true });
+    t.not(guard.code, 0, 'route_localnet guard gone');
+    t.equal((await env.node.exec('sysctl', ['-n', 'net.ipv4.conf.all.route_localnet'])).stdout.trim(), '0', 'route_localnet back off');
     const output = (await env.iptables('-S', 'OUTPUT')).stdout;
     t.notMatch(output, /aad-metadata-host/);
     // Uninstalled, a hostNetwork pod is back to NMI's hole: any identity of the node, here B.

@@ -54,7 +54,7 @@ async function started(t: Test, intervalSec: number): Promise<{ rules: Intercept
 const argvOf = (calls: FakeCall[]): string[] => calls.map((c) => c.argv.join(' '));
 
 const HOLD_POINTS = {
-  'the route_localnet read (start of a pass)': (argv: string[]) => argv[0] === 'sysctl' && argv.includes('-n'),
+  'the route_localnet read (after the rules read)': (argv: string[]) => argv[0] === 'sysctl' && argv.includes('-n'),
   'the rules read': (argv: string[]) => argv.includes('-S') && argv.includes('PREROUTING'),
 };
 

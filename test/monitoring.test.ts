@@ -120,7 +120,7 @@ t.test('every series the rules and the dashboard read is exposed by a live daemo
 
 async function interceptionMetricsText(): Promise<string> {
   const registry = new Registry();
-  const m = interceptionMetrics(registry);
+  const m = interceptionMetrics(registry, { guard: true, host: true });
   m.lastSuccess.set(1);
   m.installed.set(1);
   return registry.metrics();

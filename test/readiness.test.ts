@@ -4,12 +4,16 @@ import t from 'tap';
 import type { InterceptionStatus } from '../src/iptables/index.ts';
 import { NOT_INTERCEPTING, readiness, readinessText, type ReadinessInputs } from '../src/probes/readiness.ts';
 
-const installed: InterceptionStatus = { backend: 'nft', rulesInstalled: true, routeLocalnet: true, lastSuccess: new Date(0), lastError: null };
+const installed: InterceptionStatus = {
+  backend: 'nft', rulesInstalled: true, routeLocalnet: true, localnetGuard: { installed: true, error: null },
+  hostNetwork: { installed: true, error: null }, lastSuccess: new Date(0), lastError: null,
+};
 const OK: ReadinessInputs = { closing: false, stateReady: true, manageIptables: true, interception: installed };
 
 t.test('ready only with rules in place, route_localnet on (or not needed), state synced, not closing', async (t) => {
   t.same(readiness(OK), { ready: true });
-  t.same(readiness({ ...OK, interception: { ...installed, routeLocalnet: null } }), { ready: true }, 'a non-loopback target needs no route_localnet');
+  t.same(readiness({ ...OK, interception: { ...installed, routeLocalnet: null, localnetGuard: null } }), { ready: true }, 'a non-loopback target needs no route_localnet nor guard');
+  t.same(readiness({ ...OK, interception: { ...installed, hostNetwork: null } }), { ready: true }, 'no hostNetwork chain without --intercept-host-network');
   t.equal(readinessText(readiness(OK)), 'ready\n');
 });
 
@@ -21,6 +25,11 @@ t.test('each reason', async (t) => {
       ['interception rules not installed (retried every --ipt-update-interval-sec): iptables-nft -w 5 -t nat -S PREROUTING: could not run (ENOENT)']],
     ['route_localnet 0', { interception: { ...installed, routeLocalnet: false } },
       ['net.ipv4.conf.all.route_localnet is 0 and could not be set: the DNAT to 127.0.0.1 is dropped by the kernel']],
+    ['guard missing: the sysctl was left off', { interception: { ...installed, routeLocalnet: false, localnetGuard: { installed: false, error: 'iptables-nft-restore: exit 2: Couldn\'t load match `conntrack\'' } } },
+      ['route_localnet guard (filter chain PODID-NMI-LOCALNET) not installed, so route_localnet is not turned on: iptables-nft-restore: exit 2: Couldn\'t load match `conntrack\'']],
+    ['only the hostNetwork chain missing: not ready, and it says pods are served', {
+      interception: { ...installed, hostNetwork: { installed: false, error: 'neither kubepods.slice nor kubepods exists under /sys/fs/cgroup' } },
+    }, ['hostNetwork interception not in place (pod-network interception is, and pods are served): neither kubepods.slice nor kubepods exists under /sys/fs/cgroup']],
     ['state not synced', { stateReady: false }, ['cluster state not synced yet']],
     ['--attest-pod-sockets cannot see the node', { attestation: 'socket attestation unavailable: no kubelet pod cgroups' }, ['socket attestation unavailable: no kubelet pod cgroups']],
     ['closing', { closing: true }, ['shutting down']],

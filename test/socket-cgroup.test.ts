@@ -128,7 +128,8 @@ t.test('the hostNetwork chain', async (t) => {
 });
 
 t.test('what the rules need from the hierarchy', async (t) => {
-  const root = t.testdir({});
+  // A cgroup v2 hierarchy root always holds cgroup.controllers (what tells it from a v1 tmpfs).
+  const root = t.testdir({ 'cgroup.controllers': '' });
   const noKubepods = hostRuleInput({ cgroupRoot: root, cgroupParent: '', ownCgroup: '/' });
   await t.rejects(noKubepods, /neither kubepods.slice nor kubepods exists under .*private cgroup namespace/);
   mkdirSync(join(root, 'kubepods.slice'));

@@ -17,16 +17,40 @@ export interface HostNetworkOptions {
 /** Paths go into the rules quoted; keep them to what kubelet and systemd produce. */
 const SAFE_PATH = /^[A-Za-z0-9_.@:\/-]*$/;
 
+const V1_ONLY = 'hostNetwork interception cannot work on this node: iptables\' cgroup match (-m cgroup --path) matches '
+  + 'cgroup v2 paths only; pod-network interception is unaffected';
+
+/**
+ * The cgroup v2 hierarchy: --cgroup-root itself, or on a hybrid node (v1 controllers at
+ * /sys/fs/cgroup) the v2 hierarchy systemd mounts at <root>/unified.
+ */
+export async function cgroup2Root(root: string): Promise<string> {
+  if (await exists(join(root, 'cgroup.controllers'))) return root;
+  const unified = join(root, 'unified');
+  if (await exists(join(unified, 'cgroup.controllers'))) return unified;
+  throw new Error(`no cgroup v2 hierarchy at ${root} nor at ${unified} (a cgroup v1-only node, or a wrong --cgroup-root): ${V1_ONLY}`);
+}
+
 export async function hostRuleInput(o: HostNetworkOptions): Promise<HostRuleInput> {
   if (!SAFE_PATH.test(o.cgroupParent)) throw new Error(`cgroup parent ${JSON.stringify(o.cgroupParent)} has characters kubelet never uses`);
+  const v2 = await cgroup2Root(o.cgroupRoot);
   const roots = kubepodsRoots(o.cgroupParent);
   const kubepods: string[] = [];
   for (const root of [roots.systemd, roots.cgroupfs]) {
-    if (await isDir(join(o.cgroupRoot, root))) kubepods.push(root);
+    if (await isDir(join(v2, root))) kubepods.push(root);
   }
   if (kubepods.length === 0) {
-    throw new Error(`neither ${roots.systemd} nor ${roots.cgroupfs} exists under ${o.cgroupRoot}: wrong --cgroup-root, `
-      + 'or the daemon runs in a private cgroup namespace (it needs the node\'s, see the DaemonSet)');
+    // A hybrid node whose kubelet (cgroupfs driver) made its pod cgroups in the v1 controllers only.
+    if (v2 !== o.cgroupRoot) {
+      for (const controller of ['cpu', 'memory', 'pids', 'systemd']) {
+        for (const root of [roots.systemd, roots.cgroupfs]) {
+          const v1 = join(o.cgroupRoot, controller, root);
+          if (await isDir(v1)) throw new Error(`kubelet's pod cgroups are in the cgroup v1 hierarchy only (${v1}, none under ${v2}): ${V1_ONLY}`);
+        }
+      }
+    }
+    throw new Error(`neither ${roots.systemd} nor ${roots.cgroupfs} exists under ${v2}: wrong --cgroup-root or --kubepods-cgroup-parent, `
+      + 'or the daemon runs in a private cgroup namespace (it needs the node\'s, see the DaemonSet); pod-network interception is unaffected');
   }
   const own = podCgroupOf(o.ownCgroup, o.cgroupParent);
   const ownPath = trim(o.ownCgroup);
@@ -42,6 +66,15 @@ export async function hostRuleInput(o: HostNetworkOptions): Promise<HostRuleInpu
 export function ownCgroupFrom(procSelfCgroup: string): string {
   for (const line of procSelfCgroup.split('\n')) if (line.startsWith('0::')) return line.slice(3);
   return '';
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function isDir(path: string): Promise<boolean> {

@@ -3,6 +3,7 @@
 // never saw them. This chain DNATs them too, selected by the socket's cgroup: only sockets in
 // kubelet's pod cgroups, so kubelet and the other node components outside kubepods keep
 // their direct access, and never the daemon's own pod, which must reach IMDS itself.
+import { quoteWord } from './rule-meaning.ts';
 import type { RuleTarget } from './rules.ts';
 
 export const HOST_CHAIN = 'aad-metadata-host';
@@ -14,12 +15,15 @@ export interface HostRuleInput {
   ownPodPath: string | undefined;
 }
 
-/** The chain's rules as `iptables -t nat -S aad-metadata-host` prints them (both flavours quote the path). */
+/**
+ * The chain's rules as `iptables -t nat -S aad-metadata-host` prints them: a path is bare when
+ * it holds only [A-Za-z0-9_-] (`kubepods`, cgroupfs) and quoted otherwise (`"kubepods.slice"`).
+ */
 export function desiredHostRules(t: RuleTarget, input: HostRuleInput): string[] {
   const rules: string[] = [];
-  if (input.ownPodPath !== undefined) rules.push(`-A ${HOST_CHAIN} -m cgroup --path "${input.ownPodPath}" -j RETURN`);
+  if (input.ownPodPath !== undefined) rules.push(`-A ${HOST_CHAIN} -m cgroup --path ${quoteWord(input.ownPodPath)} -j RETURN`);
   for (const root of input.kubepods) {
-    rules.push(`-A ${HOST_CHAIN} -d ${t.metadataIp}/32 -p tcp -m tcp --dport ${t.metadataPort} -m cgroup --path "${root}" -j DNAT --to-destination ${t.targetIp}:${t.targetPort}`);
+    rules.push(`-A ${HOST_CHAIN} -d ${t.metadataIp}/32 -p tcp -m tcp --dport ${t.metadataPort} -m cgroup --path ${quoteWord(root)} -j DNAT --to-destination ${t.targetIp}:${t.targetPort}`);
   }
   rules.push(`-A ${HOST_CHAIN} -j RETURN`);
   return rules;

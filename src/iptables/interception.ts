@@ -12,12 +12,14 @@ import { interceptionMetrics } from './metrics.ts';
 import type { InterceptionMetrics } from './metrics.ts';
 import { ensureRouteLocalnet, ROUTE_LOCALNET_HELP, sysctlViaCommand, sysctlViaProc } from './route-localnet.ts';
 import type { SysctlAccess } from './route-localnet.ts';
-import { appendLines, CHAIN, desiredChainRules, isJump, planChain, restoreInput } from './rules.ts';
+import { CHAIN, desiredChainRules, isJump, planChain, restoreInput } from './rules.ts';
 import type { NatState } from './rules.ts';
+import { desiredGuardRules, GUARD_CHAIN, recordsOwnership } from './localnet-guard.ts';
 import { HOST_CHAIN } from './host-rules.ts';
 import { hostRuleInput, type HostNetworkOptions } from './host-cgroups.ts';
 import { desiredHostRules } from './host-rules.ts';
-import { CommandError, commandRunner } from './run-command.ts';
+import { commandRunner } from './run-command.ts';
+import { readGuardState, readHostState, readNatState, WAIT } from './read-rules.ts';
 import type { CommandRunner } from './run-command.ts';
 
 export interface InterceptionOptions {
@@ -42,22 +44,29 @@ export interface InterceptionOptions {
   run?: CommandRunner;
   /** --intercept-host-network: also DNAT hostNetwork pods' traffic (OUTPUT, by socket cgroup). */
   hostNetwork?: HostNetworkOptions;
+  /** Told each part's status after every check it was part of (Events on the node observe it). */
+  onPart?: (part: 'hostNetwork' | 'localnetGuard', status: PartStatus) => void;
 }
 
-export type CleanupOptions = Pick<InterceptionOptions, 'log' | 'commandPrefix' | 'backend'>;
+/** A part of the rules that is kept on its own: its failure never stops the others. */
+export interface PartStatus {
+  installed: boolean;
+  error: string | null;
+}
 
 export interface InterceptionStatus {
   backend: Backend;
-  /** The last check found or left the rules in place. */
+  /** The last check found or left the pod-network rules (aad-metadata) in place. */
   rulesInstalled: boolean;
   /** route_localnet is 1; null when the target is not a loopback address (not needed). */
   routeLocalnet: boolean | null;
+  /** The route_localnet guard (filter PODID-NMI-LOCALNET); null when route_localnet is not relied on. */
+  localnetGuard: PartStatus | null;
+  /** The hostNetwork chain (aad-metadata-host); null without --intercept-host-network. */
+  hostNetwork: PartStatus | null;
   lastSuccess: Date | null;
   lastError: string | null;
 }
-
-// Bounded wait for the xtables lock that kube-proxy and kubelet share with us.
-const WAIT = ['-w', '5'];
 
 class StepError extends Error {
   override name = 'StepError';
@@ -81,29 +90,6 @@ async function step<T>(operation: string, fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (err) {
     throw new StepError(operation, err);
-  }
-}
-
-async function readNatState(run: CommandRunner, bin: BackendBinaries): Promise<NatState> {
-  const prerouting = appendLines((await run(bin.iptables, [...WAIT, '-t', 'nat', '-S', 'PREROUTING'])).stdout, 'PREROUTING');
-  return { chain: await readChain(run, bin, CHAIN), prerouting };
-}
-
-/** The hostNetwork chain and OUTPUT, in the same shape (`prerouting` holds OUTPUT's lines). */
-async function readHostState(run: CommandRunner, bin: BackendBinaries): Promise<NatState> {
-  const output = appendLines((await run(bin.iptables, [...WAIT, '-t', 'nat', '-S', 'OUTPUT'])).stdout, 'OUTPUT');
-  return { chain: await readChain(run, bin, HOST_CHAIN), prerouting: output };
-}
-
-async function readChain(run: CommandRunner, bin: BackendBinaries, chain: string): Promise<string[] | null> {
-  try {
-    const listing = await run(bin.iptables, [...WAIT, '-t', 'nat', '-S', chain]);
-    return appendLines(listing.stdout, chain);
-  } catch (err) {
-    // Exit 1 is how both flavours report a missing chain (nft's message even says
-    // "incompatible"). Anything else that is wrong makes the rewrite fail and is reported there.
-    if (err instanceof CommandError && err.result.code === 1) return null;
-    throw err;
   }
 }
 
@@ -134,6 +120,9 @@ export class InterceptionRules {
   #stopped = false;
   #stopping: Promise<void> | undefined;
   #everInstalled = false;
+  #hostEverInstalled = false;
+  /** The daemon turned route_localnet on (now or in an earlier run: the guard chain records it). */
+  #ownsSysctl = false;
   #status: InterceptionStatus;
 
   private constructor(opts: InterceptionOptions, run: CommandRunner, backend: Backend) {
@@ -147,9 +136,12 @@ export class InterceptionRules {
     this.#sysctl = !opts.targetIp.startsWith('127.') ? null
       : opts.commandPrefix?.length || opts.run ? sysctlViaCommand(run) : sysctlViaProc();
     this.#desired = desiredChainRules(opts);
-    this.#metrics = interceptionMetrics(opts.registry);
+    this.#metrics = interceptionMetrics(opts.registry, { guard: this.#sysctl !== null, host: opts.hostNetwork !== undefined });
     this.#status = {
-      backend, rulesInstalled: false, routeLocalnet: this.#sysctl ? false : null, lastSuccess: null, lastError: null,
+      backend, rulesInstalled: false, routeLocalnet: this.#sysctl ? false : null,
+      localnetGuard: this.#sysctl ? { installed: false, error: 'not checked yet' } : null,
+      hostNetwork: opts.hostNetwork ? { installed: false, error: 'not checked yet' } : null,
+      lastSuccess: null, lastError: null,
     };
   }
 
@@ -181,7 +173,8 @@ export class InterceptionRules {
   }
 
   get status(): InterceptionStatus {
-    return { ...this.#status };
+    const s = this.#status;
+    return { ...s, localnetGuard: s.localnetGuard && { ...s.localnetGuard }, hostNetwork: s.hostNetwork && { ...s.hostNetwork } };
   }
 
   /** One check-and-repair pass; rejects (after logging and counting) when iptables fails. */
@@ -219,24 +212,26 @@ export class InterceptionRules {
     this.#timer.unref();
   }
 
+  // The pod-network side (chain, guard, sysctl) and the hostNetwork side are kept apart: a
+  // host side that cannot be installed (no kubepods cgroup, a cgroup v1 node, a failing cgroup
+  // match) is reported and retried, and never keeps the pod side from being installed.
   async #checkOnce(): Promise<'ok' | 'repaired'> {
     if (this.#stopped) throw new InterceptionStopped();
+    let podRepaired = false;
+    let podError: unknown;
     try {
-      const localnetRepaired = await this.#ensureRouteLocalnet();
-      const rulesRepaired = await this.#ensureRules();
+      podRepaired = await this.#ensurePodSide();
       this.#status.rulesInstalled = true;
       this.#status.lastSuccess = new Date();
       this.#status.lastError = null;
       this.#metrics.installed.set(1);
       this.#metrics.lastSuccess.set(Date.now() / 1000);
-      // Not gated by stop(): it only makes the rules just written apply to open connections.
-      if (rulesRepaired && this.#opts.conntrackFlush) await this.#flushConntrack();
-      return localnetRepaired || rulesRepaired ? 'repaired' : 'ok';
     } catch (err) {
       if (err instanceof InterceptionStopped) {
         this.#log.debug('check given up: stopping');
         throw err;
       }
+      podError = err;
       const operation = err instanceof StepError ? err.operation : 'check';
       this.#status.rulesInstalled = false;
       this.#status.lastError = err instanceof Error ? err.message : String(err);
@@ -244,14 +239,108 @@ export class InterceptionRules {
       this.#metrics.failures.inc({ operation });
       this.#log.error({ err, operation, backend: this.#backend, retryInSec: this.#opts.intervalSec },
         'interception rules check failed; pods may not be intercepted until the next check succeeds');
-      throw err;
     }
+    const hostRepaired = await this.#ensureHostSide();
+    if (podError !== undefined) throw podError;
+    // Not gated by stop(): it only makes the rules just written apply to open connections.
+    if ((podRepaired || hostRepaired) && this.#opts.conntrackFlush) await this.#flushConntrack();
+    return podRepaired || hostRepaired ? 'repaired' : 'ok';
+  }
+
+  /**
+   * The pod chain and, when the DNAT goes to a loopback address, the route_localnet guard, in
+   * one iptables-restore (filter first); then route_localnet, which is turned on only once the
+   * guard is in place. Rejects when the pod chain cannot be kept; a guard that cannot be
+   * installed is reported (status, metric, log) and leaves the sysctl as it was.
+   */
+  async #ensurePodSide(): Promise<boolean> {
+    const sysctl = this.#sysctl;
+    const read = async (): Promise<{ pod: NatState; guard: NatState | undefined }> => ({
+      pod: await readNatState(this.#run, this.#bin),
+      guard: sysctl ? await readGuardState(this.#run, this.#bin) : undefined,
+    });
+    const before = await step('read_rules', read);
+    let localnet: string | undefined;
+    if (sysctl) {
+      if (recordsOwnership(before.guard!.chain)) this.#ownsSysctl = true;
+      try {
+        localnet = await sysctl.read();
+      } catch (err) {
+        this.#metrics.failures.inc({ operation: 'route_localnet' });
+        this.#log.error({ err }, 'could not read net.ipv4.conf.all.route_localnet');
+      }
+      // Recorded before the sysctl is written: a crash in between still leaves the record.
+      if (localnet === '0') this.#ownsSysctl = true;
+    }
+    const planFor = (state: { pod: NatState; guard: NatState | undefined }) => ({
+      pod: planChain({ chain: CHAIN, hook: 'PREROUTING' }, state.pod.chain, state.pod.prerouting, this.#desired),
+      guard: state.guard === undefined ? { drift: [], lines: [] }
+        : planChain({ chain: GUARD_CHAIN, hook: 'INPUT' }, state.guard.chain, state.guard.prerouting, desiredGuardRules(this.#ownsSysctl)),
+    });
+    const plan = planFor(before);
+    let guardError: string | null = null;
+    if (plan.pod.lines.length > 0 || plan.guard.lines.length > 0) {
+      const input = (plan.guard.lines.length > 0 ? restoreInput(plan.guard.lines, 'filter') : '')
+        + (plan.pod.lines.length > 0 ? restoreInput(plan.pod.lines) : '');
+      this.#beforeWrite();
+      try {
+        await this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input });
+      } catch (err) {
+        // Without the guard the pod chain still goes in: with route_localnet off its DNAT
+        // blocks pods (fail closed), which is better than letting them reach IMDS.
+        if (plan.guard.lines.length === 0) throw new StepError('write_rules', err);
+        guardError = err instanceof Error ? err.message : String(err);
+        if (plan.pod.lines.length > 0) await step('write_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input: restoreInput(plan.pod.lines) }));
+      }
+    }
+    const after = plan.pod.lines.length > 0 || plan.guard.lines.length > 0 ? await step('verify_rules', read) : before;
+    const left = planFor(after);
+    if (left.pod.lines.length !== 0) {
+      // iptables printing the rules differently from NMI's form would otherwise rewrite
+      // the chain on every tick without anyone noticing.
+      throw new StepError('verify_rules', new Error(
+        `rules still differ after rewriting them (${left.pod.drift.join(', ')}): found=${JSON.stringify(after.pod)} desired=${JSON.stringify(this.#desired)}`));
+    }
+    if (sysctl) {
+      if (guardError === null && left.guard.lines.length !== 0) {
+        guardError = `guard still differs after rewriting it (${left.guard.drift.join(', ')}): found=${JSON.stringify(after.guard)}`;
+      }
+      this.#status.localnetGuard = { installed: guardError === null, error: guardError };
+      this.#opts.onPart?.('localnetGuard', { ...this.#status.localnetGuard });
+      this.#metrics.guardInstalled?.set(guardError === null ? 1 : 0);
+    }
+    let localnetRepaired = false;
+    if (guardError !== null) {
+      this.#metrics.failures.inc({ operation: 'localnet_guard' });
+      this.#status.routeLocalnet = localnet === '1';
+      this.#log.error({ err: guardError, routeLocalnet: localnet },
+        'the route_localnet guard could not be installed: route_localnet is left as it was (not turned on), so pods\' metadata traffic '
+        + 'DNATed to the loopback listener is dropped if it is 0 (fail closed)');
+    } else if (sysctl) {
+      localnetRepaired = await this.#ensureRouteLocalnet();
+    }
+    const repaired = plan.pod.lines.length > 0 || (plan.guard.lines.length > 0 && guardError === null);
+    if (!repaired) {
+      this.#everInstalled = true;
+      return localnetRepaired;
+    }
+    const drift = [...plan.pod.drift, ...(guardError === null ? plan.guard.drift.map((d) => `guard_${d}`) : [])];
+    for (const reason of drift) this.#metrics.repairs.inc({ reason });
+    const fresh = !this.#everInstalled && before.pod.chain === null && !before.pod.prerouting.some((l) => isJump(l))
+      && (before.guard === undefined || before.guard.chain === null);
+    this.#everInstalled = true;
+    const rules = sysctl ? [...desiredGuardRules(this.#ownsSysctl), ...this.#desired] : this.#desired;
+    if (fresh) {
+      this.#log.info({ backend: this.#backend, rules }, 'interception rules installed');
+    } else {
+      this.#log.warn({ backend: this.#backend, drift, found: before, rules }, 'interception rules had drifted and were repaired');
+    }
+    return true;
   }
 
   /** Returns whether it had to set the value. A failure is reported but does not stop the rules. */
   async #ensureRouteLocalnet(): Promise<boolean> {
-    if (!this.#sysctl) return false;
-    const sysctl = this.#sysctl;
+    const sysctl = this.#sysctl!;
     try {
       const result = await ensureRouteLocalnet({
         read: () => sysctl.read(),
@@ -260,7 +349,8 @@ export class InterceptionRules {
       this.#status.routeLocalnet = true;
       if (result === 'already') return false;
       this.#metrics.repairs.inc({ reason: 'route_localnet' });
-      this.#log.info('set net.ipv4.conf.all.route_localnet=1 so that DNAT to the loopback listener works');
+      this.#log.info('set net.ipv4.conf.all.route_localnet=1 so that DNAT to the loopback listener works (the guard chain '
+        + `${GUARD_CHAIN} keeps neighbours off the node's loopback and records that podid-nmi turned it on)`);
       return true;
     } catch (err) {
       if (err instanceof InterceptionStopped) throw err;
@@ -271,52 +361,55 @@ export class InterceptionRules {
     }
   }
 
-  async #ensureRules(): Promise<boolean> {
-    // Which kubepods roots exist and where the daemon's own pod is are read on every pass:
-    // a node whose kubelet starts after us, or a new pod of ours, changes them.
-    const hostDesired = this.#opts.hostNetwork === undefined ? undefined
-      : desiredHostRules(this.#opts, await step('host_cgroups', () => hostRuleInput(this.#opts.hostNetwork!)));
-    const read = async (): Promise<{ pod: NatState; host: NatState | undefined }> => ({
-      pod: await readNatState(this.#run, this.#bin),
-      host: hostDesired === undefined ? undefined : await readHostState(this.#run, this.#bin),
-    });
-    const planFor = (state: { pod: NatState; host: NatState | undefined }): { drift: string[]; lines: string[] } => {
-      const pod = planChain({ chain: CHAIN, hook: 'PREROUTING' }, state.pod.chain, state.pod.prerouting, this.#desired);
-      if (state.host === undefined || hostDesired === undefined) return pod;
-      const host = planChain({ chain: HOST_CHAIN, hook: 'OUTPUT' }, state.host.chain, state.host.prerouting, hostDesired);
-      return { drift: [...pod.drift, ...host.drift.map((d) => `host_${d}`)], lines: [...pod.lines, ...host.lines] };
-    };
-    const before = await step('read_rules', read);
-    const plan = planFor(before);
-    if (plan.lines.length === 0) {
-      this.#everInstalled = true;
+  /** The hostNetwork chain; never rejects but for stop(): its failures are reported and retried. */
+  async #ensureHostSide(): Promise<boolean> {
+    const host = this.#opts.hostNetwork;
+    if (host === undefined) return false;
+    try {
+      // Which kubepods roots exist and where the daemon's own pod is are read on every pass:
+      // a node whose kubelet starts after us, or a new pod of ours, changes them.
+      const desired = desiredHostRules(this.#opts, await step('host_cgroups', () => hostRuleInput(host)));
+      const spec = { chain: HOST_CHAIN, hook: 'OUTPUT' } as const;
+      const before = await step('read_host_rules', () => readHostState(this.#run, this.#bin));
+      const plan = planChain(spec, before.chain, before.prerouting, desired);
+      if (plan.lines.length > 0) {
+        this.#beforeWrite();
+        await step('write_host_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input: restoreInput(plan.lines) }));
+        const after = await step('verify_host_rules', () => readHostState(this.#run, this.#bin));
+        const left = planChain(spec, after.chain, after.prerouting, desired);
+        if (left.lines.length !== 0) {
+          throw new StepError('verify_host_rules', new Error(
+            `rules still differ after rewriting them (${left.drift.join(', ')}): found=${JSON.stringify(after)} desired=${JSON.stringify(desired)}`));
+        }
+        const drift = plan.drift.map((d) => `host_${d}`);
+        for (const reason of drift) this.#metrics.repairs.inc({ reason });
+        if (!this.#hostEverInstalled && before.chain === null) {
+          this.#log.info({ backend: this.#backend, part: 'hostNetwork', rules: desired }, 'interception rules installed');
+        } else {
+          this.#log.warn({ backend: this.#backend, part: 'hostNetwork', drift, found: before, rules: desired },
+            'interception rules had drifted and were repaired');
+        }
+      }
+      this.#hostEverInstalled = true;
+      if (this.#status.hostNetwork?.installed === false && this.#status.hostNetwork.error !== 'not checked yet') {
+        this.#log.info('hostNetwork interception rules in place again');
+      }
+      this.#status.hostNetwork = { installed: true, error: null };
+      this.#opts.onPart?.('hostNetwork', { installed: true, error: null });
+      this.#metrics.hostInstalled?.set(1);
+      return plan.lines.length > 0;
+    } catch (err) {
+      if (err instanceof InterceptionStopped) throw err;
+      const operation = err instanceof StepError ? err.operation : 'host_rules';
+      const message = err instanceof Error ? err.message : String(err);
+      this.#status.hostNetwork = { installed: false, error: message };
+      this.#opts.onPart?.('hostNetwork', { installed: false, error: message });
+      this.#metrics.hostInstalled?.set(0);
+      this.#metrics.failures.inc({ operation });
+      this.#log.error({ err, operation, backend: this.#backend, retryInSec: this.#opts.intervalSec },
+        'hostNetwork interception rules could not be kept: hostNetwork pods are not intercepted; pod-network interception is unaffected');
       return false;
     }
-    // Both chains in one transaction: no moment where one is new and the other stale.
-    const input = restoreInput(plan.lines);
-    this.#beforeWrite();
-    await step('write_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input }));
-    const after = await step('verify_rules', read);
-    const left = planFor(after);
-    if (left.lines.length !== 0) {
-      // iptables printing the rules differently from NMI's form would otherwise rewrite
-      // the chain on every tick without anyone noticing.
-      throw new StepError('verify_rules', new Error(
-        `rules still differ after rewriting them (${left.drift.join(', ')}): found=${JSON.stringify(after)} ` +
-        `desired=${JSON.stringify({ pod: this.#desired, host: hostDesired })}`));
-    }
-    for (const reason of plan.drift) this.#metrics.repairs.inc({ reason });
-    const fresh = !this.#everInstalled && before.pod.chain === null && !before.pod.prerouting.some((l) => isJump(l))
-      && (before.host === undefined || before.host.chain === null);
-    this.#everInstalled = true;
-    const rules = hostDesired === undefined ? this.#desired : [...this.#desired, ...hostDesired];
-    if (fresh) {
-      this.#log.info({ backend: this.#backend, rules }, 'interception rules installed');
-    } else {
-      this.#log.warn({ backend: this.#backend, drift: plan.drift, found: before, rules },
-        'interception rules had drifted and were repaired');
-    }
-    return true;
   }
 
   async #flushConntrack(): Promise<void> {
@@ -329,27 +422,4 @@ export class InterceptionRules {
       this.#log.warn({ err }, 'could not delete conntrack entries to the metadata address');
     }
   }
-}
-
-/** Removes the jump(s) and the chain, for uninstall. Rejects when iptables fails. */
-export async function cleanupInterception(opts: CleanupOptions): Promise<void> {
-  const log = opts.log.child({ component: 'iptables' });
-  const run = commandRunner(opts.commandPrefix);
-  const backend = opts.backend ?? (await detectBackend(run)).backend;
-  const bin = binariesFor(backend);
-  const state = await readNatState(run, bin);
-  const host = await readHostState(run, bin);
-  const jumps = state.prerouting.filter((l) => isJump(l));
-  const hostJumps = host.prerouting.filter((l) => isJump(l, HOST_CHAIN));
-  if (state.chain === null && jumps.length === 0 && host.chain === null && hostJumps.length === 0) {
-    log.info({ backend }, 'no interception rules to remove');
-    return;
-  }
-  // iptables-restore parses the quoting of `-S` lines, so foreign jumps with comments go too.
-  const lines = [...jumps, ...hostJumps].map((jump) => `-D${jump.slice(2)}`);
-  if (state.chain !== null) lines.push(`:${CHAIN} - [0:0]`, `-X ${CHAIN}`);
-  if (host.chain !== null) lines.push(`:${HOST_CHAIN} - [0:0]`, `-X ${HOST_CHAIN}`);
-  await run(bin.restore, [...WAIT, '--noflush'], { input: restoreInput(lines) });
-  log.warn({ backend, removed: { jumps, chain: state.chain, hostJumps, hostChain: host.chain } },
-    'interception rules removed: pods on this node now reach the metadata endpoint directly');
 }

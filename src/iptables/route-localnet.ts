@@ -11,6 +11,8 @@ const PROC_PATH = '/proc/sys/net/ipv4/conf/all/route_localnet';
 export interface SysctlAccess {
   read(): Promise<string>;
   enable(): Promise<void>;
+  /** Only cleanup-iptables, and only when the daemon turned it on. */
+  disable(): Promise<void>;
 }
 
 /** Through the command prefix, so a test's `ip netns exec` reaches its namespace's value. */
@@ -18,6 +20,7 @@ export function sysctlViaCommand(run: CommandRunner): SysctlAccess {
   return {
     read: async () => (await run('sysctl', ['-n', KEY])).stdout.trim(),
     enable: async () => { await run('sysctl', ['-w', `${KEY}=1`]); },
+    disable: async () => { await run('sysctl', ['-w', `${KEY}=0`]); },
   };
 }
 
@@ -26,10 +29,11 @@ export function sysctlViaProc(path = PROC_PATH): SysctlAccess {
   return {
     read: async () => (await readFile(path, 'utf8')).trim(),
     enable: async () => { await writeFile(path, '1\n'); },
+    disable: async () => { await writeFile(path, '0\n'); },
   };
 }
 
-export async function ensureRouteLocalnet(access: SysctlAccess): Promise<'already' | 'set'> {
+export async function ensureRouteLocalnet(access: Pick<SysctlAccess, 'read' | 'enable'>): Promise<'already' | 'set'> {
   if ((await access.read()) === '1') return 'already';
   await access.enable();
   const after = await access.read();

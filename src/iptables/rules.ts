@@ -1,6 +1,8 @@
 // The rules NMI installs, kept byte for byte (as `iptables -S` prints them) so that a node
 // migrating from aad-pod-identity finds the same chain, and the pure logic that compares
-// what is installed with what should be and writes the iptables-restore input that fixes it.
+// what is installed with what should be (by meaning: rule-meaning.ts) and writes the
+// iptables-restore input that fixes it.
+import { ruleMeaning, ruleWords, sameRules } from './rule-meaning.ts';
 
 export const CHAIN = 'aad-metadata';
 export const JUMP_RULE = `-A PREROUTING -j ${CHAIN}`;
@@ -39,7 +41,7 @@ export function appendLines(listing: string, chain: string): string[] {
 
 /** Whether a PREROUTING rule sends packets to our chain (with or without extra matches). */
 export function isJump(line: string, chain: string = CHAIN): boolean {
-  const tokens = line.split(' ');
+  const tokens = ruleWords(line);
   for (let i = 0; i < tokens.length - 1; i++) {
     if ((tokens[i] === '-j' || tokens[i] === '-g' || tokens[i] === '--jump' || tokens[i] === '--goto') && tokens[i + 1] === chain) return true;
   }
@@ -47,6 +49,8 @@ export function isJump(line: string, chain: string = CHAIN): boolean {
 }
 
 export type Drift = 'chain_missing' | 'chain_changed' | 'jump_missing' | 'jump_duplicate' | 'jump_misplaced';
+
+export type Table = 'nat' | 'filter';
 
 export interface RepairPlan {
   drift: Drift[];
@@ -66,18 +70,18 @@ export function planRepair(state: NatState, desired: readonly string[]): RepairP
 /** A chain of ours and the built-in chain that jumps to it at position 1. */
 export interface ChainSpec {
   chain: string;
-  hook: 'PREROUTING' | 'OUTPUT';
+  hook: 'PREROUTING' | 'OUTPUT' | 'INPUT';
 }
 
 /** The restore lines (without `*nat`/`COMMIT`) that put `desired` in `spec.chain` and its jump first in `spec.hook`. */
 export function planChain(spec: ChainSpec, chain: string[] | null, hook: string[], desired: readonly string[]): { drift: Drift[]; lines: string[] } {
   const drift: Drift[] = [];
-  const rewriteChain = chain === null || !sameLines(chain, desired);
+  const rewriteChain = chain === null || !sameRules(chain, desired);
   if (chain === null) drift.push('chain_missing');
   else if (rewriteChain) drift.push('chain_changed');
 
   const jumps = hook.filter((line) => isJump(line, spec.chain));
-  const jumpOk = jumps.length === 1 && hook[0] === `-A ${spec.hook} -j ${spec.chain}`;
+  const jumpOk = jumps.length === 1 && hook[0] !== undefined && ruleMeaning(hook[0]) === ruleMeaning(`-A ${spec.hook} -j ${spec.chain}`);
   if (jumps.length === 0) drift.push('jump_missing');
   else if (jumps.length > 1) drift.push('jump_duplicate');
   else if (!jumpOk) drift.push('jump_misplaced');
@@ -91,10 +95,6 @@ export function planChain(spec: ChainSpec, chain: string[] | null, hook: string[
   return { drift, lines };
 }
 
-export function restoreInput(lines: readonly string[]): string {
-  return ['*nat', ...lines, 'COMMIT', ''].join('\n');
-}
-
-function sameLines(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((line, i) => line === b[i]);
+export function restoreInput(lines: readonly string[], table: Table = 'nat'): string {
+  return [`*${table}`, ...lines, 'COMMIT', ''].join('\n');
 }

@@ -34,9 +34,20 @@ export function readiness(i: ReadinessInputs): Readiness {
     reasons.push('interception rules not checked yet');
   } else if (!i.interception.rulesInstalled) {
     reasons.push(`interception rules not installed (retried every --ipt-update-interval-sec): ${i.interception.lastError ?? 'not checked yet'}`);
-  } else if (i.interception.routeLocalnet === false) {
-    // With route_localnet 0 a DNAT to 127.0.0.1 is dropped: the rules exist but intercept into nothing.
-    reasons.push('net.ipv4.conf.all.route_localnet is 0 and could not be set: the DNAT to 127.0.0.1 is dropped by the kernel');
+  } else {
+    const { localnetGuard, hostNetwork, routeLocalnet } = i.interception;
+    if (localnetGuard?.installed === false) {
+      reasons.push(`route_localnet guard (filter chain PODID-NMI-LOCALNET) not installed, so route_localnet is not turned on: ${localnetGuard.error ?? 'not checked yet'}`);
+    } else if (routeLocalnet === false) {
+      // With route_localnet 0 a DNAT to 127.0.0.1 is dropped: the rules exist but intercept into nothing.
+      reasons.push('net.ipv4.conf.all.route_localnet is 0 and could not be set: the DNAT to 127.0.0.1 is dropped by the kernel');
+    }
+    // Not ready, although pods on the pod network are intercepted and served: what
+    // --intercept-host-network protects (hostNetwork pods) is not, so the startup taint stays
+    // and a rollout stops here (docs/node-changes.md, "Readiness").
+    if (hostNetwork?.installed === false) {
+      reasons.push(`hostNetwork interception not in place (pod-network interception is, and pods are served): ${hostNetwork.error ?? 'not checked yet'}`);
+    }
   }
   // Never a silent fallback to source addresses alone: pods are refused, and this says why.
   if (i.attestation !== undefined) reasons.push(i.attestation);

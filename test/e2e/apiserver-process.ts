@@ -61,6 +61,8 @@ serveCommands((cmd) => {
     }
     case 'watchCount':
       return { value: api.watchCount() };
+    case 'events':
+      return { value: [...api.events.values()] };
     default:
       throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
   }
