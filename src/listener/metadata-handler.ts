@@ -18,7 +18,7 @@ import type { ImdsClient } from '../upstream/imds-client.ts';
 import type { UpstreamScheduler } from '../upstream/scheduler.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
 import { tokenFetch, type TokenFetch } from '../upstream/token-fetch.ts';
-import { tokenPath } from '../upstream/token-path.ts';
+import { tokenOrder } from '../upstream/token-order.ts';
 import type { RequestAdmission } from './admission.ts';
 import { decideAwaitingAssignment } from './await-assignment.ts';
 import { callingPod } from './calling-pod.ts';
@@ -117,7 +117,7 @@ export class MetadataHandler {
     const decision = t.decision = await decideAwaitingAssignment(o.state, found.pod, request, o.policy, o.assignmentWaitMs, r.signal);
     if (decision.kind === 'refuse') return r.refuse(decision.reason);
     if (decision.kind === 'pending') return r.refuse('assignment_pending');
-    const path = tokenPath(request.apiVersion, request.resource, decision.upstream);
-    await r.relay(() => this.#fetchToken(path, found.pod.uid, r.signal, (c) => { t.cache = c; }));
+    const order = tokenOrder(request, decision, found.pod);
+    await r.relay(() => this.#fetchToken(order, found.pod.uid, r.signal, (c) => { t.cache = c; }));
   }
 }
