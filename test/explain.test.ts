@@ -111,7 +111,7 @@ async function agree(t: Test, s: Stack, source: string[], variants = VARIANTS, a
   return seen;
 }
 
-const MANAGED_OUTCOMES = ['granted', 'passed_through', 'pod_unlabeled', 'binding_missing', 'identity_missing', 'identity_type_unsupported',
+const MANAGED_OUTCOMES = ['granted', 'passed_through', 'pod_unlabeled', 'binding_missing', 'identity_missing', 'secret_reference_missing',
   'identity_incomplete', 'identity_not_bound', 'pod_ip_conflict', 'pod_unknown'];
 
 t.test('--cluster-state: explain agrees with the daemon on every pod and request', async (t) => {

@@ -16,6 +16,8 @@ import { REFUSALS, type Reason } from '../decision/reasons.ts';
 import { parseTokenRequest, type TokenRequest } from '../decision/token-request.ts';
 import { decideAwaitingAssignment } from '../listener/await-assignment.ts';
 import { lookupPodNow } from '../pods/pod-lookup.ts';
+import { ENTRA_FLAGS, entraPolicy } from '../config/entra-flags.ts';
+import { describeCredential } from '../decision/token-source.ts';
 
 export const EXPLAIN_FLAGS: readonly FlagSpec[] = [
   { name: 'cluster-state', type: 'string', default: '', help: 'YAML file of the cluster objects (as the daemon\'s --cluster-state)' },
@@ -27,6 +29,7 @@ export const EXPLAIN_FLAGS: readonly FlagSpec[] = [
   { name: 'resource', type: 'string', default: 'https://management.azure.com/', help: 'the token audience asked for' },
   { name: 'operation-mode', type: 'string', default: 'standard', choices: ['managed', 'standard'], caseInsensitive: true, help: 'the daemon\'s --operation-mode' },
   { name: 'forceNamespaced', type: 'bool', default: false, help: 'the daemon\'s --forceNamespaced, also on when env FORCENAMESPACED is "true" (managed mode is always namespaced)' },
+  ...ENTRA_FLAGS,
   { name: 'output', type: 'string', default: 'text', choices: ['text', 'json'], help: 'text for people, json for scripts' },
   { name: 'timeout-seconds', type: 'int', default: 30, min: 1, max: 600, help: 'how long to wait for the Kubernetes API to list the state' },
   { name: 'help', type: 'bool', default: false, help: 'print this help' },
@@ -46,6 +49,10 @@ export interface Explanation {
   status: number;
   identity: string | null;
   clientID: string | null;
+  /** Granted: imds, client-secret, client-certificate or workload-identity; null otherwise. */
+  tokenSource: string | null;
+  /** Granted: where the credential is (a Secret's name, a service account), never its value. */
+  credential: string | null;
   steps: Step[];
 }
 
@@ -124,7 +131,7 @@ function toInput(v: Record<string, string | number | boolean>, positionals: stri
   return {
     clusterState, kubeconfig, node, namespace: pod[1]!, name: pod[2]!, request,
     // The daemon's own reading of these two (config/daemon-config.ts).
-    policy: policyFor(v['operation-mode'] === 'standard' ? 'standard' : 'managed', v.forceNamespaced === true || env.FORCENAMESPACED === 'true'),
+    policy: policyFor(v['operation-mode'] === 'standard' ? 'standard' : 'managed', v.forceNamespaced === true || env.FORCENAMESPACED === 'true', entraPolicy(v)),
     output: v.output as 'text' | 'json', timeoutMs: Number(v['timeout-seconds']) * 1000,
   };
 }
@@ -223,15 +230,18 @@ function fromDecision(d: TokenDecision, steps: Step[]): Explanation {
     case 'grant': {
       const id = d.identity;
       steps.push({ step: 'decision', detail: `granted: AzureIdentity ${id.namespace}/${id.name} through ${d.via.kind} ${d.via.namespace}/${d.via.name}` });
-      steps.push({ step: 'upstream', detail: `IMDS is asked with ${d.upstream.name}=${d.upstream.value}; the pod gets IMDS's answer (200 when the identity is assigned to this node's VM or scale set)` });
-      return { decision: 'granted', reason: null, status: 200, identity: `${id.namespace}/${id.name}`, clientID: id.clientID || null, steps };
+      const credential = describeCredential(d.source);
+      steps.push({ step: 'upstream', detail: d.source.kind === 'imds'
+        ? `IMDS is asked with ${d.upstream.name}=${d.upstream.value}; the pod gets IMDS's answer (200 when the identity is assigned to this node's VM or scale set)`
+        : `Entra ID (${d.source.authority}${d.source.tenantID}/oauth2/v2.0/token) is asked for client ${d.source.clientID} with the ${credential}; never IMDS. The pod gets the token in IMDS's shape, or Entra's error` });
+      return { decision: 'granted', reason: null, status: 200, identity: `${id.namespace}/${id.name}`, clientID: id.clientID || null, tokenSource: d.source.kind, credential, steps };
     }
     case 'pass-through': {
       steps.push({ step: 'decision', detail: `passed through (exception ${d.exception.name})` });
       steps.push({ step: 'upstream', detail: d.upstream === undefined
         ? 'IMDS is asked with no identity named: its answer is relayed (IMDS picks the only identity, or refuses when there are several)'
         : `IMDS is asked with ${d.upstream.name}=${d.upstream.value}; its answer is relayed` });
-      return { decision: 'passed_through', reason: null, status: 200, identity: null, clientID: d.upstream?.name === 'client_id' ? d.upstream.value : null, steps };
+      return { decision: 'passed_through', reason: null, status: 200, identity: null, clientID: d.upstream?.name === 'client_id' ? d.upstream.value : null, tokenSource: 'imds', credential: null, steps };
     }
     case 'refuse':
       return refused(d.reason, steps);
@@ -248,7 +258,7 @@ function fromDecision(d: TokenDecision, steps: Step[]): Explanation {
 function refused(reason: Reason, steps: Step[]): Explanation {
   const spec = REFUSALS[reason];
   steps.push({ step: 'decision', detail: `refused: ${reason}, ${spec.status} "${spec.description}"` });
-  return { decision: 'refused', reason, status: spec.status, identity: null, clientID: null, steps };
+  return { decision: 'refused', reason, status: spec.status, identity: null, clientID: null, tokenSource: null, credential: null, steps };
 }
 
 function text(input: ExplainInput, r: Explanation): string {
@@ -256,6 +266,7 @@ function text(input: ExplainInput, r: Explanation): string {
   r.steps.forEach((s, i) => lines.push(`  ${i + 1}. ${s.step}: ${s.detail}`));
   const who = r.identity !== null ? ` as ${r.identity}` : '';
   const client = r.clientID !== null ? ` (client id ${r.clientID})` : '';
-  lines.push(`answer: ${r.status} ${r.decision}${r.reason !== null ? ` (${r.reason})` : ''}${who}${client}`);
+  const source = r.tokenSource !== null && r.decision === 'granted' ? `, from ${r.tokenSource}` : '';
+  lines.push(`answer: ${r.status} ${r.decision}${r.reason !== null ? ` (${r.reason})` : ''}${who}${client}${source}`);
   return `${lines.join('\n')}\n`;
 }

@@ -17,6 +17,7 @@ import { sourceIp } from '../pods/pod-lookup.ts';
 import type { ImdsClient } from '../upstream/imds-client.ts';
 import type { UpstreamScheduler } from '../upstream/scheduler.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
+import type { EntraRoom } from '../upstream/entra/entra-room.ts';
 import { tokenFetch, type TokenFetch } from '../upstream/token-fetch.ts';
 import { tokenOrder } from '../upstream/token-order.ts';
 import type { RequestAdmission } from './admission.ts';
@@ -33,6 +34,8 @@ export interface HandlerOptions {
   /** Token fetches: paced within IMDS's budget, fair across pods. */
   scheduler: UpstreamScheduler;
   tokens: TokenCache | undefined;
+  /** Tokens from Entra ID (service principals, federation): their own cache and bounds. */
+  entra?: EntraRoom;
   /** The bound on a token request's time queued plus upstream; then 429 with Retry-After. */
   tokenWaitMs: number;
   /** Aborted on SIGTERM before the grace ends: what is still waiting gets a retryable 503. */

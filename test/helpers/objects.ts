@@ -15,7 +15,7 @@ export function pod(p: Partial<PodInfo> & { name: string; ips: string[] }): PodI
 }
 
 export function identity(i: Partial<AzureIdentity> & { name: string }): AzureIdentity {
-  return { namespace: i.namespace ?? 'default', name: i.name, type: i.type ?? 0, clientID: i.clientID ?? '', resourceID: i.resourceID ?? '' };
+  return { ...i, namespace: i.namespace ?? 'default', name: i.name, type: i.type ?? 0, clientID: i.clientID ?? '', resourceID: i.resourceID ?? '' };
 }
 
 export function binding(b: Partial<AzureIdentityBinding> & { name: string; azureIdentity: string; selector: string }): AzureIdentityBinding {
