@@ -51,9 +51,20 @@ export class ClientSecretSource implements TokenSource<Order<'client-secret'>> {
 
   async fetch(order: Order<'client-secret'>, signal: AbortSignal): Promise<UpstreamAnswer> {
     const ref = order.source.secret;
-    const answer = await mint(this.client, order, async () => ({ client_secret: clientSecretOf(await this.secrets.read(ref), ref) }), signal);
-    if (staleCredential(answer)) this.secrets.forget(ref);
-    return answer;
+    let used = '';
+    const secret = async (): Promise<ClientCredential> => ({ client_secret: used = clientSecretOf(await this.secrets.read(ref), ref) });
+    const answer = await mint(this.client, order, secret, signal);
+    if (!staleCredential(answer)) return answer;
+    // Entra says the secret is wrong: maybe it was rotated since it was read. Read it again,
+    // and try once more only if it changed.
+    this.secrets.forget(ref);
+    const before = used;
+    try {
+      await secret();
+    } catch {
+      return answer;
+    }
+    return used === before ? answer : mint(this.client, order, secret, signal);
   }
 }
 
