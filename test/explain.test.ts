@@ -184,8 +184,8 @@ t.test('the JSON shape and exit codes', async (t) => {
   const base = ['--cluster-state', file, '--node', 'node-1', ...MANAGED];
   const granted = await explainJson([...base, '--pod', 'shop/orders']);
   t.equal(granted.code, 0);
-  t.same(Object.keys(granted.out), ['decision', 'reason', 'status', 'identity', 'clientID', 'steps']);
-  t.match(granted.out, { decision: 'granted', reason: null, status: 200, identity: 'shop/reader', clientID: IDS.reader!.clientID });
+  t.same(Object.keys(granted.out), ['decision', 'reason', 'status', 'identity', 'clientID', 'tokenSource', 'credential', 'steps']);
+  t.match(granted.out, { decision: 'granted', reason: null, status: 200, identity: 'shop/reader', clientID: IDS.reader!.clientID, tokenSource: 'imds' });
   t.ok(granted.out.steps.every((s) => typeof s.step === 'string' && typeof s.detail === 'string'));
   const passed = await explainJson([...base, '--pod', 'kube-system/agent', '--client-id', IDS.agent!.clientID]);
   t.equal(passed.code, 0);

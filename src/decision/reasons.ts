@@ -74,7 +74,6 @@ export const REFUSALS = {
   certificate_invalid: { status: 400, error: 'invalid_request', description: 'The service principal\'s certificate could not be used' },
   service_account_token_refused: { status: 403, error: 'access_denied', description: 'The Kubernetes API refused a service-account token for this pod' },
   service_account_token_unavailable: { status: 503, error: 'service_unavailable', description: 'A service-account token for this pod could not be had from the Kubernetes API', retryAfter: 2 },
-  entra_invalid: { status: 502, error: 'bad_gateway', description: 'Entra ID sent an answer that cannot be relayed' },
   identity_not_bound: { status: 403, error: 'access_denied', description: 'The requested identity is not bound to this pod' },
   // standard mode: MIC is expected to assign an identity but has not yet (NMI's find-identity-retry-interval, 5 s)
   assignment_pending: { status: 503, error: 'service_unavailable', description: 'Identity not yet assigned: aad-pod-identity MIC has not assigned this pod\'s identity to the node yet', retryAfter: 5 },

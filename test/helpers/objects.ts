@@ -11,6 +11,7 @@ export function pod(p: Partial<PodInfo> & { name: string; ips: string[] }): PodI
     phase: p.phase ?? 'Running',
     hostNetwork: p.hostNetwork ?? false,
     nodeName: p.nodeName ?? 'node-1',
+    ...(p.serviceAccount === undefined ? {} : { serviceAccount: p.serviceAccount }),
   };
 }
 
