@@ -150,6 +150,10 @@ t.test('Entra-sourced tokens', async (t) => {
     t.equal(held.headers['x-podid-nmi-reason'], 'upstream_queued');
     t.ok(Number(held.headers['retry-after']) >= 20, `Retry-After from Entra's 30 s (${String(held.headers['retry-after'])})`);
     entra.throttle(0, 0);
+    const metrics = await cluster.stack.metrics();
+    t.match(metrics, /podid_nmi_entra_answers_total\{status="429"\} [1-9]/, 'Entra\'s 429s are counted');
+    t.match(metrics, /podid_nmi_entra_retries_total\{cause="429"\} [1-9]/, 'and the retries');
+    t.match(metrics, /podid_nmi_imds_starts_total\{priority="foreground",attempt="first"\} 0\b|^(?![\s\S]*podid_nmi_imds_starts_total\{)/, 'none of it spent the IMDS budget');
   });
 
   t.test('refusals of the identity\'s configuration, before anything is fetched', async (t) => {

@@ -8,6 +8,7 @@ import { UpstreamScheduler } from './scheduler.ts';
 import { TokenCache } from './token-cache.ts';
 import { UpstreamMetrics } from './upstream-metrics.ts';
 import { EntraRoom, type KubeApi } from './entra/entra-room.ts';
+import { EntraMetrics } from './entra/entra-metrics.ts';
 
 export interface Upstream {
   readonly imds: ImdsClient;
@@ -74,6 +75,7 @@ export function openUpstream(config: UpstreamConfig, registry: Registry): Upstre
   const entra = new EntraRoom({
     kube: kube?.get,
     userAgent: config.userAgent, tokenCache: config.tokenCache, tokenWaitMs: config.tokenWaitMs,
+    observer: new EntraMetrics(registry),
   });
   const stopping = new AbortController();
   const s = scheduler;
