@@ -156,6 +156,20 @@ t.test('Entra-sourced tokens', async (t) => {
     t.match(metrics, /podid_nmi_imds_starts_total\{priority="foreground",attempt="first"\} 0\b|^(?![\s\S]*podid_nmi_imds_starts_total\{)/, 'none of it spent the IMDS budget');
   });
 
+  t.test('a pod flooding Entra with distinct tokens does not hold another pod back', async (t) => {
+    entra.delayMs = 300;
+    entra.peakInFlight = 0;
+    const flood = Array.from({ length: 40 }, (_, i) => ask('127.0.0.40', `https://flood-${i}.example`));
+    const victim = await ask('127.0.0.41', 'https://victim.example');
+    t.equal(victim.status, 200, 'the other pod got its token while the flood was on');
+    const answers = await Promise.all(flood);
+    const refusals = answers.filter((a) => a.status === 429).map((a) => a.headers['x-podid-nmi-reason']);
+    t.ok(refusals.length > 0, `the flooding pod was held to its share (${refusals.length} of 40 refused)`);
+    t.ok(refusals.every((r) => r === 'requests_over_share' || r === 'upstream_share_exceeded' || r === 'upstream_queued'), `refused for its share: ${[...new Set(refusals)].join(', ')}`);
+    t.ok(entra.peakInFlight <= 5, `at most 4 of one identity at Entra at once, plus the other pod's (peak ${entra.peakInFlight})`);
+    entra.delayMs = 0;
+  });
+
   t.test('refusals of the identity\'s configuration, before anything is fetched', async (t) => {
     const calls = entra.calls.length;
     const cases: Array<[string, Reason]> = [

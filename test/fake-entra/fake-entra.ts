@@ -46,6 +46,11 @@ export class FakeEntra {
   #throttle: { remaining: number; retryAfterSec: number } | undefined;
   /** Lifetime of issued tokens. */
   tokenSeconds = 3599;
+  /** Each answer waits this long: a slow Entra, for tests of queues and shares. */
+  delayMs = 0;
+  /** Requests being answered now, and the most at once. */
+  inFlight = 0;
+  peakInFlight = 0;
   #server: Server | undefined;
   #host = '127.0.0.1';
   #port = 0;
@@ -104,6 +109,10 @@ export class FakeEntra {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
+    this.inFlight++;
+    this.peakInFlight = Math.max(this.peakInFlight, this.inFlight);
+    res.on('close', () => { this.inFlight--; });
+    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
     const m = /^\/([^/]+)\/oauth2\/v2\.0\/token$/.exec(new URL(req.url ?? '/', 'http://x').pathname);
     if (req.method !== 'POST' || m === null) return json(res, 404, { error: 'not_found' });
     const tenant = decodeURIComponent(m[1]!);
