@@ -24,8 +24,6 @@ export class SecretStore {
   readonly #api: () => Promise<SecretGetter>;
   readonly #cache: LRUCache<string, Promise<SecretData>>;
   readonly #timeoutMs: number;
-  /** GETs sent: what the choice of GET over a watch costs, for tests and the docs. */
-  reads = 0;
 
   constructor(api: () => Promise<SecretGetter>, o: SecretStoreOptions = {}) {
     this.#api = api;
@@ -53,7 +51,6 @@ export class SecretStore {
 
   async #get(ref: SecretRef): Promise<SecretData> {
     const path = `/api/v1/namespaces/${encodeURIComponent(ref.namespace)}/secrets/${encodeURIComponent(ref.name)}`;
-    this.reads++;
     let raw: unknown;
     try {
       raw = await (await this.#api()).getJson(path, {}, this.#timeoutMs);

@@ -1,7 +1,8 @@
 // Federated credentials: a token for the calling pod's service account from the TokenRequest
 // API, audience api://AzureADTokenExchange, bound to the pod (name and uid), so it is worthless
 // once the pod is gone. One per pod, reused for most of its life (while more than a fifth of it
-// is left), so a pod's fetches cost the API server one request an hour at most.
+// is left), so a pod's fetches cost the API server one request an hour at most. A deleted pod's
+// token is never asked for again (the key holds its uid) and ages out of the bounded cache.
 import { LRUCache } from 'lru-cache';
 import type { SecretRef } from '../../cluster/objects.ts';
 import { systemClock, type Clock } from '../clock.ts';
@@ -26,8 +27,6 @@ export class ServiceAccountTokens {
   readonly #held: LRUCache<string, Promise<Held>>;
   readonly #clock: Clock;
   readonly #timeoutMs: number;
-  /** TokenRequests sent, for tests and the docs. */
-  requests = 0;
 
   constructor(api: () => Promise<TokenRequester>, o: { maxEntries?: number; clock?: Clock; timeoutMs?: number } = {}) {
     this.#api = api;
@@ -57,11 +56,6 @@ export class ServiceAccountTokens {
     return (await p).token;
   }
 
-  /** The pod is gone: its token goes with it. */
-  forgetPod(uid: string): void {
-    for (const key of this.#held.keys()) if (key.startsWith(`${uid} `)) this.#held.delete(key);
-  }
-
   async #request(pod: PodRef, account: SecretRef): Promise<Held> {
     const path = `/api/v1/namespaces/${encodeURIComponent(account.namespace)}/serviceaccounts/${encodeURIComponent(account.name)}/token`;
     const body = {
@@ -69,7 +63,6 @@ export class ServiceAccountTokens {
       spec: { audiences: [FEDERATION_AUDIENCE], expirationSeconds: TOKEN_SECONDS, boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: pod.name, uid: pod.uid } },
     };
     const who = `service account ${account.namespace}/${account.name}, pod ${pod.namespace}/${pod.name}`;
-    this.requests++;
     const asked = this.#clock.now();
     let raw: unknown;
     try {
