@@ -17,7 +17,7 @@ export interface Upstream {
   /** Tokens from Entra ID: service principals and workload identity federation. */
   readonly entra: EntraRoom;
   readonly stopping: AbortSignal;
-  /** Pending requests, both pools. */
+  /** Pending requests: both IMDS pools and the token queue, and Entra fetches queued or in flight. */
   pending(): number;
   /** Everything still waiting is answered now (a retryable 503), and nothing new starts. */
   stop(): void;
@@ -81,7 +81,7 @@ export function openUpstream(config: UpstreamConfig, registry: Registry): Upstre
   const s = scheduler;
   return {
     imds, scheduler: s, tokens, entra, stopping: stopping.signal,
-    pending: () => imds.pending + tokenImds.pending + s.queued.foreground,
+    pending: () => imds.pending + tokenImds.pending + s.queued.foreground + entra.scheduler.inFlight + entra.scheduler.queued.foreground,
     stop() {
       stopping.abort();
       tokens?.stop();
