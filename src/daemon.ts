@@ -99,7 +99,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     maxStateStalenessS: config.maxStateStalenessS,
     interceptHostNetwork: config.interceptHostNetwork,
     hostTokenCallers: config.hostTokenCallers,
-    policy: policyFor(config.operationMode, config.forceNamespaced),
+    policy: policyFor(config.operationMode, config.forceNamespaced, config.entra),
+    entra: upstream.entra,
     assignmentWaitMs: config.assignmentWaitMs,
   });
   let closing = false;

@@ -291,7 +291,7 @@ t.test('convert: metadata and spec', async (t) => {
   });
   t.strictSame({ ...p, labels: { ...p.labels } }, {
     uid: 'u1', namespace: 'ns', name: 'p', labels: { aadpodidbinding: 'sel' }, ips: ['10.0.0.1'], phase: 'Running', hostNetwork: true,
-    nodeName: 'node-1',
+    nodeName: 'node-1', serviceAccount: 'default',
   });
   const defaults = toPodInfo({ metadata: { name: 'p' } });
   t.equal(defaults.namespace, 'default', 'namespace defaults');

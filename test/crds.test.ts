@@ -53,7 +53,7 @@ for (const e of EXPECTED) {
   });
 }
 
-t.test('rbac.yaml: read-only access to exactly the watched resources, create/patch on events, get/patch on nodes', async (t) => {
+t.test('rbac.yaml: read-only access to exactly the watched resources, create/patch on events, get/patch on nodes, create on serviceaccounts/token', async (t) => {
   const docs = load('rbac.yaml');
   const sa = docs.find((d) => d.kind === 'ServiceAccount');
   const role = docs.find((d) => d.kind === 'ClusterRole');
@@ -67,7 +67,11 @@ t.test('rbac.yaml: read-only access to exactly the watched resources, create/pat
   // Pod Events: create, and patch to aggregate repeats.
   t.same(all.filter(isEvents).map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: r.verbs })),
     [{ apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] }], 'events: create and patch only');
-  const rules = all.filter((r) => !isNodes(r) && !isEvents(r));
+  const isTokenRequest = (r: Node): boolean => (r.resources as string[]).includes('serviceaccounts/token');
+  // Workload identity federation: TokenRequest (create), narrowed by token-request-policy.yaml.
+  t.same(all.filter(isTokenRequest).map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: r.verbs })),
+    [{ apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] }], 'serviceaccounts/token: create only');
+  const rules = all.filter((r) => !isNodes(r) && !isEvents(r) && !isTokenRequest(r));
   for (const rule of rules) t.same(rule.verbs, ['get', 'list', 'watch'], 'read-only');
   const granted = rules.flatMap((r) => (r.resources as string[]).map((res) => `${(r.apiGroups as string[])[0]}/${res}`)).sort();
   t.same(granted, ['/pods', ...EXPECTED.map((e) => `${CRD_GROUP}/${e.plural}`)].sort());

@@ -81,7 +81,7 @@ t.test('standard-mode cases, each with its verdict', async (t) => {
     ['foreign client_id while another binding is followed', index({ assigned: [aai(idA)], identities: [idA], bindings: [bindApp] }), req({ name: 'client_id', value: CID_B }), STANDARD, 'identity_not_bound'],
     ['Created for another identity than the one asked', index({ assigned: [aai(idA, { state: 'Created' })], identities: [idA], bindings: [bindApp] }), req({ name: 'client_id', value: CID_B }), STANDARD, 'identity_not_bound'],
     ['object_id', index({ assigned: [aai(idA)] }), req({ name: 'object_id', value: 'x' }), STANDARD, 'object_id_unverifiable'],
-    ['service principal', index({ assigned: [aai({ ...idA, type: 1 })] }), req(), STANDARD, 'identity_type_unsupported'],
+    ['unknown identity type', index({ assigned: [aai({ ...idA, type: 3 })] }), req(), STANDARD, 'identity_type_unsupported'],
     ['no ids at all', index({ assigned: [aai(identity({ name: 'id-a', namespace: 'ns1' }))] }), req(), STANDARD, 'identity_incomplete'],
   ];
   for (const [name, cluster, r, policy, want] of cases) t.equal(verdict(decideToken(app, cluster, r, policy)), want, name);

@@ -77,7 +77,8 @@ t.test('refusals, each with its reason', async (t) => {
     ['client_id differing in case', labelled, index({ identities: [idA], bindings: [bindA] }), req({ name: 'client_id', value: CID_A.toUpperCase() }), 'identity_not_bound'],
     ['foreign resource id', labelled, index({ identities: [idA], bindings: [bindA] }), req({ name: 'msi_res_id', value: RID_B }), 'identity_not_bound'],
     ['object_id', labelled, index({ identities: [idA], bindings: [bindA] }), req({ name: 'object_id', value: 'x' }), 'object_id_unverifiable'],
-    ['service principal', labelled, index({ identities: [identity({ name: 'id-a', type: 1, clientID: CID_A })], bindings: [bindA] }), req(), 'identity_type_unsupported'],
+    ['unknown identity type', labelled, index({ identities: [identity({ name: 'id-a', type: 3, clientID: CID_A })], bindings: [bindA] }), req(), 'identity_type_unsupported'],
+    ['service principal without its Secret', labelled, index({ identities: [identity({ name: 'id-a', type: 1, clientID: CID_A, tenantID: 't' })], bindings: [bindA] }), req(), 'secret_reference_missing'],
     ['no ids at all', labelled, index({ identities: [identity({ name: 'id-a' })], bindings: [bindA] }), req(), 'identity_incomplete'],
     ['selector against an identity without that id', labelled, index({ identities: [identity({ name: 'id-a', clientID: CID_A })], bindings: [bindA] }), req({ name: 'msi_res_id', value: '' }), 'identity_not_bound'],
   ];

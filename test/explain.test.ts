@@ -114,7 +114,7 @@ async function agree(t: Test, s: Stack, source: string[], variants = VARIANTS, a
   return seen;
 }
 
-const MANAGED_OUTCOMES = ['granted', 'passed_through', 'pod_unlabeled', 'binding_missing', 'identity_missing', 'identity_type_unsupported',
+const MANAGED_OUTCOMES = ['granted', 'passed_through', 'pod_unlabeled', 'binding_missing', 'identity_missing', 'secret_reference_missing',
   'identity_incomplete', 'identity_not_bound', 'pod_ip_conflict', 'pod_unknown'];
 
 t.test('--cluster-state: explain agrees with the daemon on every pod and request', async (t) => {
@@ -187,9 +187,9 @@ t.test('the JSON shape and exit codes', async (t) => {
   const base = ['--cluster-state', file, '--node', 'node-1', ...MANAGED];
   const granted = await explainJson([...base, '--pod', 'shop/orders']);
   t.equal(granted.code, 0);
-  t.same(Object.keys(granted.out), ['decision', 'reason', 'status', 'identity', 'clientID', 'steps', 'flags']);
+  t.same(Object.keys(granted.out), ['decision', 'reason', 'status', 'identity', 'clientID', 'tokenSource', 'credential', 'steps', 'flags']);
   t.same(granted.out.flags, { operationMode: 'managed', forceNamespaced: true, from: 'the command line and the daemon\'s defaults' }, 'a state file has no DaemonSet to read; managed mode is always namespaced');
-  t.match(granted.out, { decision: 'granted', reason: null, status: 200, identity: 'shop/reader', clientID: IDS.reader!.clientID });
+  t.match(granted.out, { decision: 'granted', reason: null, status: 200, identity: 'shop/reader', clientID: IDS.reader!.clientID, tokenSource: 'imds' });
   t.ok(granted.out.steps.every((s) => typeof s.step === 'string' && typeof s.detail === 'string'));
   const passed = await explainJson([...base, '--pod', 'kube-system/agent', '--client-id', IDS.agent!.clientID]);
   t.equal(passed.code, 0);

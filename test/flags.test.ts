@@ -212,8 +212,16 @@ t.test('toDaemonConfig: a full configuration', async (t) => {
     imdsMaxRps: 11, imdsMaxConcurrency: 12, imdsMaxQueue: 13, imdsMaxQueuePerPod: 14, tokenWaitMs: 1500,
     interception: 'iptables', adminSocket: '',
     attestPodSockets: true, procRoot: '/host/proc',
+    entra: { tokenSource: 'imds', authorityHost: 'https://login.microsoftonline.com/', tenantID: '', allowCrossNamespaceSecrets: false },
   });
   const defaults = toDaemonConfig(values(STATE));
+  const entra = toDaemonConfig(values([...STATE, '--token-source=workload-identity', '--authority-host=http://127.0.0.9:81', '--allow-cross-namespace-secrets']), {}).entra;
+  t.same(entra, { tokenSource: 'workload-identity', authorityHost: 'http://127.0.0.9:81/', tenantID: '', allowCrossNamespaceSecrets: true }, 'Entra flags; a loopback http authority, normalised');
+  const fromEnv = parseFlags([...STATE], { AZURE_AUTHORITY_HOST: 'https://login.chinacloudapi.cn', AZURE_TENANT_ID: 'contoso.onmicrosoft.com' });
+  t.same(toDaemonConfig(fromEnv.values).entra, { tokenSource: 'imds', authorityHost: 'https://login.chinacloudapi.cn/', tenantID: 'contoso.onmicrosoft.com', allowCrossNamespaceSecrets: false }, 'AZURE_AUTHORITY_HOST and AZURE_TENANT_ID');
+  for (const bad of ['http://login.example.com/', 'https://user:pw@login.example.com/', 'https://login.example.com/?x=1', 'not a url']) {
+    t.throws(() => toDaemonConfig(values([...STATE, `--authority-host=${bad}`])), /flag --authority-host: .* is not an https URL/, `--authority-host ${bad} refused`);
+  }
   t.equal(defaults.listenAddress, '127.0.0.1');
   t.equal(defaults.listenPort, 2579);
   t.equal(defaults.metadataIp, '169.254.169.254');

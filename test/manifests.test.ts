@@ -3,12 +3,15 @@
 // safety: privileges, probes, scheduling everywhere, and args the daemon really accepts.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { DaemonSet } from 'kubernetes-models/apps/v1';
 import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1';
+import { ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding } from 'kubernetes-models/admissionregistration.k8s.io/v1';
+import { FEDERATION_AUDIENCE, TOKEN_SECONDS } from '../src/upstream/entra/service-account-tokens.ts';
 import { CRD_GROUP, toClusterObject } from '../src/cluster/convert.ts';
 import { FLAGS, parseFlags } from '../src/config/flags.ts';
 import { DEFAULT_ADMIN_SOCKET } from '../src/status/status-cli.ts';
@@ -45,6 +48,8 @@ const MODELS: Record<string, new (data: any) => { validate(): void }> = {
   'rbac.authorization.k8s.io/v1/Role': Role,
   'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
   'apiextensions.k8s.io/v1/CustomResourceDefinition': CustomResourceDefinition,
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy': ValidatingAdmissionPolicy,
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding': ValidatingAdmissionPolicyBinding,
 };
 const CLUSTER_SCOPED = new Set(['Namespace', 'CustomResourceDefinition', 'ClusterRole', 'ClusterRoleBinding', 'PriorityClass']);
 
@@ -298,7 +303,41 @@ t.test('RBAC lets the DaemonSet read what it watches', async (t) => {
   t.ok(allows('', 'events', 'create') && allows('', 'events', 'patch'), 'create and patch events');
   const writes = rules.filter((r) => (r.verbs ?? []).some((v: string) => !['get', 'list', 'watch'].includes(v)));
   t.same(writes.map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: [...r.verbs].sort() })),
-    [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }, { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] }], 'the only writes: the node patch and pod Events');
+    [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }, { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+      { apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] }], 'the only writes: the node patch, pod Events and TokenRequests');
+  t.notOk(allows('', 'secrets', 'get') || allows('', 'secrets', 'list'), 'no Secrets in the base: only the service-principals component grants get');
+});
+
+t.test('TokenRequest: an admission policy lets the daemon ask only for federation tokens bound to a pod', async (t) => {
+  const [policy] = find('ValidatingAdmissionPolicy', 'podid-nmi-token-requests');
+  const [binding] = find('ValidatingAdmissionPolicyBinding', 'podid-nmi-token-requests');
+  t.ok(policy && binding, 'policy and binding installed with the base');
+  t.equal(binding?.spec.policyName, 'podid-nmi-token-requests');
+  t.same(binding?.spec.validationActions, ['Deny']);
+  t.equal(policy?.spec.failurePolicy, 'Fail', 'fails closed');
+  t.same(policy?.spec.matchConstraints.resourceRules, [{ apiGroups: [''], apiVersions: ['v1'], operations: ['CREATE'], resources: ['serviceaccounts/token'] }]);
+  const sa = pod.serviceAccountName;
+  t.same(policy?.spec.matchConditions.map((c: Obj) => c.expression), [`request.userInfo.username == 'system:serviceaccount:${NAMESPACE}:${sa}'`], 'only the DaemonSet\'s own service account is matched');
+  const exprs: string[] = policy?.spec.validations.map((v: Obj) => v.expression) ?? [];
+  t.ok(exprs.includes(`object.spec.audiences == ['${FEDERATION_AUDIENCE}']`), 'the one audience the daemon asks for');
+  t.ok(exprs.some((e) => e.includes("object.spec.boundObjectRef.kind == 'Pod'") && e.includes('object.spec.boundObjectRef.uid != \'\'')), 'bound to a Pod, with its uid');
+  const max = /object\.spec\.expirationSeconds <= (\d+)/.exec(exprs.join(' '));
+  t.ok(max !== null && TOKEN_SECONDS <= Number(max[1]), 'the daemon\'s expirationSeconds is within the policy');
+});
+
+t.test('service-principals component: get on Secrets, nothing more, and only when added', { skip: rendered === null ? 'kubectl not found' : false }, async (t) => {
+  const component = parseYaml(await readFile(new URL('service-principals/kustomization.yaml', ROOT), 'utf8'), 'component')[0]!;
+  t.equal(component.kind, 'Component');
+  const dir = t.testdir({});
+  const rel = (p: string): string => relative(dir, new URL(p, ROOT).pathname);
+  await writeFile(`${dir}/kustomization.yaml`, `resources: [${rel('.')}]\ncomponents: [${rel('service-principals')}]\n`);
+  const withSp = parseYaml((await kubectl(['kustomize', dir]))!, 'with the component');
+  const roles = withSp.filter((o) => o.kind === 'ClusterRole' && o.metadata.name === 'podid-nmi-service-principal-secrets');
+  t.same(roles.map((r) => r.rules), [[{ apiGroups: [''], resources: ['secrets'], verbs: ['get'] }]], 'get on secrets only: no list, no watch');
+  const binding = withSp.find((o) => o.kind === 'ClusterRoleBinding' && o.roleRef?.name === 'podid-nmi-service-principal-secrets');
+  t.same(binding?.subjects, [{ kind: 'ServiceAccount', name: pod.serviceAccountName, namespace: NAMESPACE }], 'bound to the DaemonSet\'s service account');
+  for (const obj of withSp) t.same(validateObject(obj, withSp.filter((o) => o.kind === 'CustomResourceDefinition')), [], `${obj.kind} ${obj.metadata?.name} valid`);
+  t.equal(withSp.length, objects.length + 2, 'the base, plus the role and its binding');
 });
 
 t.test('exception for AKS system pods', async (t) => {

@@ -149,7 +149,7 @@ t.test('a full table drops new pairs and counts them; failed writes are counted 
 
 t.test('Event texts name what to fix', async (t) => {
   const ids: Record<string, AzureIdentity> = {
-    sp: { namespace: 'team', name: 'sp', type: 1, clientID: 'c-sp', resourceID: '' },
+    sp: { namespace: 'team', name: 'sp', type: 3, clientID: 'c-sp', resourceID: '' },
     empty: { namespace: 'team', name: 'empty', type: 0, clientID: '', resourceID: '' },
   };
   const bindings: Record<string, AzureIdentityBinding[]> = {
@@ -165,7 +165,8 @@ t.test('Event texts name what to fix', async (t) => {
   };
   t.equal(text('nothing', 'binding_missing'), 'No AzureIdentityBinding in namespace team has selector "nothing" (this pod\'s aadpodidbinding label). Create one, or fix the label.');
   t.equal(text('ghost', 'identity_missing'), 'AzureIdentityBinding ghost-binding in namespace team select this pod, but the AzureIdentity they name (missing) does not exist in namespace team.');
-  t.equal(text('sp', 'identity_type_unsupported'), 'AzureIdentity team/sp (type 1) bound to this pod is a service principal; podid-nmi mints only user-assigned managed identities (type 0).');
+  t.equal(text('sp', 'identity_type_unsupported'), 'AzureIdentity team/sp (type 3) bound to this pod has a spec.type podid-nmi does not know: 0 is a user-assigned managed identity, 1 a service principal with a secret, 2 with a certificate.');
+  t.equal(text('sp', 'secret_cross_namespace'), 'AzureIdentity team/sp bound to this pod: The AzureIdentity\'s spec.clientPassword names a Secret in another namespace; podid-nmi reads those only with --allow-cross-namespace-secrets.');
   t.equal(text('empty', 'identity_incomplete'), 'AzureIdentity team/empty bound to this pod has neither spec.clientID nor spec.resourceID; set one.');
   const long = 'x'.repeat(2000);
   const msg = text('empty', 'identity_not_bound', { request: { apiVersion: '2018-02-01', resource: 'r', selector: { name: 'msi_res_id', value: long } } });

@@ -345,7 +345,7 @@ status: {phase: Running, podIPs: [{ip: ${ip}}]}`;
   const cases: Array<[string, Reason]> = [
     ['127.0.0.30', 'binding_missing'],
     ['127.0.0.31', 'identity_missing'],
-    ['127.0.0.32', 'identity_type_unsupported'],
+    ['127.0.0.32', 'secret_reference_missing'],
     ['127.0.0.33', 'identity_incomplete'],
   ];
   for (const [from, reason] of cases) refused(t, await s.ask(TOKEN, { from, headers: META }), reason, reason);

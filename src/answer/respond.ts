@@ -61,6 +61,7 @@ export function writeUpstream(res: ServerResponse, answer: UpstreamAnswer): void
   };
   const retryAfter = answer.retryAfter ?? (answer.status === 429 ? '1' : undefined);
   if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
+  if (answer.reason !== undefined) headers['x-podid-nmi-reason'] = answer.reason;
   res.writeHead(answer.status, headers);
   res.end(answer.body);
 }

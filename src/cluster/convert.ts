@@ -2,7 +2,7 @@
 // to the read-only slices in objects.ts. Every field is treated as hostile: wrong types
 // become a ConversionError naming the field, never a half-filled object.
 import { isIP } from 'node:net';
-import { NAMESPACED_ANNOTATION } from './objects.ts';
+import { NAMESPACED_ANNOTATION, TOKEN_SOURCE_ANNOTATION } from './objects.ts';
 import type {
   AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, ClusterObject, PodInfo,
 } from './objects.ts';
@@ -126,6 +126,7 @@ export function toPodInfo(raw: Raw): PodInfo {
     phase: asString(status.phase, 'status.phase'),
     hostNetwork: spec.hostNetwork === true,
     nodeName: asString(spec.nodeName, 'spec.nodeName'),
+    serviceAccount: asString(spec.serviceAccountName, 'spec.serviceAccountName') || 'default',
   };
 }
 
@@ -144,7 +145,33 @@ export function toAzureIdentity(raw: Raw, where = ''): AzureIdentity {
     resourceID: asString(field(spec, 'resourceID'), `${where}spec.resourceID`),
     // NMI compared exactly: aadpodid.IsNamespacedIdentity.
     namespaced: annotations[NAMESPACED_ANNOTATION] === 'namespaced',
+    ...entraFields(spec, annotations, meta.namespace, where),
   };
+}
+
+/** The fields only Entra-sourced identities use; absent ones stay absent so MSI slices stay small. */
+function entraFields(spec: Raw, annotations: Raw, namespace: string, where: string): Partial<AzureIdentity> {
+  const out: { -readonly [K in keyof AzureIdentity]?: AzureIdentity[K] } = {};
+  const tenantID = asString(field(spec, 'tenantID'), `${where}spec.tenantID`);
+  if (tenantID !== '') out.tenantID = tenantID;
+  const adEndpoint = asString(field(spec, 'adEndpoint'), `${where}spec.adEndpoint`);
+  if (adEndpoint !== '') out.adEndpoint = adEndpoint;
+  const password = field(spec, 'clientPassword');
+  if (password !== undefined && password !== null) {
+    const ref = asRecord(password, `${where}spec.clientPassword`);
+    const name = asString(field(ref, 'name'), `${where}spec.clientPassword.name`);
+    // NMI read the Secret from the namespace named here, '' meaning the identity's own.
+    if (name !== '') out.clientPassword = { name, namespace: asString(field(ref, 'namespace'), `${where}spec.clientPassword.namespace`) || namespace };
+  }
+  const aux = field(spec, 'auxiliaryTenantIDs');
+  if (aux !== undefined && aux !== null) {
+    if (!Array.isArray(aux)) throw new ConversionError(`${where}spec.auxiliaryTenantIDs must be a list`);
+    const ids = aux.map((v, i) => asString(v, `${where}spec.auxiliaryTenantIDs[${i}]`, true)).filter((v) => v !== '');
+    if (ids.length > 0) out.auxiliaryTenantIDs = ids;
+  }
+  const source = annotations[TOKEN_SOURCE_ANNOTATION];
+  if (source !== undefined) out.tokenSource = asString(source, `${where}metadata.annotations["${TOKEN_SOURCE_ANNOTATION}"]`);
+  return out;
 }
 
 export function toAzureIdentityBinding(raw: Raw): AzureIdentityBinding {

@@ -124,9 +124,15 @@ export class KubeHttp {
     return this.#bounded('PATCH', path, {}, timeoutMs, init, (res) => jsonOf(res, 'PATCH', path));
   }
 
+  /** One POST of a JSON object (a TokenRequest); resolves with the created object (200 or 201). */
+  postJson(path: string, body: unknown, timeoutMs: number): Promise<unknown> {
+    const init = { body: JSON.stringify(body), contentType: 'application/json' };
+    return this.#bounded('POST', path, {}, timeoutMs, init, (res) => jsonOf(res, 'POST', path, 201));
+  }
+
   /** One request with its whole life (headers and body) bounded by `timeoutMs`, cut on close(). */
   async #bounded<T>(
-    method: 'GET' | 'PATCH', path: string, query: Query, timeoutMs: number,
+    method: 'GET' | 'PATCH' | 'POST', path: string, query: Query, timeoutMs: number,
     init: { body?: string; contentType?: string }, read: (res: Response) => Promise<T>,
   ): Promise<T> {
     const url = this.url(path, query);
@@ -227,8 +233,8 @@ export class KubeHttp {
   }
 }
 
-async function jsonOf(res: Response, method: string, path: string): Promise<unknown> {
+async function jsonOf(res: Response, method: string, path: string, created?: number): Promise<unknown> {
   const text = await res.text();
-  if (res.status !== 200) throw new KubeApiError(`${method} ${path}: ${statusMessage(res.status, text)}`, res.status);
+  if (res.status !== 200 && res.status !== created) throw new KubeApiError(`${method} ${path}: ${statusMessage(res.status, text)}`, res.status);
   return JSON.parse(text) as unknown;
 }

@@ -13,6 +13,8 @@ export interface PodInfo {
   readonly phase: string;
   readonly hostNetwork: boolean;
   readonly nodeName: string;
+  /** spec.serviceAccountName ('default' when unset): the subject of its federated tokens. */
+  readonly serviceAccount?: string;
 }
 
 /** Logged once per such binding by either source: it grants nothing here, unlike in NMI. */
@@ -21,6 +23,16 @@ export const EMPTY_SELECTOR_WARNING =
 
 /** AzureIdentity spec.type: 0 user-assigned managed identity, 1 service principal + secret, 2 + certificate. */
 export const USER_ASSIGNED_MSI = 0;
+export const SERVICE_PRINCIPAL_SECRET = 1;
+export const SERVICE_PRINCIPAL_CERTIFICATE = 2;
+
+/** On an AzureIdentity of type 0: `workload-identity` mints its tokens from Entra ID by federation, not from IMDS. */
+export const TOKEN_SOURCE_ANNOTATION = 'podid-nmi.io/token-source';
+
+export interface SecretRef {
+  readonly namespace: string;
+  readonly name: string;
+}
 
 export interface AzureIdentity {
   readonly namespace: string;
@@ -30,6 +42,15 @@ export interface AzureIdentity {
   readonly resourceID: string;
   /** Annotation `aadpodidentity.k8s.io/Behavior: namespaced`: in standard mode, only pods of its own namespace may use it. */
   readonly namespaced?: boolean;
+  /** spec.tenantID: the Entra tenant of a service principal or federated identity. */
+  readonly tenantID?: string;
+  /** spec.clientPassword: the Secret holding a service principal's secret or certificate. */
+  readonly clientPassword?: SecretRef;
+  /** spec.adEndpoint: the Entra authority host for this identity (NMI's per-identity cloud). */
+  readonly adEndpoint?: string;
+  readonly auxiliaryTenantIDs?: readonly string[];
+  /** The token-source annotation's value, as written ('' when absent). */
+  readonly tokenSource?: string;
 }
 
 export const NAMESPACED_ANNOTATION = 'aadpodidentity.k8s.io/Behavior';

@@ -6,6 +6,8 @@ import type { OperationMode } from '../decision/decide.ts';
 import { FlagError, type FlagValues } from './flags.ts';
 import { parseHostTokenCallers, type CallerRule } from '../pods/host-token-callers.ts';
 import { userAgent } from './version.ts';
+import { entraPolicy } from './entra-flags.ts';
+import type { EntraPolicy } from '../decision/token-source.ts';
 
 export interface DaemonConfig {
   node: string;
@@ -61,6 +63,8 @@ export interface DaemonConfig {
   assignmentWaitMs: number;
   /** Sent on requests to IMDS and to the Kubernetes API. */
   userAgent: string;
+  /** Token sources other than IMDS: --token-source, --authority-host, --tenant-id, --allow-cross-namespace-secrets. */
+  entra: EntraPolicy;
 }
 
 export const MIN_STALENESS_LIMIT_S = 20;
@@ -151,5 +155,6 @@ export function toDaemonConfig(v: FlagValues, env: NodeJS.ProcessEnv = {}, given
     attestPodSockets: v['attest-pod-sockets'] === true,
     procRoot: String(v['proc-root'] ?? '/proc'),
     removeNodeTaint,
+    entra: entraPolicy(v),
   };
 }

@@ -5,6 +5,7 @@
 // environment fallbacks and --help; NMI flags without a meaning here are in nmi-compat.ts.
 import { LOG_LEVELS } from '../observability/logger.ts';
 import { IGNORED_FLAGS, ignoredFlagsWarning } from './nmi-compat.ts';
+import { ENTRA_FLAGS } from './entra-flags.ts';
 
 export { IGNORED_FLAGS } from './nmi-compat.ts';
 
@@ -77,6 +78,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'proc-root', type: 'string', default: '/proc', help: 'The node\'s /proc, for --attest-pod-sockets (the daemon needs the node\'s PID namespace: hostPID)' },
   { name: 'host-token-callers', type: 'string', default: 'kube-system/app=csi-secrets-store-provider-azure', help: 'Pods allowed to call /host/token: namespace/label=value[,label=value], several separated by ";"; empty allows none' },
   { name: 'remove-node-taint', type: 'string', default: '', help: 'Taint key to remove from this node once the daemon is ready (rules installed, state synced)' },
+  ...ENTRA_FLAGS,
   { name: 'custom-user-agent', nmi: true, type: 'string', default: '', help: 'Appended to the User-Agent of requests to the metadata service and the Kubernetes API' },
   { name: 'log-format', nmi: true, type: 'string', default: 'text', choices: ['text', 'json'], help: 'Log format' },
   { name: 'log-level', type: 'string', default: 'info', choices: LOG_LEVELS, help: 'Log level (wins over -v)' },

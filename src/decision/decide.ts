@@ -5,11 +5,14 @@
 // - standard mode: MIC's AzureAssignedIdentities say which identities a pod has; while MIC is
 //   still expected to assign one, the answer is 'pending' (the caller waits, then retries).
 // Choice, client_id / resource-id matching and the upstream selector are the same in both.
-import { ASSIGNED, BINDING_LABEL, CREATED, USER_ASSIGNED_MSI } from '../cluster/objects.ts';
+// The chosen identity's token source (IMDS or Entra ID, and which credential) is decided here
+// too, by token-source.ts, so `nmi explain` and the daemon cannot disagree about it.
+import { ASSIGNED, BINDING_LABEL, CREATED, SERVICE_PRINCIPAL_CERTIFICATE, USER_ASSIGNED_MSI } from '../cluster/objects.ts';
 import type { AzureIdentity, AzurePodIdentityException, PodInfo } from '../cluster/objects.ts';
 import type { ClusterView } from '../cluster/view.ts';
 import type { Reason } from './reasons.ts';
 import type { Selector, TokenRequest } from './token-request.ts';
+import { ENTRA_DEFAULTS, IMDS_SOURCE, tokenSourceFor, type EntraPolicy, type TokenSourceChoice } from './token-source.ts';
 
 export type OperationMode = 'managed' | 'standard';
 
@@ -17,13 +20,15 @@ export interface DecisionPolicy {
   readonly mode: OperationMode;
   /** Standard mode: only identities of the pod's own namespace (NMI's --forceNamespaced). Managed mode always is. */
   readonly forceNamespaced: boolean;
+  /** Token sources other than IMDS (--token-source, --authority-host, --tenant-id, ...); IMDS only when absent. */
+  readonly entra?: EntraPolicy;
 }
 
 export const MANAGED: DecisionPolicy = Object.freeze({ mode: 'managed', forceNamespaced: true });
 
 /** The daemon's flags as a policy (the daemon and `nmi explain` both use it): managed mode is always namespaced. */
-export function policyFor(mode: OperationMode, forceNamespaced: boolean): DecisionPolicy {
-  return { mode, forceNamespaced: mode === 'managed' || forceNamespaced };
+export function policyFor(mode: OperationMode, forceNamespaced: boolean, entra: EntraPolicy = ENTRA_DEFAULTS): DecisionPolicy {
+  return { mode, forceNamespaced: mode === 'managed' || forceNamespaced, entra };
 }
 
 /** What granted the identity: a binding (managed mode) or MIC's assignment (standard mode). */
@@ -40,6 +45,8 @@ export type TokenDecision =
     readonly via: Grantor;
     /** What goes upstream to name the identity: always the identity's own id, never the pod's text. */
     readonly upstream: Selector;
+    /** Who mints it: IMDS, or Entra ID with which credential (named, never its value). */
+    readonly source: TokenSourceChoice;
   }
   | { readonly kind: 'pass-through'; readonly exception: AzurePodIdentityException; readonly upstream: Selector | undefined }
   /** Standard mode: MIC has not assigned a matching identity yet but is expected to. */
@@ -63,9 +70,13 @@ export function decideToken(pod: PodInfo, cluster: DecisionCluster, request: Tok
   // NMI read a missing label as selector "", so an empty-selector binding granted every
   // unlabelled pod of the namespace. Here no label means no identity.
   if (label === undefined || label === '') return refuse('pod_unlabeled');
-  return policy.mode === 'standard'
+  const decision = policy.mode === 'standard'
     ? decideStandard(pod, label, cluster, request.selector, policy.forceNamespaced)
     : decideManaged(pod, label, cluster, request.selector);
+  if (decision.kind !== 'grant') return decision;
+  const source = tokenSourceFor(decision.identity, pod, policy.entra ?? ENTRA_DEFAULTS);
+  if (typeof source === 'string') return refuse(source);
+  return source.kind === 'imds' ? decision : { ...decision, source };
 }
 
 function decideManaged(pod: PodInfo, label: string, cluster: DecisionCluster, selector: Selector | undefined): TokenDecision {
@@ -132,13 +143,13 @@ function namespaceAllows(identity: AzureIdentity, podNamespace: string, forceNam
   return !(forceNamespaced || identity.namespaced === true) || identity.namespace === podNamespace;
 }
 
-/** The one choice rule of both modes: exact selector match, user-assigned only, stable order. */
+/** The one choice rule of both modes: exact selector match, known identity types only, stable order. */
 function choose(candidates: readonly Candidate[], selector: Selector | undefined): TokenDecision {
   let chosen: Candidate | undefined;
   let sawUnsupported = false;
   for (const c of candidates) {
     if (selector !== undefined && !selects(selector, c.identity)) continue;
-    if (c.identity.type !== USER_ASSIGNED_MSI) {
+    if (c.identity.type < USER_ASSIGNED_MSI || c.identity.type > SERVICE_PRINCIPAL_CERTIFICATE) {
       sawUnsupported = true;
       continue;
     }
@@ -151,7 +162,7 @@ function choose(candidates: readonly Candidate[], selector: Selector | undefined
   }
   const upstream = upstreamSelector(chosen.identity);
   if (upstream === undefined) return refuse('identity_incomplete');
-  return { kind: 'grant', identity: chosen.identity, via: chosen.via, upstream };
+  return { kind: 'grant', identity: chosen.identity, via: chosen.via, upstream, source: IMDS_SOURCE };
 }
 
 function refuse(reason: Reason): TokenDecision {

@@ -1,7 +1,8 @@
 // What a Kubernetes Event on the pod says about a finished token request, if anything: only
 // refusals a person can act on, and IMDS's "Identity not found" for a bound identity. Texts
 // name objects, selectors and ids (none of them secret) and say what to change.
-import { BINDING_LABEL, USER_ASSIGNED_MSI } from '../cluster/objects.ts';
+import { BINDING_LABEL, SERVICE_PRINCIPAL_CERTIFICATE, USER_ASSIGNED_MSI } from '../cluster/objects.ts';
+import { REFUSALS } from '../decision/reasons.ts';
 import type { AzureIdentity } from '../cluster/objects.ts';
 import type { ClusterView } from '../cluster/view.ts';
 import type { Reason } from '../decision/reasons.ts';
@@ -17,7 +18,17 @@ export const EVENT_REASONS: Partial<Record<Reason, string>> = {
   identity_not_bound: 'IdentityNotBound',
   object_id_unverifiable: 'ObjectIdUnverifiable',
   assignment_pending: 'AssignmentPending',
+  token_source_unknown: 'TokenSourceUnknown',
+  auxiliary_tenants_unsupported: 'AuxiliaryTenantsUnsupported',
+  authority_insecure: 'AuthorityInsecure',
+  tenant_missing: 'TenantMissing',
+  tenant_invalid: 'TenantInvalid',
+  secret_reference_missing: 'SecretReferenceMissing',
+  secret_cross_namespace: 'SecretCrossNamespace',
 };
+
+/** Refusals of an identity's Entra configuration: the refusal's text, and which identity. */
+const ENTRA_CONFIG: ReadonlySet<string> = new Set(['TokenSourceUnknown', 'AuxiliaryTenantsUnsupported', 'AuthorityInsecure', 'TenantMissing', 'TenantInvalid', 'SecretReferenceMissing', 'SecretCrossNamespace']);
 
 /** IMDS refused an identity the pod is bound to: it is not on this node's VM or scale set. */
 export const IDENTITY_NOT_ON_NODE = 'IdentityNotAssignedToNode';
@@ -29,7 +40,7 @@ const MAX_NAMES = 5;
 export function eventReason(o: RequestOutcome): string | undefined {
   if (o.pod === undefined) return undefined;
   if (o.reason !== undefined) return o.decision?.kind === 'refuse' || o.decision?.kind === 'pending' ? EVENT_REASONS[o.reason] : undefined;
-  if (o.decision?.kind === 'grant' && o.upstream?.result === 400 && o.upstream.answer?.body.includes('Identity not found') === true) {
+  if (o.decision?.kind === 'grant' && o.decision.source.kind === 'imds' && o.upstream?.result === 400 && o.upstream.answer?.body.includes('Identity not found') === true) {
     return IDENTITY_NOT_ON_NODE;
   }
   return undefined;
@@ -56,7 +67,7 @@ export function eventMessage(reason: string, o: RequestOutcome, view: ClusterVie
     case 'IdentityIncomplete':
       return `AzureIdentity ${names(bound.map(qualified))} bound to this pod has neither spec.clientID nor spec.resourceID; set one.`;
     case 'IdentityTypeUnsupported':
-      return `AzureIdentity ${names(bound.filter((i) => i.type !== USER_ASSIGNED_MSI).map((i) => `${qualified(i)} (type ${i.type})`))} bound to this pod is a service principal; podid-nmi mints only user-assigned managed identities (type 0).`;
+      return `AzureIdentity ${names(bound.filter((i) => i.type < USER_ASSIGNED_MSI || i.type > SERVICE_PRINCIPAL_CERTIFICATE).map((i) => `${qualified(i)} (type ${i.type})`))} bound to this pod has a spec.type podid-nmi does not know: 0 is a user-assigned managed identity, 1 a service principal with a secret, 2 with a certificate.`;
     case 'IdentityNotBound':
       return `The pod asked for ${asked?.name ?? 'an identity'} ${quote(asked?.value ?? '')}, which is not bound to it. Bound to it: ${bound.length === 0 ? 'nothing' : names(bound.map((i) => `${qualified(i)} (clientID ${i.clientID || '-'})`))}.`;
     case 'ObjectIdUnverifiable':
@@ -71,8 +82,11 @@ export function eventMessage(reason: string, o: RequestOutcome, view: ClusterVie
       return `IMDS answered "Identity not found" for AzureIdentity ${qualified(id)} (clientID ${id.clientID || '-'}): it is not assigned to the VM or scale set of node ${node}. `
         + `Assign it: az vmss identity assign -g <node resource group> -n <scale set> --identities ${arm} (a VM: az vm identity assign -g <resource group> -n <vm> --identities ${arm}).`;
     }
-    default:
+    default: {
+      const key = Object.keys(EVENT_REASONS).find((k) => EVENT_REASONS[k as Reason] === reason) as Reason | undefined;
+      if (key !== undefined && ENTRA_CONFIG.has(reason)) return `AzureIdentity ${names(bound.map(qualified))} bound to this pod: ${REFUSALS[key].description}.`;
       return reason;
+    }
   }
 }
 

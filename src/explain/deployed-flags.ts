@@ -5,6 +5,8 @@
 import type { KubeHttp } from '../cluster/kube-http.ts';
 import { FlagError, parseFlags } from '../config/flags.ts';
 import type { OperationMode } from '../decision/decide.ts';
+import { entraPolicy } from '../config/entra-flags.ts';
+import type { EntraPolicy } from '../decision/token-source.ts';
 
 /** The label daemonset/daemonset.yaml puts on the DaemonSet. */
 export const DAEMONSET_SELECTOR = 'app.kubernetes.io/name=podid-nmi';
@@ -13,6 +15,8 @@ export const DAEMONSET_SELECTOR = 'app.kubernetes.io/name=podid-nmi';
 export interface DeployedFlags {
   operationMode: OperationMode;
   forceNamespaced: boolean;
+  /** Its token source, authority, tenant and Secret rule (--token-source and friends). */
+  entra: EntraPolicy;
   /** `DaemonSet <ns>/<name> (container <c>)`. */
   from: string;
 }
@@ -52,6 +56,7 @@ export function flagsOfDaemonSet(obj: unknown): DeployedFlags {
     operationMode: values['operation-mode'] === 'managed' ? 'managed' : 'standard',
     // The daemon's own rule (config/daemon-config.ts): the flag, or env FORCENAMESPACED exactly "true".
     forceNamespaced: values.forceNamespaced === true || env.FORCENAMESPACED === 'true',
+    entra: deployedEntra(values, ref),
     from: `DaemonSet ${ref} (container ${c.name ?? '?'})`,
   };
 }
@@ -73,4 +78,13 @@ export async function deployedFlags(http: KubeHttp, named: { namespace: string; 
     throw new DeployedFlagsError(`several DaemonSets are labelled ${DAEMONSET_SELECTOR} (${names}): name one with --daemonset NAMESPACE/NAME`);
   }
   return flagsOfDaemonSet(items[0]);
+}
+
+function deployedEntra(values: Parameters<typeof entraPolicy>[0], ref: string): EntraPolicy {
+  try {
+    return entraPolicy(values);
+  } catch (err) {
+    if (err instanceof FlagError) throw new DeployedFlagsError(`DaemonSet ${ref}: ${err.message}`);
+    throw err;
+  }
 }

@@ -17,6 +17,8 @@ import { parseTokenRequest, type TokenRequest } from '../decision/token-request.
 import { decideAwaitingAssignment } from '../listener/await-assignment.ts';
 import { lookupPodNow } from '../pods/pod-lookup.ts';
 import { DAEMONSET_SELECTOR, DeployedFlagsError, type DeployedFlags } from './deployed-flags.ts';
+import { ENTRA_FLAGS, entraPolicy } from '../config/entra-flags.ts';
+import { describeCredential } from '../decision/token-source.ts';
 
 export const EXPLAIN_FLAGS: readonly FlagSpec[] = [
   { name: 'cluster-state', type: 'string', default: '', help: 'YAML file of the cluster objects (as the daemon\'s --cluster-state)' },
@@ -29,6 +31,7 @@ export const EXPLAIN_FLAGS: readonly FlagSpec[] = [
   { name: 'operation-mode', type: 'string', default: 'standard', choices: ['managed', 'standard'], caseInsensitive: true, help: 'the daemon\'s --operation-mode; when not given, the deployed DaemonSet\'s (with the Kubernetes API), else standard' },
   { name: 'forceNamespaced', type: 'bool', default: false, help: 'the daemon\'s --forceNamespaced, also on when env FORCENAMESPACED is "true" (managed mode is always namespaced); when not given, the deployed DaemonSet\'s' },
   { name: 'daemonset', type: 'string', default: '', help: `NAMESPACE/NAME of the deployed DaemonSet whose flags to use when not given here (default: the one labelled ${DAEMONSET_SELECTOR})` },
+  ...ENTRA_FLAGS,
   { name: 'output', type: 'string', default: 'text', choices: ['text', 'json'], help: 'text for people, json for scripts' },
   { name: 'timeout-seconds', type: 'int', default: 30, min: 1, max: 600, help: 'how long to wait for the Kubernetes API to list the state' },
   { name: 'help', type: 'bool', default: false, help: 'print this help' },
@@ -48,6 +51,10 @@ export interface Explanation {
   status: number;
   identity: string | null;
   clientID: string | null;
+  /** Granted: imds, client-secret, client-certificate or workload-identity; null otherwise. */
+  tokenSource: string | null;
+  /** Granted: where the credential is (a Secret's name, a service account), never its value. */
+  credential: string | null;
   steps: Step[];
   /** The daemon settings the answer was decided with, and where they came from. */
   flags: { operationMode: string; forceNamespaced: boolean; from: string };
@@ -103,7 +110,7 @@ interface ExplainInput {
   policy: DecisionPolicy;
   /** Where the policy's settings came from (flagsFrom), and which were given here. */
   flagsFrom: string;
-  given: { mode: boolean; forceNamespaced: boolean };
+  given: { mode: boolean; forceNamespaced: boolean; entra: boolean };
   daemonset: { namespace: string; name: string } | undefined;
   output: 'text' | 'json';
   timeoutMs: number;
@@ -134,11 +141,14 @@ function toInput(v: Record<string, string | number | boolean>, positionals: stri
   const dsRef = /^([^/\s]+)\/([^/\s]+)$/.exec(ds);
   if (ds !== '' && dsRef === null) throw new FlagError('flag --daemonset: give NAMESPACE/NAME');
   if (ds !== '' && clusterState !== '') throw new FlagError('flag --daemonset needs the Kubernetes API, not --cluster-state');
-  const givenHere = { mode: given.has('operation-mode'), forceNamespaced: given.has('forceNamespaced') || env.FORCENAMESPACED !== undefined };
+  const givenHere = {
+    mode: given.has('operation-mode'), forceNamespaced: given.has('forceNamespaced') || env.FORCENAMESPACED !== undefined,
+    entra: ENTRA_FLAGS.some((f) => given.has(f.name) || (f.env !== undefined && env[f.env] !== undefined)),
+  };
   return {
     clusterState, kubeconfig, node, namespace: pod[1]!, name: pod[2]!, request,
     // The daemon's own reading of these two (config/daemon-config.ts).
-    policy: policyFor(v['operation-mode'] === 'standard' ? 'standard' : 'managed', v.forceNamespaced === true || env.FORCENAMESPACED === 'true'),
+    policy: policyFor(v['operation-mode'] === 'standard' ? 'standard' : 'managed', v.forceNamespaced === true || env.FORCENAMESPACED === 'true', entraPolicy(v)),
     flagsFrom: givenHere.mode && givenHere.forceNamespaced ? 'the command line'
       : givenHere.mode || givenHere.forceNamespaced ? 'the command line and the daemon\'s defaults' : 'the daemon\'s defaults',
     given: givenHere,
@@ -179,8 +189,9 @@ async function resolveFlags(input: ExplainInput): Promise<void> {
     return;
   }
   input.policy = policyFor(input.given.mode ? input.policy.mode : found.operationMode,
-    input.given.forceNamespaced ? input.policy.forceNamespaced : found.forceNamespaced);
-  input.flagsFrom = input.given.mode || input.given.forceNamespaced ? `${found.from}, and the command line` : found.from;
+    input.given.forceNamespaced ? input.policy.forceNamespaced : found.forceNamespaced,
+    input.given.entra ? input.policy.entra : found.entra);
+  input.flagsFrom = input.given.mode || input.given.forceNamespaced || input.given.entra ? `${found.from}, and the command line` : found.from;
 }
 
 async function loadState(input: ExplainInput): Promise<{ state: IndexedClusterState; source: string }> {
@@ -282,15 +293,18 @@ function fromDecision(d: TokenDecision, steps: Step[]): Omit<Explanation, 'flags
     case 'grant': {
       const id = d.identity;
       steps.push({ step: 'decision', detail: `granted: AzureIdentity ${id.namespace}/${id.name} through ${d.via.kind} ${d.via.namespace}/${d.via.name}` });
-      steps.push({ step: 'upstream', detail: `IMDS is asked with ${d.upstream.name}=${d.upstream.value}; the pod gets IMDS's answer (200 when the identity is assigned to this node's VM or scale set)` });
-      return { decision: 'granted', reason: null, status: 200, identity: `${id.namespace}/${id.name}`, clientID: id.clientID || null, steps };
+      const credential = describeCredential(d.source);
+      steps.push({ step: 'upstream', detail: d.source.kind === 'imds'
+        ? `IMDS is asked with ${d.upstream.name}=${d.upstream.value}; the pod gets IMDS's answer (200 when the identity is assigned to this node's VM or scale set)`
+        : `Entra ID (${d.source.authority}${d.source.tenantID}/oauth2/v2.0/token) is asked for client ${d.source.clientID} with the ${credential}; never IMDS. The pod gets the token in IMDS's shape, or Entra's error` });
+      return { decision: 'granted', reason: null, status: 200, identity: `${id.namespace}/${id.name}`, clientID: id.clientID || null, tokenSource: d.source.kind, credential, steps };
     }
     case 'pass-through': {
       steps.push({ step: 'decision', detail: `passed through (exception ${d.exception.name})` });
       steps.push({ step: 'upstream', detail: d.upstream === undefined
         ? 'IMDS is asked with no identity named: its answer is relayed (IMDS picks the only identity, or refuses when there are several)'
         : `IMDS is asked with ${d.upstream.name}=${d.upstream.value}; its answer is relayed` });
-      return { decision: 'passed_through', reason: null, status: 200, identity: null, clientID: d.upstream?.name === 'client_id' ? d.upstream.value : null, steps };
+      return { decision: 'passed_through', reason: null, status: 200, identity: null, clientID: d.upstream?.name === 'client_id' ? d.upstream.value : null, tokenSource: 'imds', credential: null, steps };
     }
     case 'refuse':
       return refused(d.reason, steps);
@@ -307,7 +321,7 @@ function fromDecision(d: TokenDecision, steps: Step[]): Omit<Explanation, 'flags
 function refused(reason: Reason, steps: Step[]): Omit<Explanation, 'flags'> {
   const spec = REFUSALS[reason];
   steps.push({ step: 'decision', detail: `refused: ${reason}, ${spec.status} "${spec.description}"` });
-  return { decision: 'refused', reason, status: spec.status, identity: null, clientID: null, steps };
+  return { decision: 'refused', reason, status: spec.status, identity: null, clientID: null, tokenSource: null, credential: null, steps };
 }
 
 function text(input: ExplainInput, r: Explanation): string {
@@ -316,6 +330,7 @@ function text(input: ExplainInput, r: Explanation): string {
   r.steps.forEach((s, i) => lines.push(`  ${i + 1}. ${s.step}: ${s.detail}`));
   const who = r.identity !== null ? ` as ${r.identity}` : '';
   const client = r.clientID !== null ? ` (client id ${r.clientID})` : '';
-  lines.push(`answer: ${r.status} ${r.decision}${r.reason !== null ? ` (${r.reason})` : ''}${who}${client}`);
+  const source = r.tokenSource !== null && r.decision === 'granted' ? `, from ${r.tokenSource}` : '';
+  lines.push(`answer: ${r.status} ${r.decision}${r.reason !== null ? ` (${r.reason})` : ''}${who}${client}${source}`);
   return `${lines.join('\n')}\n`;
 }

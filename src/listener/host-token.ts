@@ -16,7 +16,7 @@ import { isAllowedCaller, type CallerRule } from '../pods/host-token-callers.ts'
 import { sourceIp } from '../pods/pod-lookup.ts';
 import type { UpstreamAnswer } from '../upstream/imds-client.ts';
 import type { TokenFetch } from '../upstream/token-fetch.ts';
-import { tokenPath } from '../upstream/token-path.ts';
+import { tokenOrder } from '../upstream/token-order.ts';
 import { writeUpstream } from '../answer/respond.ts';
 import type { AnswerWriter, RequestContext } from './request-context.ts';
 
@@ -79,9 +79,9 @@ export async function handleHostToken(o: HostTokenOptions, req: IncomingMessage,
   if (decision.kind === 'refuse') return r.refuse(decision.reason);
   if (decision.kind === 'pending') return r.refuse('assignment_pending');
 
-  const path = tokenPath(request.apiVersion, request.resource, decision.upstream);
+  const order = tokenOrder(request, decision, pod);
   // The named pod's share of the IMDS budget: the CSI provider acts for it.
-  await r.relay(() => o.fetchToken(path, pod.uid, signal, (c) => { t.cache = c; }),
+  await r.relay(() => o.fetchToken(order, pod.uid, signal, (c) => { t.cache = c; }),
     inNmiShape(decision.kind === 'grant' ? decision.identity.clientID : undefined));
 }
 

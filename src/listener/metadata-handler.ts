@@ -17,8 +17,9 @@ import { sourceIp } from '../pods/pod-lookup.ts';
 import type { ImdsClient } from '../upstream/imds-client.ts';
 import type { UpstreamScheduler } from '../upstream/scheduler.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
+import type { EntraRoom } from '../upstream/entra/entra-room.ts';
 import { tokenFetch, type TokenFetch } from '../upstream/token-fetch.ts';
-import { tokenPath } from '../upstream/token-path.ts';
+import { tokenOrder } from '../upstream/token-order.ts';
 import type { RequestAdmission } from './admission.ts';
 import { decideAwaitingAssignment } from './await-assignment.ts';
 import { callingPod } from './calling-pod.ts';
@@ -33,6 +34,8 @@ export interface HandlerOptions {
   /** Token fetches: paced within IMDS's budget, fair across pods. */
   scheduler: UpstreamScheduler;
   tokens: TokenCache | undefined;
+  /** Tokens from Entra ID (service principals, federation): their own cache and bounds. */
+  entra?: EntraRoom;
   /** The bound on a token request's time queued plus upstream; then 429 with Retry-After. */
   tokenWaitMs: number;
   /** Aborted on SIGTERM before the grace ends: what is still waiting gets a retryable 503. */
@@ -117,7 +120,7 @@ export class MetadataHandler {
     const decision = t.decision = await decideAwaitingAssignment(o.state, found.pod, request, o.policy, o.assignmentWaitMs, r.signal);
     if (decision.kind === 'refuse') return r.refuse(decision.reason);
     if (decision.kind === 'pending') return r.refuse('assignment_pending');
-    const path = tokenPath(request.apiVersion, request.resource, decision.upstream);
-    await r.relay(() => this.#fetchToken(path, found.pod.uid, r.signal, (c) => { t.cache = c; }));
+    const order = tokenOrder(request, decision, found.pod);
+    await r.relay(() => this.#fetchToken(order, found.pod.uid, r.signal, (c) => { t.cache = c; }));
   }
 }

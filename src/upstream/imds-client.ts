@@ -22,6 +22,8 @@ export interface UpstreamAnswer {
   readonly contentType: string | undefined;
   readonly retryAfter: string | undefined;
   readonly body: Buffer;
+  /** Set by a token source that answers for itself (Entra's error, a Secret missing): sent as x-podid-nmi-reason. */
+  readonly reason?: string;
 }
 
 /**

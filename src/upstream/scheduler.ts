@@ -33,6 +33,8 @@ export interface SchedulerOptions {
   maxAttempts?: number;
   clock?: Clock;
   observer?: SchedulerObserver;
+  /** A 429 holds every start (IMDS: the budget is the VM's). False where throttling is per client (Entra ID). */
+  throttleHoldsAll?: boolean;
 }
 
 /** A client that was told to come back may be a little late; its fetch waits this much longer. */
@@ -89,6 +91,7 @@ export class UpstreamScheduler {
   readonly #running = new Set<Ticket>();
   /** IMDS said 429: no start before this, for anyone (the budget is the VM's). */
   #holdUntil = 0;
+  readonly #throttleHoldsAll: boolean;
   #wake: { at: number; cancel: () => void } | undefined;
   #stopped = false;
 
@@ -99,6 +102,7 @@ export class UpstreamScheduler {
     this.#clock = o.clock ?? systemClock;
     this.#maxAttempts = o.maxAttempts;
     this.#observer = o.observer;
+    this.#throttleHoldsAll = o.throttleHoldsAll ?? true;
     const maxQueue = o.maxQueue ?? 1024;
     this.#foreground = new FairQueue(maxQueue, o.maxQueuePerCaller ?? 16);
     this.#background = new FairQueue(maxQueue, maxQueue);
@@ -326,7 +330,7 @@ export class UpstreamScheduler {
     if (plan !== undefined && wanted) {
       this.#observer?.retried(plan.cause);
       // IMDS's budget is the whole VM's: when it throttles, nobody here starts until it allows.
-      if (plan.cause === '429') this.#holdUntil = Math.max(this.#holdUntil, now + plan.delayMs);
+      if (plan.cause === '429' && this.#throttleHoldsAll) this.#holdUntil = Math.max(this.#holdUntil, now + plan.delayMs);
       ticket.state = 'queued';
       ticket.notBefore = now + plan.delayMs;
       ticket.enqueuedAt = now;

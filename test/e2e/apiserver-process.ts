@@ -15,7 +15,7 @@ import { FakeApiServer } from '../fake-apiserver/fake-apiserver.ts';
 import type { Obj, ResourceName } from '../fake-apiserver/fake-apiserver.ts';
 import { print, serveCommands } from './command-loop.ts';
 
-const RESOURCES: readonly ResourceName[] = ['pods', 'nodes', 'azureidentities', 'azureidentitybindings', 'azurepodidentityexceptions', 'azureassignedidentities'];
+const RESOURCES: readonly ResourceName[] = ['pods', 'nodes', 'secrets', 'serviceaccounts', 'azureidentities', 'azureidentitybindings', 'azurepodidentityexceptions', 'azureassignedidentities'];
 
 function resourceOf(value: unknown): ResourceName {
   if (typeof value !== 'string' || !(RESOURCES as readonly string[]).includes(value)) throw new Error(`unknown resource ${JSON.stringify(value)}`);
@@ -59,6 +59,8 @@ serveCommands((cmd) => {
       });
       return {};
     }
+    case 'tokenRequests':
+      return { value: api.tokenRequests };
     case 'watchCount':
       return { value: api.watchCount() };
     case 'events':
@@ -68,4 +70,5 @@ serveCommands((cmd) => {
   }
 }, () => api.close());
 
-print({ event: 'ready', url: api.url, kubeconfig: kubeconfigOut, dir: dirname(ownKubeconfig) });
+// The service-account issuer and its JWKS, for a fake Entra ID to trust (workload identity federation).
+print({ event: 'ready', url: api.url, kubeconfig: kubeconfigOut, dir: dirname(ownKubeconfig), issuer: api.issuer, jwks: api.jwks() });

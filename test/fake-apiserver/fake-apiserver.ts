@@ -3,7 +3,7 @@
 // flushed at once, bookmarks, 410 as an ERROR event after compaction), bearer-token auth;
 // and the faults a real one shows: 5xx answers, stalls, dropped watches, restarts, a server
 // that hangs altogether. Core/v1 Event writes (create, merge-patch) are kept apart for tests to read.
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes, randomUUID, sign, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -70,6 +70,15 @@ interface Watcher {
 const MAX_RECORDED = 10_000;
 const EVENTS_PATH = /^\/api\/v1\/namespaces\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/events(?:\/([a-z0-9][-a-z0-9.]*))?$/;
 const MAX_SNAPSHOTS = 1_000;
+const TOKEN_REQUEST_PATH = /^\/api\/v1\/namespaces\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/serviceaccounts\/([a-z0-9][-a-z0-9.]*)\/token$/;
+
+/** A TokenRequest the fake API server answered, as it was asked (for tests to check the daemon's). */
+export interface RecordedTokenRequest {
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  readonly spec: Obj;
+  readonly status: number;
+}
 
 function status(code: number, reason: string, message: string): Obj {
   return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
@@ -96,6 +105,12 @@ export class FakeApiServer {
   #faults: FaultRule[] = [];
   /** Events written by clients, by namespace/name; not part of the watched store. */
   readonly events = new Map<string, Obj>();
+  /** TokenRequests, answered or refused. */
+  readonly tokenRequests: RecordedTokenRequest[] = [];
+  /** The service-account issuer (a cluster's OIDC issuer URL) and its signing key, whose JWKS a fake Entra trusts. */
+  issuer = 'https://oidc.fake-cluster.example/7f0c7c5e';
+  readonly #signingKey: KeyObject;
+  readonly keyId = randomBytes(8).toString('hex');
   #hung = false;
   /** Changes made while hung, delivered to the open watches when the server answers again. */
   #held: StoreEvent[] = [];
@@ -108,6 +123,7 @@ export class FakeApiServer {
       this.#tls = selfSignedCert();
       if (this.#tls === undefined) throw new Error('tls requested but the openssl CLI is not available');
     }
+    this.#signingKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
     this.#bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 0;
     this.#watchCacheIgnoresLimit = opts.watchCacheIgnoresLimit ?? false;
     this.store.onEvent((event) => {
@@ -178,6 +194,11 @@ export class FakeApiServer {
     const list = this.#brokenItems.get(resource) ?? [];
     list.push(item);
     this.#brokenItems.set(resource, list);
+  }
+
+  /** The issuer's JWKS, as served at {issuer}/openid/v1/jwks. */
+  jwks(): { keys: Obj[] } {
+    return { keys: [{ ...createPublicKey(this.#signingKey).export({ format: 'jwk' }), kid: this.keyId, use: 'sig', alg: 'RS256' }] };
   }
 
   // ---- faults ----
@@ -337,6 +358,12 @@ export class FakeApiServer {
         void this.#eventWrite(req, res, ev[1]!, ev[3]);
         return;
       }
+      const tr = TOKEN_REQUEST_PATH.exec(url.pathname);
+      if (tr !== null) {
+        if (req.method !== 'POST') return this.#fail(res, 405, `${req.method} is not supported on serviceaccounts/token`);
+        void this.#tokenRequest(req, res, tr[1]!, tr[3]!);
+        return;
+      }
       if (url.pathname === '/version') return this.#json(res, 200, { major: '1', minor: '31', gitVersion: 'v1.31.0-fake' });
       if (rp === undefined) return this.#fail(res, 404, `the server could not find the requested resource (${url.pathname})`);
       if (req.method === 'PATCH' && rp.name !== undefined) return void this.#patch(req, res, rp);
@@ -395,6 +422,57 @@ export class FakeApiServer {
       if (err instanceof StoreError) return this.#fail(res, err.code, err.message);
       this.#fail(res, 400, (err as Error).message);
     }
+  }
+
+  /**
+   * TokenRequest as kube-apiserver answers it: 422 for expirationSeconds under 600 or no
+   * audience, 404 for a service account or bound pod that does not exist, 409 when the pod's
+   * uid differs, 400 when the pod runs as another service account; 201 with an RS256 JWT.
+   */
+  async #tokenRequest(req: IncomingMessage, res: ServerResponse, namespace: string, name: string): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    let spec: Obj = {};
+    const answer = (code: number, message: string): void => {
+      this.tokenRequests.push({ namespace, serviceAccount: name, spec, status: code });
+      this.#fail(res, code, message);
+    };
+    try {
+      spec = ((JSON.parse(Buffer.concat(chunks).toString('utf8')) as Obj).spec ?? {}) as Obj;
+    } catch {
+      return answer(400, 'body is not JSON');
+    }
+    const account = this.store.get('serviceaccounts', namespace, name);
+    if (account === undefined) return answer(404, `serviceaccounts "${name}" not found`);
+    const seconds = spec.expirationSeconds === undefined ? 3600 : Number(spec.expirationSeconds);
+    if (!Number.isInteger(seconds) || seconds < 600) return answer(422, `TokenRequest.authentication.k8s.io "${name}" is invalid: spec.expirationSeconds: Invalid value: ${String(spec.expirationSeconds)}: may not specify a duration less than 10 minutes`);
+    const audiences = spec.audiences;
+    if (!Array.isArray(audiences) || audiences.length === 0) return answer(422, 'spec.audiences: Required value');
+    const ref = spec.boundObjectRef as Obj | undefined;
+    let podClaim: Obj | undefined;
+    if (ref !== undefined) {
+      if (ref.kind !== 'Pod' || ref.apiVersion !== 'v1') return answer(422, `spec.boundObjectRef.kind: Unsupported value: ${String(ref.kind)}`);
+      const pod = this.store.get('pods', namespace, String(ref.name));
+      if (pod === undefined) return answer(404, `pods "${String(ref.name)}" not found`);
+      const meta = pod.metadata as Obj;
+      if (ref.uid !== undefined && ref.uid !== meta.uid) return answer(409, `the UID in the bound object reference (${String(ref.uid)}) does not match the UID in record. The object might have been deleted and then recreated`);
+      const runsAs = ((pod.spec as Obj | undefined)?.serviceAccountName as string | undefined) ?? 'default';
+      if (runsAs !== name) return answer(400, `pod ${namespace}/${String(ref.name)} is not using service account ${namespace}/${name}`);
+      podClaim = { name: ref.name, uid: meta.uid };
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const claims = {
+      aud: audiences, exp: now + seconds, iat: now, nbf: now, iss: this.issuer, jti: randomUUID(),
+      sub: `system:serviceaccount:${namespace}:${name}`,
+      'kubernetes.io': { namespace, serviceaccount: { name, uid: (account.metadata as Obj).uid ?? '' }, ...(podClaim === undefined ? {} : { pod: podClaim }) },
+    };
+    const input = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: this.keyId })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+    const token = `${input}.${sign('sha256', Buffer.from(input), this.#signingKey).toString('base64url')}`;
+    this.tokenRequests.push({ namespace, serviceAccount: name, spec, status: 201 });
+    this.#json(res, 201, {
+      kind: 'TokenRequest', apiVersion: 'authentication.k8s.io/v1', metadata: { name, namespace },
+      spec, status: { token, expirationTimestamp: new Date((now + seconds) * 1000).toISOString() },
+    });
   }
 
   /** POST creates an Event (409 if the name exists), PATCH merges into one (404 if it does not). */

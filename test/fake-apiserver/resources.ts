@@ -35,6 +35,9 @@ export const RESOURCES: Readonly<Record<string, ResourceInfo>> = {
     plural: 'nodes', kind: 'Node', listKind: 'NodeList', apiVersion: 'v1', itemsCarryKind: false,
     fields: new Set(['metadata.name', 'spec.unschedulable']),
   },
+  // Read by GET only (service principals' Secrets); service accounts for TokenRequest.
+  secrets: { plural: 'secrets', kind: 'Secret', listKind: 'SecretList', apiVersion: 'v1', itemsCarryKind: false, fields: new Set(COMMON_FIELDS) },
+  serviceaccounts: { plural: 'serviceaccounts', kind: 'ServiceAccount', listKind: 'ServiceAccountList', apiVersion: 'v1', itemsCarryKind: false, fields: new Set(COMMON_FIELDS) },
   azureidentities: crd('azureidentities', 'AzureIdentity'),
   azureidentitybindings: crd('azureidentitybindings', 'AzureIdentityBinding'),
   azurepodidentityexceptions: crd('azurepodidentityexceptions', 'AzurePodIdentityException'),
@@ -46,7 +49,7 @@ export const RESOURCES: Readonly<Record<string, ResourceInfo>> = {
   },
 };
 
-export type ResourceName = 'pods' | 'nodes' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions' | 'azureassignedidentities' | 'daemonsets';
+export type ResourceName = 'pods' | 'nodes' | 'secrets' | 'serviceaccounts' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions' | 'azureassignedidentities' | 'daemonsets';
 
 export interface ResourcePath {
   resource: ResourceInfo;
@@ -55,7 +58,7 @@ export interface ResourcePath {
 }
 
 const SEGMENT = '([a-z0-9]([-a-z0-9.]*[a-z0-9])?)';
-const CORE = new RegExp(`^/api/v1(?:/namespaces/${SEGMENT})?/(pods|nodes)(?:/${SEGMENT})?$`);
+const CORE = new RegExp(`^/api/v1(?:/namespaces/${SEGMENT})?/(pods|nodes|secrets|serviceaccounts)(?:/${SEGMENT})?$`);
 const CUSTOM = new RegExp(`^/apis/aadpodidentity\\.k8s\\.io/v1(?:/namespaces/${SEGMENT})?/([a-z]+)(?:/${SEGMENT})?$`);
 const APPS = new RegExp(`^/apis/apps/v1(?:/namespaces/${SEGMENT})?/(daemonsets)(?:/${SEGMENT})?$`);
 
@@ -73,7 +76,7 @@ export function resolvePath(path: string): ResourcePath | undefined {
   if (m === null) return undefined;
   const resource = RESOURCES[m[3]!];
   // Pods and nodes live only under /api/v1, the custom resources only under their group; nodes have no namespace.
-  const coreKind = resource?.plural === 'pods' || resource?.plural === 'nodes';
+  const coreKind = resource?.plural === 'pods' || resource?.plural === 'nodes' || resource?.plural === 'secrets' || resource?.plural === 'serviceaccounts';
   if (resource === undefined || (core === null) === coreKind) return undefined;
   if (resource.plural === 'nodes' && m[1] !== undefined) return undefined;
   const out: ResourcePath = { resource };

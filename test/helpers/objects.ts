@@ -11,11 +11,12 @@ export function pod(p: Partial<PodInfo> & { name: string; ips: string[] }): PodI
     phase: p.phase ?? 'Running',
     hostNetwork: p.hostNetwork ?? false,
     nodeName: p.nodeName ?? 'node-1',
+    ...(p.serviceAccount === undefined ? {} : { serviceAccount: p.serviceAccount }),
   };
 }
 
 export function identity(i: Partial<AzureIdentity> & { name: string }): AzureIdentity {
-  return { namespace: i.namespace ?? 'default', name: i.name, type: i.type ?? 0, clientID: i.clientID ?? '', resourceID: i.resourceID ?? '' };
+  return { ...i, namespace: i.namespace ?? 'default', name: i.name, type: i.type ?? 0, clientID: i.clientID ?? '', resourceID: i.resourceID ?? '' };
 }
 
 export function binding(b: Partial<AzureIdentityBinding> & { name: string; azureIdentity: string; selector: string }): AzureIdentityBinding {

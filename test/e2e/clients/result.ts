@@ -36,9 +36,19 @@ export async function runClient(getToken: () => Promise<{ token: string; clientI
   const timer = setTimeout(() => finish({ ok: false, clientId: null, error: `timeout: no answer within ${timeoutMs} ms`, ms: ms() }), timeoutMs);
   try {
     const { token, clientId } = await getToken();
-    finish({ ok: true, clientId: decodeFakeToken(token)?.client_id ?? clientId ?? null, error: null, ms: ms() });
+    finish({ ok: true, clientId: decodeFakeToken(token)?.client_id ?? entraAppId(token) ?? clientId ?? null, error: null, ms: ms() });
   } catch (err) {
     finish({ ok: false, clientId: null, error: describe(err), ms: ms() });
+  }
+}
+
+/** The fake Entra ID's tokens carry the application id as `appid`, as Entra's do. */
+function entraAppId(token: string): string | undefined {
+  try {
+    const appid = (JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { appid?: unknown }).appid;
+    return typeof appid === 'string' ? appid : undefined;
+  } catch {
+    return undefined;
   }
 }
 

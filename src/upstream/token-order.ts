@@ -1,0 +1,19 @@
+// A granted decision to the order its token source fills. IMDS's key is the rebuilt upstream
+// path (tokenPath). An Entra order's key names the credential, the authority, tenant and client,
+// and the resource; for federation, the service account, never the pod: the pods of one service
+// account share its tokens, and no two service accounts ever share one.
+import type { TokenDecision } from '../decision/decide.ts';
+import type { TokenRequest } from '../decision/token-request.ts';
+import type { PodRef, TokenOrder } from './token-source.ts';
+import { tokenPath } from './token-path.ts';
+
+export function tokenOrder(request: TokenRequest, decision: TokenDecision & { kind: 'grant' | 'pass-through' }, pod: PodRef): TokenOrder {
+  if (decision.kind === 'pass-through' || decision.source.kind === 'imds') {
+    return { kind: 'imds', key: tokenPath(request.apiVersion, request.resource, decision.upstream) };
+  }
+  const s = decision.source;
+  const who = s.kind === 'workload-identity' ? `sa=${s.serviceAccount.namespace}/${s.serviceAccount.name}` : `secret=${s.secret.namespace}/${s.secret.name}`;
+  // Every part is either checked (tenant, ids) or encoded, so no two orders collide.
+  const key = `entra:${s.kind} ${encodeURIComponent(s.authority)} ${s.tenantID} ${encodeURIComponent(s.clientID)} ${encodeURIComponent(request.resource)} ${who}`;
+  return { kind: 'entra', key, source: s, resource: request.resource, pod: { namespace: pod.namespace, name: pod.name, uid: pod.uid } };
+}
