@@ -243,7 +243,18 @@ function shippedDaemonSet(edit: (args: string[], env: Array<{ name: string; valu
 }
 
 t.test('the deployed DaemonSet\'s flags: read from its container, as the daemon parses them', async (t) => {
-  t.same(flagsOfDaemonSet(shippedDaemonSet()), { operationMode: 'managed', forceNamespaced: true, from: 'DaemonSet kube-system/podid-nmi (container nmi)' }, 'the shipped DaemonSet: managed, namespaced');
+  t.same(flagsOfDaemonSet(shippedDaemonSet()), {
+    operationMode: 'managed', forceNamespaced: true, from: 'DaemonSet kube-system/podid-nmi (container nmi)',
+    entra: { tokenSource: 'imds', authorityHost: 'https://login.microsoftonline.com/', tenantID: '', allowCrossNamespaceSecrets: false },
+  }, 'the shipped DaemonSet: managed, namespaced, tokens from IMDS');
+  const federated = shippedDaemonSet((args, env) => {
+    args.push('--token-source=workload-identity', '--allow-cross-namespace-secrets');
+    env.push({ name: 'AZURE_TENANT_ID', value: 'contoso.onmicrosoft.com' });
+  });
+  t.match(flagsOfDaemonSet(federated).entra, { tokenSource: 'workload-identity', tenantID: 'contoso.onmicrosoft.com', allowCrossNamespaceSecrets: true },
+    'the token source, tenant (env) and Secret rule of the deployed daemon');
+  const insecure = shippedDaemonSet((args) => { args.push('--authority-host=http://login.example.com/'); });
+  t.throws(() => flagsOfDaemonSet(insecure), /DaemonSet kube-system\/podid-nmi: flag --authority-host: .* is not an https URL/);
   const standard = shippedDaemonSet((args) => { args.splice(args.indexOf('--operation-mode=managed'), 2, '--operation-mode', 'Standard'); });
   t.match(flagsOfDaemonSet(standard), { operationMode: 'standard', forceNamespaced: false }, 'NMI\'s spellings, case-insensitive mode, flag removed');
   const chart = shippedDaemonSet((args, env) => {
