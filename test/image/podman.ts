@@ -187,14 +187,19 @@ export function removeV1Cgroups(subtree: string): void {
     if (!hierarchy.isDirectory()) continue;
     const top = join('/sys/fs/cgroup', hierarchy.name, subtree);
     if (!existsSync(top)) continue;
-    const dirs: string[] = [];
-    const walk = (dir: string): void => {
-      dirs.push(dir);
-      for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) walk(join(dir, e.name));
-    };
-    walk(top);
-    for (const dir of dirs.reverse()) { try { rmdirSync(dir); } catch { /* busy or gone: left for the exit sweep */ } }
+    removeTree(top);
   }
+}
+
+/** rmdir a cgroup directory and its children, deepest first; busy ones stay. */
+function removeTree(top: string): void {
+  const dirs: string[] = [];
+  const walk = (dir: string): void => {
+    dirs.push(dir);
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) walk(join(dir, e.name));
+  };
+  walk(top);
+  for (const dir of dirs.reverse()) { try { rmdirSync(dir); } catch { /* busy: in use */ } }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'build') {
@@ -202,4 +207,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'b
   console.log(`${base.what}: ${(base.ms / 1000).toFixed(1)} s${base.cached ? ' (cached)' : ''}`);
   const built = await buildImage((l) => console.log(l));
   console.log(`${built.image}: ${(built.ms / 1000).toFixed(1)} s${built.cached ? ' (all steps cached)' : ''}, ${(await imageSize() / 1e6).toFixed(1)} MB`);
+}
+
+/** podman's default cgroup parent (cgroupfs manager) for runs without --cgroup-parent: removed once empty. */
+export function removeLibpodParent(): void {
+  for (const hierarchy of readdirSync('/sys/fs/cgroup', { withFileTypes: true })) {
+    const top = join('/sys/fs/cgroup', hierarchy.name, 'libpod_parent');
+    if (hierarchy.isDirectory() && existsSync(top)) removeTree(top);
+  }
 }
