@@ -9,7 +9,7 @@ COPY package.json package-lock.json ./
 RUN --mount=type=cache,target=/root/.npm npm ci
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-# Then what nothing loads at run time (docs/image.md: about 40% of node_modules): types,
+# Then what nothing loads at run time (docs/image.md: half of node_modules): types,
 # TypeScript sources (Node never strips types under node_modules), source maps, markdown, and
 # packages' own test, example, benchmark and docs folders.
 RUN npm run build \
