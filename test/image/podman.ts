@@ -158,9 +158,9 @@ export async function buildImage(log: (line: string) => void = () => {}): Promis
   log('podman build');
   const final = await podman([...common, '-t', IMAGE, ROOT], { timeoutMs: 1_200_000 });
   const output = stage.stdout + final.stdout;
-  // Cached only when podman reused every step: then it prints "Using cache" for each RUN and COPY.
-  const steps = (final.stdout.match(/^\[\d\/\d\] STEP \d+\/\d+: (RUN|COPY)/gm) ?? []).length;
-  const reused = (final.stdout.match(/--> Using cache/g) ?? []).length;
+  // Cached only when podman reused every step of both builds: it prints "Using cache" for each.
+  const steps = (output.match(/^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: (RUN|COPY)/gm) ?? []).length;
+  const reused = (output.match(/--> Using cache/g) ?? []).length;
   // Untagged leftovers of earlier builds (their stages, superseded layers): bounded, not growing.
   await podman(['image', 'prune', '-f'], { allowFail: true, timeoutMs: 300_000 });
   return { what: 'podman build', ms: performance.now() - started, cached: steps > 0 && reused >= steps, image: IMAGE, output };
