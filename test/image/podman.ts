@@ -158,12 +158,14 @@ export async function buildImage(log: (line: string) => void = () => {}): Promis
   log('podman build');
   const final = await podman([...common, '-t', IMAGE, ROOT], { timeoutMs: 1_200_000 });
   const output = stage.stdout + final.stdout;
-  // Cached only when podman reused every step of both builds: it prints "Using cache" for each.
-  const steps = (output.match(/^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: (RUN|COPY)/gm) ?? []).length;
-  const reused = (output.match(/--> Using cache/g) ?? []).length;
+  // Cached only when podman reused every RUN and COPY of both builds: it prints "Using cache"
+  // on the line after each step it reused.
+  const lines = output.split('\n');
+  const steps = lines.flatMap((l, i) => (/^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: (RUN|COPY)/.test(l) ? [i] : []));
+  const reused = steps.filter((i) => lines[i + 1]?.startsWith('--> Using cache')).length;
   // Untagged leftovers of earlier builds (their stages, superseded layers): bounded, not growing.
   await podman(['image', 'prune', '-f'], { allowFail: true, timeoutMs: 300_000 });
-  return { what: 'podman build', ms: performance.now() - started, cached: steps > 0 && reused >= steps, image: IMAGE, output };
+  return { what: 'podman build', ms: performance.now() - started, cached: steps.length > 0 && reused === steps.length, image: IMAGE, output };
 }
 
 /** The image's size in bytes, as `podman image inspect` reports it. */
