@@ -24,7 +24,6 @@ RUN npm run build \
 # npm, npx, corepack, yarn and headers (about 25 MB) that the daemon never runs, and files
 # removed in a later layer would still be pulled.
 FROM debian:bookworm-slim
-COPY --from=build /usr/local/bin/node /usr/local/bin/node
 # iptables brings both iptables-nft and iptables-legacy (the daemon picks the node's flavour
 # at start, as kube-proxy's images do); conntrack deletes stale entries to the metadata address;
 # iproute2's `ss` names client sockets' cgroups (hostNetwork callers, /host/token); procps'
@@ -33,6 +32,7 @@ COPY --from=build /usr/local/bin/node /usr/local/bin/node
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables conntrack iproute2 procps \
  && rm -rf /var/lib/apt/lists/*
+COPY --from=build /usr/local/bin/node /usr/local/bin/node
 WORKDIR /app
 # glibc malloc, tuned for one JS thread (README, Memory): one arena, since glibc would give
 # node's helper threads arenas of their own, each keeping freed blocks; and 64 KiB blocks (a

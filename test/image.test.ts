@@ -151,12 +151,14 @@ t.test('the image, built from the Dockerfile and run as daemonset.yaml runs it',
       overrides['cgroup-root'] = cg.root;
       mounts.push({ host: cg.root, path: cg.root, readOnly: false });
     }
+    const notes: string[] = [];
     const runArgs = podmanRunArgs({
-      name, netns: e2e.node.ns, scratch, overrides, mounts, cgroupParent: `/${daemonPod}`,
+      name, netns: e2e.node.ns, scratch, overrides, mounts, cgroupParent: `/${daemonPod}`, notes,
       fields: { 'spec.nodeName': NODE_NAME, 'status.hostIP': NODE_GATEWAY, 'status.podIP': NODE_GATEWAY, 'metadata.name': 'podid-nmi-img', 'metadata.namespace': 'kube-system' },
     }, IMAGE);
     const containerArgs = runArgs.slice(runArgs.indexOf(IMAGE) + 1);
     t.comment(`podman ${runArgs.join(' ')}`);
+    for (const note of notes) t.comment(note);
     e2e.launchDaemon = () => new NsProcess(spawn('podman', runArgs, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CONTAINERS_CONF } }));
 
     const curl = async (cgroup: string, path: string, headers: Record<string, string> = { Metadata: 'true' }, host = '169.254.169.254') => {

@@ -14,6 +14,7 @@ export interface Probe {
 
 interface Volume {
   name: string;
+  [source: string]: unknown;
   hostPath?: { path: string; type?: string };
   emptyDir?: { medium?: string; sizeLimit?: string };
 }
@@ -55,6 +56,8 @@ export interface RunContext {
   mounts: Array<{ host: string; path: string; readOnly?: boolean }>;
   /** The pod's cgroup, absolute in the hierarchy: the container's cgroup is created under it. */
   cgroupParent?: string;
+  /** Filled with what could only be approximated (volumes of cluster-provided contents). */
+  notes?: string[];
 }
 
 export function nmiContainer(spec: PodSpec = daemonSetPodSpec() as PodSpec): Container {
@@ -122,7 +125,13 @@ export function podmanRunArgs(ctx: RunContext, image: string): string[] {
         mkdirSync(dir, { recursive: true });
         out.push('--volume', `${dir}:${m.mountPath}${ro}`);
       }
-    } else throw new Error(`daemonset.yaml: volume ${m.name}: only hostPath and emptyDir are mapped here`);
+    } else if (['configMap', 'secret', 'projected', 'downwardAPI'].some((k) => k in v)) {
+      // Cluster-provided contents this test has none of: an empty read-only directory, said aloud.
+      const dir = join(ctx.scratch, `volume-${m.name}`);
+      mkdirSync(dir, { recursive: true });
+      ctx.notes?.push(`volume ${m.name} (${Object.keys(v).filter((k) => k !== 'name').join(', ')}) mounted empty at ${m.mountPath}`);
+      out.push('--volume', `${dir}:${m.mountPath}:ro`);
+    } else throw new Error(`daemonset.yaml: volume ${m.name}: only hostPath, emptyDir, configMap, secret, projected and downwardAPI are mapped here`);
   }
   for (const m of ctx.mounts) out.push('--volume', `${m.host}:${m.path}${m.readOnly === true ? ':ro' : ''}`);
   if (c.command !== undefined) out.push('--entrypoint', JSON.stringify(c.command));
