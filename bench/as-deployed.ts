@@ -47,10 +47,16 @@ interface Container {
   env?: Array<{ name: string; value?: string; valueFrom?: unknown }>;
 }
 
-function daemonSetContainer(): Container {
+/** The DaemonSet's pod template spec, as daemonset/daemonset.yaml has it now (test/image reads it too). */
+export function daemonSetPodSpec(): { containers: Container[] } & Record<string, unknown> {
   const docs = parseAllDocuments(readFileSync(`${ROOT}daemonset/daemonset.yaml`, 'utf8')).map((d) => d.toJS() as Record<string, unknown>);
-  const ds = docs.find((d) => d.kind === 'DaemonSet') as { spec: { template: { spec: { containers: Container[] } } } } | undefined;
-  const container = ds?.spec.template.spec.containers.find((c) => c.name === 'nmi');
+  const ds = docs.find((d) => d.kind === 'DaemonSet') as { spec: { template: { spec: { containers: Container[] } & Record<string, unknown> } } } | undefined;
+  if (ds === undefined) throw new Error('daemonset.yaml: no DaemonSet');
+  return ds.spec.template.spec;
+}
+
+function daemonSetContainer(): Container {
+  const container = daemonSetPodSpec().containers.find((c) => c.name === 'nmi');
   if (container === undefined) throw new Error('daemonset.yaml: no DaemonSet with an nmi container');
   return container;
 }

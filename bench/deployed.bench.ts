@@ -9,12 +9,17 @@
 // with pod churn (BENCH_CHURN_S, default 600 s; 0 skips it).
 //
 // Run: npm run build && node_modules/.bin/node bench/deployed.bench.ts
+// The image instead of the work tree (docs/image.md): build it (node test/image/podman.ts build),
+// then, as root, in a network namespace of your own (podman joins it; nsenter keeps /sys):
+//   ip netns add nmi-bench && ip -n nmi-bench link set lo up
+//   BENCH_IMAGE=localhost/podid-nmi:test BENCH_NETNS=nmi-bench nsenter --net=/var/run/netns/nmi-bench node_modules/.bin/node bench/deployed.bench.ts
+//   ip netns del nmi-bench
 // Overridden, because they cannot run on a developer machine: --manage-iptables (false: the
 // root namespace's rules are not ours to touch), --metadata-ip/--metadata-port (the emulator),
 // the ports and --probe-listen-address (loopback, free ports). Everything else is as deployed.
 import { fork, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { Agent, request } from 'undici';
 import { NOT_INTERCEPTING } from '../src/probes/readiness.ts';
@@ -22,6 +27,8 @@ import { ROOT, deployedCommand, withFlags } from './as-deployed.ts';
 import { realisticBinding, realisticIdentity, realisticPod } from './realistic-objects.ts';
 import { freePort } from '../test/helpers/ports.ts';
 import { cpuSeconds } from './processes.ts';
+import { podmanRunArgs } from '../test/image/as-daemonset.ts';
+import { CONTAINERS_CONF, podman, removeContainers, removeLibpodParent } from '../test/image/podman.ts';
 
 const NODE = 'node-a';
 const NODE_PODS = 250;
@@ -230,7 +237,25 @@ async function main(): Promise<void> {
     rows.push(['env', Object.keys(cmd.env).map((k) => `${k}=${cmd.env[k]}`).join(' ') || '(none)']);
 
     const spawnedAt = performance.now();
-    const daemon = spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const image = process.env.BENCH_IMAGE;
+    const container = `podid-nmi-bench-${process.pid}`;
+    let daemon: ChildProcess;
+    if (image === undefined) daemon = spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    else {
+      // The image as the DaemonSet runs it (limits, securityContext, mounts), with the same
+      // overrides as above, in the network namespace this bench runs in.
+      if (process.env.BENCH_NETNS === undefined) throw new Error('BENCH_IMAGE needs BENCH_NETNS, the network namespace this bench runs in');
+      const scratch = `/tmp/${container}`;
+      const run = podmanRunArgs({
+        name: container, netns: process.env.BENCH_NETNS, scratch, cgroupParent: undefined,
+        fields: { 'spec.nodeName': NODE, 'status.hostIP': '127.0.0.1' },
+        overrides: { ...Object.fromEntries(args.map((a) => /^--([^=]+)=(.*)$/.exec(a)).filter((m) => m !== null).map((m) => [m[1]!, m[2]!])), kubeconfig: '/var/run/bench/kubeconfig' },
+        mounts: [{ host: kubeconfig, path: '/var/run/bench/kubeconfig', readOnly: true }],
+      }, image);
+      rows[rows.length - 2] = ['command', `podman ${run.join(' ')}`];
+      daemon = spawn('podman', run, { env: { ...process.env, CONTAINERS_CONF }, stdio: ['ignore', 'pipe', 'pipe'] });
+      process.once('exit', () => { rmSync(scratch, { recursive: true, force: true }); removeLibpodParent(); });
+    }
     children.push(daemon);
     let logBytes = 0;
     let tail = '';
@@ -241,7 +266,14 @@ async function main(): Promise<void> {
     });
     daemon.stderr!.on('data', (d: Buffer) => { tail = (tail + d.toString()).slice(-2000); });
     daemon.once('exit', (code) => { if (code !== null) console.error(`daemon exited ${code}: ${tail}`); });
-    const pid = daemon.pid!;
+    let pid = daemon.pid!;
+    if (image !== undefined) {
+      // The container's node process, as the host sees it: its RSS is what the limit counts.
+      for (let i = 0; i < 600 && !(pid > 0 && pid !== daemon.pid); i++) {
+        pid = Number((await podman(['inspect', '--format', '{{.State.Pid}}', container], { allowFail: true })).stdout.trim()) || daemon.pid!;
+        if (pid === daemon.pid) await sleep(100);
+      }
+    }
 
     // Time to ready: spawn to the first /readyz that names nothing missing but the rules, which
     // the bench cannot install (--manage-iptables=false keeps the daemon unready on purpose).
@@ -352,8 +384,10 @@ async function main(): Promise<void> {
       rows.push(['after churn', describeMemory(await memory(pid, metricsPort))]);
     }
     rows.push(['daemon log output', `${(logBytes / 1024 / 1024).toFixed(1)} MiB`]);
-    daemon.kill('SIGTERM');
+    if (image !== undefined) await podman(['kill', '--signal', 'TERM', container], { allowFail: true });
+    else daemon.kill('SIGTERM');
     await new Promise((r) => daemon.once('exit', r));
+    if (image !== undefined) { await removeContainers([container]); removeLibpodParent(); }
   } finally {
     clearTimeout(hardStop);
     for (const a of agents.values()) void a.close();
