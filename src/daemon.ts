@@ -27,6 +27,7 @@ import { Cooldown } from './listener/cooldown.ts';
 import { RefusalLog } from './observability/refusal-log.ts';
 import { callerAt } from './pods/caller.ts';
 import { favourMemoryFromNowOn } from './runtime/memory.ts';
+import { enableQueueMigration, MIGRATE_HELP, portHasListener } from './listener/handover.ts';
 
 /** How long a caller that pipelined is refused new connections. */
 export const PIPELINING_COOLDOWN_MS = 5_000;
@@ -89,11 +90,22 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   let metricsServer: ProbeServer | undefined;
   const currentReadiness = (): Readiness => readiness({
     closing, stateReady: state.isReady(), manageIptables: config.manageIptables, interception: interception?.status,
+    listening: listener !== undefined,
   });
   const ready = (): boolean => currentReadiness().ready;
   if (!config.manageIptables) log.warn(`${NOT_INTERCEPTING}; /readyz stays 503`);
   try {
-    listener = await listen({
+    // A rolling update: the previous daemon still serves this port. This one joins it
+    // (SO_REUSEPORT) only once it can answer, so no connection lands on a daemon still loading.
+    // Alone (first start, crash restart) it listens at once, as before: requests wait for the
+    // state, then get a retryable 503.
+    const handover = config.listenPort !== 0 && await portHasListener(config.listenPort);
+    if (config.manageIptables) {
+      const migrate = await enableQueueMigration();
+      if (migrate instanceof Error) log.warn({ err: migrate }, MIGRATE_HELP);
+      else if (migrate === 'set') log.info('set net.ipv4.tcp_migrate_req=1 so that connections queued at shutdown move to the next daemon');
+    }
+    const openListener = (): Promise<Listener> => listen({
       host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections,
       connectionsPerCaller: config.maxConnectionsPerPod, strangerConnections: strangers, callerOf: (ip) => callerAt(state, ip),
       cooldown: pipelined,
@@ -105,6 +117,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
         refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');
       },
     }, handler.handle);
+    if (!handover) listener = await openListener();
     metrics.gauge('podid_nmi_pods_waiting', 'Token requests parked until their pod appears', parkedCount);
     metrics.gauge('podid_nmi_upstream_pending', 'Requests waiting for or at the metadata service', upstream.pending);
     metrics.gauge('podid_nmi_token_cache_entries', 'Tokens held in the cache', () => tokens?.size ?? 0);
@@ -118,7 +131,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     if (config.manageIptables) {
       interception = await InterceptionRules.start({
         metadataIp: config.metadataIp, metadataPort: config.metadataPort,
-        targetIp: dnatTargetFor(config.listenAddress), targetPort: listener.address.port,
+        targetIp: dnatTargetFor(config.listenAddress), targetPort: listener?.address.port ?? config.listenPort,
         intervalSec: config.iptUpdateIntervalSec, conntrackFlush: config.conntrackFlush,
         log, registry: metrics.registry,
         hostNetwork: config.interceptHostNetwork
@@ -127,18 +140,23 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       });
     }
     metrics.gauge('podid_nmi_socket_cgroup_lookups_pending', 'Socket-cgroup lookups running or queued', () => sockets.pending);
+    if (handover) {
+      log.info({ port: config.listenPort }, 'another daemon serves the port (a rolling update): joining it once the cluster state has synced');
+      await state.whenReady();
+      listener = await openListener();
+    }
   } catch (err) {
     refusals.close();
     await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close()]);
     throw err;
   }
   log.info({
-    listen: `${listener.address.address}:${listener.address.port}`,
+    listen: `${listener!.address.address}:${listener!.address.port}`,
     upstream: `${config.metadataIp}:${config.metadataPort}`,
     probes: probes.address.port, metrics: metricsServer?.address.port ?? probes.address.port,
     source: config.clusterStateFile !== '' ? config.clusterStateFile : 'kubernetes', ...state.counts(),
   }, 'podid-nmi listening');
-  const l = listener;
+  const l = listener!;
   const p = probes;
   const m = metricsServer;
   // Aborted by close(): what waits for readiness (the taint removal, memory saver mode) stops waiting.
@@ -154,6 +172,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       closing = true;
       // Started first, awaited last: the pass it waits for runs alongside the listener's drain.
       const rulesStopped = interception?.stop();
+      // Stop accepting on every shared port at once: new probes and scrapes reach the next daemon.
+      const probesClosed = Promise.allSettled([p.close(), m?.close()]);
       untilClosed.abort();
       // What cannot finish within the grace is answered (503 shutting_down, Retry-After) a little
       // before the listener cuts connections: a client sees an answer, never a reset.
@@ -162,7 +182,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       await l.close(config.shutdownGraceMs);
       clearTimeout(answer);
       refusals.close();
-      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close(), rulesStopped]);
+      await Promise.allSettled([probesClosed, upstream.close(), state.close(), events?.close(), rulesStopped]);
     },
   };
 }

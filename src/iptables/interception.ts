@@ -15,8 +15,8 @@ import type { SysctlAccess } from './route-localnet.ts';
 import { appendLines, CHAIN, desiredChainRules, isJump, planChain, restoreInput } from './rules.ts';
 import type { NatState } from './rules.ts';
 import { HOST_CHAIN } from './host-rules.ts';
-import { hostRuleInput, type HostNetworkOptions } from './host-cgroups.ts';
-import { desiredHostRules } from './host-rules.ts';
+import { hostRuleInput, livePeerExclusions, type HostNetworkOptions } from './host-cgroups.ts';
+import { desiredHostRules, excludedPaths } from './host-rules.ts';
 import { CommandError, commandRunner } from './run-command.ts';
 import type { CommandRunner } from './run-command.ts';
 
@@ -58,6 +58,8 @@ export interface InterceptionStatus {
 
 // Bounded wait for the xtables lock that kube-proxy and kubelet share with us.
 const WAIT = ['-w', '5'];
+/** Write-and-verify rounds per pass before a difference is reported. */
+const WRITE_ATTEMPTS = 3;
 
 class StepError extends Error {
   override name = 'StepError';
@@ -274,11 +276,16 @@ export class InterceptionRules {
   async #ensureRules(): Promise<boolean> {
     // Which kubepods roots exist and where the daemon's own pod is are read on every pass:
     // a node whose kubelet starts after us, or a new pod of ours, changes them.
-    const hostDesired = this.#opts.hostNetwork === undefined ? undefined
-      : desiredHostRules(this.#opts, await step('host_cgroups', () => hostRuleInput(this.#opts.hostNetwork!)));
+    const hostNetwork = this.#opts.hostNetwork;
+    const hostInput = hostNetwork === undefined ? undefined : await step('host_cgroups', () => hostRuleInput(hostNetwork));
     const read = async (): Promise<{ pod: NatState; host: NatState | undefined }> => ({
       pod: await readNatState(this.#run, this.#bin),
-      host: hostDesired === undefined ? undefined : await readHostState(this.#run, this.#bin),
+      host: hostInput === undefined ? undefined : await readHostState(this.#run, this.#bin),
+    });
+    const before = await step('read_rules', read);
+    const hostDesired = hostInput === undefined || hostNetwork === undefined ? undefined : desiredHostRules(this.#opts, {
+      ...hostInput,
+      peerPodPaths: await step('host_cgroups', () => livePeerExclusions(hostNetwork, excludedPaths(before.host?.chain ?? null), hostInput.ownPodPath)),
     });
     const planFor = (state: { pod: NatState; host: NatState | undefined }): { drift: string[]; lines: string[] } => {
       const pod = planChain({ chain: CHAIN, hook: 'PREROUTING' }, state.pod.chain, state.pod.prerouting, this.#desired);
@@ -286,24 +293,45 @@ export class InterceptionRules {
       const host = planChain({ chain: HOST_CHAIN, hook: 'OUTPUT' }, state.host.chain, state.host.prerouting, hostDesired);
       return { drift: [...pod.drift, ...host.drift.map((d) => `host_${d}`)], lines: [...pod.lines, ...host.lines] };
     };
-    const before = await step('read_rules', read);
     const plan = planFor(before);
     if (plan.lines.length === 0) {
       this.#everInstalled = true;
       return false;
     }
     // Both chains in one transaction: no moment where one is new and the other stale.
-    const input = restoreInput(plan.lines);
-    this.#beforeWrite();
-    await step('write_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input }));
-    const after = await step('verify_rules', read);
-    const left = planFor(after);
+    let lines = plan.lines;
+    let after = before;
+    let left = plan;
+    for (let attempt = 1; attempt <= WRITE_ATTEMPTS; attempt++) {
+      const input = restoreInput(lines);
+      this.#beforeWrite();
+      // Two daemons of a rolling update may repair the same drift at once: a write that fails
+      // or is undone because the other moved first is read again and redone, not reported.
+      const wrote = await step('write_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input }))
+        .then(() => undefined, (err: unknown) => err);
+      after = await step('verify_rules', read);
+      left = planFor(after);
+      if (left.lines.length === 0) break;
+      if (attempt === WRITE_ATTEMPTS && wrote !== undefined) throw wrote;
+      if (attempt < WRITE_ATTEMPTS) await new Promise((r) => setTimeout(r, 20 + Math.random() * 180));
+      lines = left.lines;
+    }
     if (left.lines.length !== 0) {
       // iptables printing the rules differently from NMI's form would otherwise rewrite
       // the chain on every tick without anyone noticing.
       throw new StepError('verify_rules', new Error(
         `rules still differ after rewriting them (${left.drift.join(', ')}): found=${JSON.stringify(after)} ` +
         `desired=${JSON.stringify({ pod: this.#desired, host: hostDesired })}`));
+    }
+    // Only which daemon pods are excluded changed (a rolling update's daemons coming and going):
+    // no pod's interception changed, so it is neither drift nor a reason to flush conntrack.
+    const exclusionsOnly = plan.drift.length === 1 && plan.drift[0] === 'host_chain_changed'
+      && sameDnat(before.host?.chain ?? [], hostDesired ?? []);
+    if (exclusionsOnly) {
+      this.#everInstalled = true;
+      this.#log.info({ excluded: excludedPaths(hostDesired ?? null), before: excludedPaths(before.host?.chain ?? null) },
+        'hostNetwork chain: the daemon pods excluded from interception changed');
+      return false;
     }
     for (const reason of plan.drift) this.#metrics.repairs.inc({ reason });
     const fresh = !this.#everInstalled && before.pod.chain === null && !before.pod.prerouting.some((l) => isJump(l))
@@ -352,4 +380,10 @@ export async function cleanupInterception(opts: CleanupOptions): Promise<void> {
   await run(bin.restore, [...WAIT, '--noflush'], { input: restoreInput(lines) });
   log.warn({ backend, removed: { jumps, chain: state.chain, hostJumps, hostChain: host.chain } },
     'interception rules removed: pods on this node now reach the metadata endpoint directly');
+}
+
+/** Same rules but for the RETURN exclusions of daemon pods. */
+function sameDnat(a: readonly string[], b: readonly string[]): boolean {
+  const rest = (lines: readonly string[]): string => lines.filter((l) => excludedPaths([l]).length === 0).join('\n');
+  return rest(a) === rest(b);
 }

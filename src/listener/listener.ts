@@ -2,7 +2,7 @@
 // hostile client costs a socket for seconds, not minutes; the total is capped, and so is each
 // caller's part of it (socket-guard.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Caller } from '../pods/caller.ts';
 import { guardSockets, type SocketGuardOptions } from './socket-guard.ts';
 import type { Shares } from './shares.ts';
@@ -48,6 +48,7 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   const maxConnections = options.maxConnections ?? 1024;
   server.maxConnections = maxConnections;
   server.maxRequestsPerSocket = 1000;
+  trackSockets(server);
   const connections = guardSockets(server, {
     perCaller: options.connectionsPerCaller ?? maxConnections,
     strangers: options.strangerConnections ?? maxConnections,
@@ -59,7 +60,8 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host, () => {
+    // reusePort: during a rolling update the next daemon binds the same port beside this one.
+    server.listen({ port: options.port, host: options.host, reusePort: true }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -72,6 +74,12 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   };
 }
 
+/**
+ * Stops accepting (connections queued on the socket move to another daemon sharing the port,
+ * with net.ipv4.tcp_migrate_req=1), closes idle keep-alive connections, answers what is in
+ * flight with `Connection: close` so its client reconnects (to the next daemon), and cuts
+ * what is left after `graceMs`.
+ */
 export function closeGracefully(server: Server, graceMs: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => server.closeAllConnections(), graceMs);
@@ -81,5 +89,23 @@ export function closeGracefully(server: Server, graceMs: number): Promise<void> 
       resolve();
     });
     server.closeIdleConnections();
+    for (const socket of openSockets.get(server) ?? []) {
+      const res = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+      if (res !== undefined && !res.headersSent) res.shouldKeepAlive = false;
+    }
+    // A request read after this point (its headers were still arriving) gets the same answer.
+    server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => { res.shouldKeepAlive = false; });
+  });
+}
+
+const openSockets = new WeakMap<Server, Set<Socket>>();
+
+/** Keeps the server's open sockets, so that closeGracefully can reach those busy with a request. */
+export function trackSockets(server: Server): void {
+  const open = new Set<Socket>();
+  openSockets.set(server, open);
+  server.on('connection', (socket: Socket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
   });
 }

@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { closeGracefully } from '../listener/listener.ts';
+import { closeGracefully, trackSockets } from '../listener/listener.ts';
 import { guardSockets } from '../listener/socket-guard.ts';
 import { readinessText, type Readiness } from './readiness.ts';
 
@@ -63,6 +63,7 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
     text(res, 404, 'not found\n');
   });
   server.maxConnections = PROBE_LIMITS.connections;
+  trackSockets(server);
   const own = nodeAddresses();
   guardSockets(server, {
     perCaller: PROBE_LIMITS.perAddress, strangers: PROBE_LIMITS.others,
@@ -70,7 +71,8 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(o.port, o.host, () => {
+    // Shared with the next daemon during a rolling update: either may answer a scrape.
+    server.listen({ port: o.port, host: o.host, reusePort: true }, () => {
       server.off('error', reject);
       resolve();
     });

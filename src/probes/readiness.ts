@@ -11,6 +11,8 @@ export interface ReadinessInputs {
   manageIptables: boolean;
   /** undefined until the first rule check has run. */
   interception: InterceptionStatus | undefined;
+  /** false while a rolling update's previous daemon still serves the port alone (undefined: listening). */
+  listening?: boolean;
 }
 
 export const NOT_INTERCEPTING = 'not intercepting: started with --manage-iptables=false, so nothing here redirects pods\' '
@@ -30,6 +32,7 @@ export function readiness(i: ReadinessInputs): Readiness {
     reasons.push('net.ipv4.conf.all.route_localnet is 0 and could not be set: the DNAT to 127.0.0.1 is dropped by the kernel');
   }
   if (!i.stateReady) reasons.push('cluster state not synced yet');
+  if (i.listening === false) reasons.push('not listening yet: the previous daemon serves the port until this one has synced');
   return reasons.length === 0 ? { ready: true } : { ready: false, reasons };
 }
 
