@@ -90,8 +90,9 @@ export function closeGracefully(server: Server, graceMs: number): Promise<void> 
     });
     server.closeIdleConnections();
     for (const socket of openSockets.get(server) ?? []) {
-      const res = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
-      if (res !== undefined && !res.headersSent) res.shouldKeepAlive = false;
+      // node:http's answer in progress on the socket (null or absent when idle).
+      const res = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (res != null && !res.headersSent) res.shouldKeepAlive = false;
     }
     // A request read after this point (its headers were still arriving) gets the same answer.
     server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => { res.shouldKeepAlive = false; });
