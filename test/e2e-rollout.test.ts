@@ -122,6 +122,7 @@ t.test('rolling update on one node: two daemons, one hand-over, no failed token 
     t.ok(r.total >= 50, `the pod kept asking (${r.total})`);
     t.same(r.failures, [], 'no failure at all');
     t.equal(r.ok, r.total, 'every request answered 200');
+    t.equal(r.retriedStale, 0, 'no kept-alive connection was reset under a request (none needed a client\'s retry)');
     t.ok(decisionsOf(b, ['team-a/pod-a']) > 0 && decisionsOf(a, ['team-a/pod-a']) > 0, 'both daemons served');
     t.same(env.daemonLog().filter((l) => l.msg === 'interception rules had drifted and were repaired' || String(l.msg).startsWith('interception rules check failed')), [],
       'neither daemon repaired nor failed a rules check: they kept the same rules');
@@ -161,6 +162,7 @@ t.test('rolling update on one node: two daemons, one hand-over, no failed token 
       + `loop ${r.total} requests, ${r.ok} × 200, ${r.failureCount} failures, ${r.retriedStale} stale retries; `
       + `first daemon decided ${decisionsOf(a, holderPods)} for the holders, second ${decisionsOf(b, holderPods)}`);
     t.same(results.flatMap((x) => x.failures), [], 'no failure on any held connection');
+    t.equal(sum('retriedStale') + Number(r.retriedStale), 0, 'no kept-alive connection was reset under a request (none needed a client\'s retry)');
     t.equal(slow, 20, 'the 20 requests in flight at SIGTERM were answered 200');
     t.ok(sum('closeHeaders') >= 1, 'in-flight answers told their clients to reconnect (Connection: close)');
     t.same(r.failures, [], 'no failure for the pod asking throughout');
