@@ -5,6 +5,15 @@ import t from 'tap';
 import { Agent, request } from 'node:http';
 import { startStack, TOKEN } from './helpers/stack.ts';
 import { eventually } from './helpers/eventually.ts';
+import { readFileSync, rmSync } from 'node:fs';
+import { enableQueueMigration, listeningPorts, portHasListener } from '../src/listener/handover.ts';
+import { readiness } from '../src/probes/readiness.ts';
+import { desiredHostRules, excludedPaths } from '../src/iptables/host-rules.ts';
+import { livePeerExclusions } from '../src/iptables/host-cgroups.ts';
+import { InterceptionRules } from '../src/iptables/index.ts';
+import { createNode, netnsUnavailable } from './netns/netns.ts';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
 
 const META = { Metadata: 'true' };
 
@@ -40,3 +49,95 @@ t.test('close(): stops accepting, answers in-flight and later requests on kept-a
   const held = (): number => agents.reduce((n, a) => n + Object.values(a.freeSockets).flat().length + Object.values(a.sockets).flat().length, 0);
   await eventually(() => held() === 0, 'every kept-alive connection closed');
 });
+
+t.test('two daemons share the listener port (SO_REUSEPORT) and both answer', async (t) => {
+  const { listen } = await import('../src/listener/listener.ts');
+  const one = await listen({ host: '127.0.0.1', port: 0 }, (_req, res) => res.end('one'));
+  t.teardown(() => one.close(0));
+  const two = await listen({ host: '127.0.0.1', port: one.address.port }, (_req, res) => res.end('two'));
+  t.teardown(() => two.close(0));
+  t.equal(two.address.port, one.address.port, 'the second binds the port the first holds');
+  t.ok(await portHasListener(one.address.port), 'and the port is seen as served');
+  const seen = new Set<string>();
+  for (let i = 0; i < 200 && seen.size < 2; i++) {
+    seen.add(await (await fetch(`http://127.0.0.1:${one.address.port}/`, { headers: { connection: 'close' } })).text());
+  }
+  t.same([...seen].sort(), ['one', 'two'], 'new connections reach both');
+  await one.close(0);
+  t.equal(await (await fetch(`http://127.0.0.1:${one.address.port}/`, { headers: { connection: 'close' } })).text(), 'two', 'once one closes, the other takes every connection');
+});
+
+t.test('which ports have a listener, from /proc/net/tcp', async (t) => {
+  const listing = [
+    '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+    '   0: 0100007F:0A13 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0',
+    '   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1',
+    '   2: 00000000000000000000000000000000:2382 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 3 1 0',
+  ].join('\n');
+  t.same([...listeningPorts(listing)].sort(), [2579, 9090], 'LISTEN sockets only (v4 and v6), not established ones (8080 here)');
+  const dir = t.testdir({ tcp: listing, tcp6: '' });
+  t.equal(await portHasListener(2579, [`${dir}/tcp`, `${dir}/tcp6`]), true);
+  t.equal(await portHasListener(8080, [`${dir}/tcp`, `${dir}/tcp6`]), false, 'a connection on the port is not a listener');
+  t.equal(await portHasListener(2579, [`${dir}/missing`]), false, 'unreadable: nobody (listen at once, as before)');
+});
+
+t.test('tcp_migrate_req: set to 1 when 0, left when 1, an error when it cannot be written', async (t) => {
+  const dir = t.testdir({ off: '0\n', on: '1\n' });
+  t.equal(await enableQueueMigration(`${dir}/on`), 'already');
+  t.equal(await enableQueueMigration(`${dir}/off`), 'set');
+  t.equal(readFileSync(`${dir}/off`, 'utf8'), '1\n', 'written');
+  const missing = await enableQueueMigration(`${dir}/nope/tcp_migrate_req`);
+  t.ok(missing instanceof Error, 'a kernel without it (or a read-only /proc/sys) is reported, not thrown');
+});
+
+t.test('readiness names the wait for the previous daemon', async (t) => {
+  const ok = { closing: false, stateReady: true, manageIptables: true, interception: { backend: 'nft' as const, rulesInstalled: true, routeLocalnet: true, lastSuccess: new Date(), lastError: null } };
+  t.same(readiness({ ...ok, listening: true }), { ready: true });
+  t.same(readiness(ok), { ready: true }, 'undefined: listening');
+  t.same(readiness({ ...ok, listening: false }), { ready: false, reasons: ['not listening yet: the previous daemon serves the port until this one has synced'] });
+});
+
+t.test('hostNetwork chain: each daemon keeps the other\'s exclusion while its pod lives, in one order', async (t) => {
+  const U1 = '11111111_0000_4000_8000_000000000001';
+  const U2 = '22222222_0000_4000_8000_000000000002';
+  const pod1 = `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${U1}.slice`;
+  const pod2 = `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${U2}.slice`;
+  const root = t.testdir({ 'kubepods.slice': { 'kubepods-burstable.slice': { [`kubepods-burstable-pod${U1}.slice`]: {}, [`kubepods-burstable-pod${U2}.slice`]: {} } } });
+  const opts = { cgroupRoot: root, cgroupParent: '', ownCgroup: '' };
+  const target = { metadataIp: '169.254.169.254', metadataPort: 80, targetIp: '127.0.0.1', targetPort: 2579 };
+  const chainOf = (own: string, found: string[]) => desiredHostRules(target, { kubepods: ['kubepods.slice'], ownPodPath: own, peerPodPaths: found });
+  // The new daemon (pod2) finds the old one's chain; the old one (pod1) then finds the new one's.
+  const byNew = chainOf(pod2, await livePeerExclusions(opts, excludedPaths(chainOf(pod1, [])), pod2));
+  const byOld = chainOf(pod1, await livePeerExclusions(opts, excludedPaths(byNew), pod1));
+  t.same(byOld, byNew, 'both write the same chain: neither rewrites it against the other');
+  t.same(excludedPaths(byNew), [pod1, pod2], 'both pods excluded, sorted');
+  t.same(excludedPaths(['-A aad-metadata-host -m cgroup --path kubepods -j RETURN']), ['kubepods'], 'a bare (unquoted) path is read too');
+  rmSync(`${root}/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${U1}.slice`, { recursive: true });
+  t.same(await livePeerExclusions(opts, excludedPaths(byNew), pod2), [], 'once kubelet removed the old pod\'s cgroup, its exclusion goes');
+  t.same(await livePeerExclusions(opts, ['kubepods.slice', 'system.slice', `${pod2}/cri-containerd-x.scope`], undefined), [],
+    'only whole pod cgroups are kept: never a kubepods root, a node cgroup or a container');
+});
+
+for (const backend of ['nft', 'legacy'] as const) {
+  t.test(`two daemons repairing the same drift at once converge, neither fails (${backend})`, { skip: (await netnsUnavailable()) ?? false }, async (t) => {
+    const node = await createNode({ t });
+    const ipt = (...args: string[]) => node.exec(`iptables-${backend}`, ['-w', '5', '-t', 'nat', ...args], { allowFail: true });
+    const log = pino({ level: 'silent' });
+    const opts = { metadataIp: '169.254.169.254', metadataPort: 80, targetIp: '127.0.0.1', targetPort: 2579, intervalSec: 3600, conntrackFlush: false, log, commandPrefix: node.prefix, backend };
+    const one = await InterceptionRules.start({ ...opts, registry: new Registry() });
+    const two = await InterceptionRules.start({ ...opts, registry: new Registry() });
+    t.teardown(() => Promise.all([one.stop(), two.stop()]));
+    const failures: string[] = [];
+    for (let round = 0; round < 6; round++) {
+      // Drift both see: the jump deleted, or the chain flushed.
+      if (round % 2 === 0) await ipt('-D', 'PREROUTING', '-j', 'aad-metadata');
+      else await ipt('-F', 'aad-metadata');
+      const results = await Promise.allSettled([one.check(), two.check()]);
+      for (const r of results) if (r.status === 'rejected') failures.push(String(r.reason));
+      const prerouting = (await ipt('-S', 'PREROUTING')).stdout.split('\n').filter((l) => l.startsWith('-A'));
+      t.same(prerouting, ['-A PREROUTING -j aad-metadata'], `round ${round}: one jump, first`);
+    }
+    t.same(failures, [], 'no check failed');
+    t.ok(one.status.rulesInstalled && two.status.rulesInstalled, 'both report the rules installed (both stay ready)');
+  });
+}
