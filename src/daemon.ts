@@ -127,7 +127,15 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       host: config.probeListenAddress, port: config.probePort,
       health: () => !closing, ready: currentReadiness, registry: together ? metrics.registry : undefined,
     });
-    if (!together) metricsServer = await startProbeServer({ host: config.probeListenAddress, port: config.metricsPort, registry: metrics.registry });
+    if (!together) {
+      metricsServer = await startProbeServer({
+        host: config.probeListenAddress, port: config.metricsPort, registry: metrics.registry,
+        exclusive: {
+          onWaiting: () => log.info({ port: config.metricsPort }, 'the previous daemon serves the metrics port (a rolling update): taking it over once that one stops'),
+          onBound: () => log.info({ port: config.metricsPort }, 'metrics port taken over'),
+        },
+      });
+    }
     if (config.manageIptables) {
       interception = await InterceptionRules.start({
         metadataIp: config.metadataIp, metadataPort: config.metadataPort,

@@ -141,3 +141,24 @@ for (const backend of ['nft', 'legacy'] as const) {
     t.ok(one.status.rulesInstalled && two.status.rulesInstalled, 'both report the rules installed (both stay ready)');
   });
 }
+
+t.test('the metrics port is not shared: the next daemon takes it over once the previous one lets go', async (t) => {
+  const { startProbeServer } = await import('../src/probes/probe-server.ts');
+  const registry = new Registry();
+  const old = await startProbeServer({ host: '127.0.0.1', port: 0, registry, exclusive: { onWaiting: () => {}, onBound: () => {} } });
+  const events: string[] = [];
+  const port = old.address.port;
+  const next = await startProbeServer({
+    host: '127.0.0.1', port, registry,
+    exclusive: { onWaiting: () => events.push('waiting'), onBound: () => events.push('bound') },
+  });
+  t.teardown(() => next.close());
+  t.same(events, ['waiting'], 'the port is held: it waits instead of failing');
+  t.equal(next.address.port, port, 'and names the port it waits for');
+  await old.close();
+  await eventually(() => events.includes('bound'), 'the port taken over');
+  t.equal((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 200, 'the next daemon answers scrapes');
+  const closing = await startProbeServer({ host: '127.0.0.1', port, registry, exclusive: { onWaiting: () => events.push('third waiting'), onBound: () => events.push('third bound') } });
+  await closing.close();
+  t.notOk(events.includes('third bound'), 'closed while waiting: it stops trying');
+});

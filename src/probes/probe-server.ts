@@ -30,9 +30,17 @@ export interface ProbeServerOptions {
   health?: () => boolean;
   ready?: () => Readiness;
   registry?: Registry;
+  /**
+   * Not shared with another daemon (the metrics port, when apart from the probes): while the
+   * previous daemon of a rolling update holds the port, retry until it lets go instead of
+   * failing. A scrape then always reaches the daemon whose counters it read last, old until
+   * it stops, new after: a target's counters change process once, never back and forth.
+   */
+  exclusive?: { onWaiting(): void; onBound(): void };
 }
 
 export interface ProbeServer {
+  /** Where it listens; an exclusive server still waiting for its port reports the port it waits for. */
   readonly address: AddressInfo;
   close(): Promise<void>;
 }
@@ -69,16 +77,43 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
     perCaller: PROBE_LIMITS.perAddress, strangers: PROBE_LIMITS.others,
     callerOf: (ip) => ({ key: ip, known: own.has(ip) }),
   });
-  await new Promise<void>((resolve, reject) => {
+  const bind = (): Promise<void> => new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    // Shared with the next daemon during a rolling update: either may answer a scrape.
-    server.listen({ port: o.port, host: o.host, reusePort: true }, () => {
+    // Shared with the next daemon during a rolling update (the kubelet's probes may reach either).
+    server.listen({ port: o.port, host: o.host, reusePort: o.exclusive === undefined }, () => {
       server.off('error', reject);
       resolve();
     });
   });
-  return { address: server.address() as AddressInfo, close: () => closeGracefully(server, 1_000) };
+  let retry: NodeJS.Timeout | undefined;
+  let closed = false;
+  try {
+    await bind();
+  } catch (err) {
+    if (o.exclusive === undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    const exclusive = o.exclusive;
+    exclusive.onWaiting();
+    const again = (): void => {
+      retry = setTimeout(() => {
+        if (closed) return;
+        bind().then(() => exclusive.onBound(), () => again());
+      }, EXCLUSIVE_RETRY_MS);
+    };
+    again();
+  }
+  const waitingFor: AddressInfo = { address: o.host, port: o.port, family: o.host.includes(':') ? 'IPv6' : 'IPv4' };
+  return {
+    get address() { return (server.address() as AddressInfo | null) ?? waitingFor; },
+    close: () => {
+      closed = true;
+      clearTimeout(retry);
+      return closeGracefully(server, 1_000);
+    },
+  };
 }
+
+/** How often an exclusive server tries its port again while another daemon holds it. */
+const EXCLUSIVE_RETRY_MS = 200;
 
 function text(res: import('node:http').ServerResponse, status: number, body: string): void {
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);
