@@ -12,7 +12,7 @@ import { MetadataHandler } from './listener/metadata-handler.ts';
 import { DaemonMetrics } from './observability/metrics.ts';
 import { RequestLog } from './observability/request-log.ts';
 import { observers } from './observability/request-outcome.ts';
-import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
+import { HELD_RETRY_MS, startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.ts';
 import { openUpstream } from './upstream/upstream.ts';
 import { InterceptionRules } from './iptables/index.ts';
@@ -84,13 +84,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     assignmentWaitMs: config.assignmentWaitMs,
   });
   let closing = false;
+  // The port's holder does not share it: a version before SO_REUSEPORT, which only stops once
+  // this pod is ready. Waiting for it must not keep this one unready, or neither would move.
+  let heldByOldVersion = false;
   let interception: InterceptionRules | undefined;
   let listener: Listener | undefined;
   let probes: ProbeServer | undefined;
   let metricsServer: ProbeServer | undefined;
   const currentReadiness = (): Readiness => readiness({
     closing, stateReady: state.isReady(), manageIptables: config.manageIptables, interception: interception?.status,
-    listening: listener !== undefined,
+    listening: listener !== undefined || heldByOldVersion,
   });
   const ready = (): boolean => currentReadiness().ready;
   if (!config.manageIptables) log.warn(`${NOT_INTERCEPTING}; /readyz stays 503`);
@@ -123,17 +126,19 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     metrics.gauge('podid_nmi_token_cache_entries', 'Tokens held in the cache', () => tokens?.size ?? 0);
     metrics.gauge('podid_nmi_ready', '1 when the daemon reports ready', () => (ready() ? 1 : 0));
     const together = config.probePort === config.metricsPort;
+    const whenHeld = (port: number, what: string) => ({
+      onWaiting: () => log.info({ port }, `the previous daemon holds the ${what} port (a rolling update): taking it over once that one stops`),
+      onBound: () => log.info({ port }, `${what} port taken over`),
+    });
     probes = await startProbeServer({
       host: config.probeListenAddress, port: config.probePort,
       health: () => !closing, ready: currentReadiness, registry: together ? metrics.registry : undefined,
+      whenHeld: whenHeld(config.probePort, 'probe'),
     });
     if (!together) {
       metricsServer = await startProbeServer({
         host: config.probeListenAddress, port: config.metricsPort, registry: metrics.registry,
-        exclusive: {
-          onWaiting: () => log.info({ port: config.metricsPort }, 'the previous daemon serves the metrics port (a rolling update): taking it over once that one stops'),
-          onBound: () => log.info({ port: config.metricsPort }, 'metrics port taken over'),
-        },
+        exclusive: true, whenHeld: whenHeld(config.metricsPort, 'metrics'),
       });
     }
     if (config.manageIptables) {
@@ -151,7 +156,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     if (handover) {
       log.info({ port: config.listenPort }, 'another daemon serves the port (a rolling update): joining it once the cluster state has synced');
       await state.whenReady();
-      listener = await openListener();
+      listener = await openHeldListener(openListener, log, config.listenPort, () => { heldByOldVersion = true; });
     }
   } catch (err) {
     refusals.close();
@@ -193,6 +198,24 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       await Promise.allSettled([probesClosed, upstream.close(), state.close(), events?.close(), rulesStopped]);
     },
   };
+}
+
+/** Binds the listener, waiting (every HELD_RETRY_MS) while the port's holder does not share it. */
+async function openHeldListener(open: () => Promise<Listener>, log: Logger, port: number, onHeld: () => void): Promise<Listener> {
+  for (let waited = false; ; waited = true) {
+    try {
+      const listener = await open();
+      if (waited) log.info({ port }, 'metadata port taken over');
+      return listener;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      if (!waited) {
+        onHeld();
+        log.warn({ port }, 'the metadata port is held by a process that does not share it (a podid-nmi before SO_REUSEPORT, or another program): taking it over once it stops');
+      }
+      await new Promise((r) => setTimeout(r, HELD_RETRY_MS));
+    }
+  }
 }
 
 /** The daemon's own cgroup (cgroup v2), to exclude its pod from the hostNetwork rules. */

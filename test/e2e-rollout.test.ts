@@ -113,7 +113,7 @@ t.test('rolling update on one node: two daemons, one hand-over, no failed token 
       t.ok(decisionsOf(a, ['team-a/pod-a']) > 0, 'the first daemon answered pod A');
     });
     t.equal(aCode, 0, 'SIGTERM: the first daemon drains and exits 0');
-    t.ok(env.runLog(b).some((l) => String(l.msg).startsWith('the previous daemon serves the metrics port')), 'the metrics port was the first daemon\'s alone meanwhile');
+    t.ok(env.runLog(b).some((l) => String(l.msg).startsWith('the previous daemon holds the metrics port')), 'the metrics port was the first daemon\'s alone meanwhile');
     await env.waitDaemonLog(b, (l) => l.msg === 'metrics port taken over', 'the metrics port taken over', 30_000);
     await sleep(1_500);
     writeFileSync(stop, '');

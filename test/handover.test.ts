@@ -145,12 +145,12 @@ for (const backend of ['nft', 'legacy'] as const) {
 t.test('the metrics port is not shared: the next daemon takes it over once the previous one lets go', async (t) => {
   const { startProbeServer } = await import('../src/probes/probe-server.ts');
   const registry = new Registry();
-  const old = await startProbeServer({ host: '127.0.0.1', port: 0, registry, exclusive: { onWaiting: () => {}, onBound: () => {} } });
+  const old = await startProbeServer({ host: '127.0.0.1', port: 0, registry, exclusive: true });
   const events: string[] = [];
   const port = old.address.port;
   const next = await startProbeServer({
     host: '127.0.0.1', port, registry,
-    exclusive: { onWaiting: () => events.push('waiting'), onBound: () => events.push('bound') },
+    exclusive: true, whenHeld: { onWaiting: () => events.push('waiting'), onBound: () => events.push('bound') },
   });
   t.teardown(() => next.close());
   t.same(events, ['waiting'], 'the port is held: it waits instead of failing');
@@ -158,7 +158,28 @@ t.test('the metrics port is not shared: the next daemon takes it over once the p
   await old.close();
   await eventually(() => events.includes('bound'), 'the port taken over');
   t.equal((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 200, 'the next daemon answers scrapes');
-  const closing = await startProbeServer({ host: '127.0.0.1', port, registry, exclusive: { onWaiting: () => events.push('third waiting'), onBound: () => events.push('third bound') } });
+  const closing = await startProbeServer({ host: '127.0.0.1', port, registry, exclusive: true, whenHeld: { onWaiting: () => events.push('third waiting'), onBound: () => events.push('third bound') } });
   await closing.close();
   t.notOk(events.includes('third bound'), 'closed while waiting: it stops trying');
+});
+
+t.test('a holder that does not share the port (a version before SO_REUSEPORT): the daemon waits for it, then serves', async (t) => {
+  const { createServer } = await import('node:net');
+  const holder = createServer((s) => s.destroy());
+  await new Promise<void>((r) => holder.listen({ port: 0, host: '127.0.0.1' }, r));
+  const port = (holder.address() as { port: number }).port;
+  const probeHolder = createServer((s) => s.destroy());
+  await new Promise<void>((r) => probeHolder.listen({ port: 0, host: '127.0.0.1' }, r));
+  const probePort = (probeHolder.address() as { port: number }).port;
+  const starting = startStack(t, { flags: [`--nmi-port=${port}`, `--http-probe-port=${probePort}`] });
+  // Without the wait the start would fail at once with EADDRINUSE.
+  const early = await Promise.race([starting.then(() => 'started', (err: unknown) => `failed: ${String(err)}`), new Promise((r) => setTimeout(() => r('waiting'), 1_000))]);
+  t.equal(early, 'waiting', 'it waits while the port is held');
+  await new Promise<void>((r) => holder.close(() => r()));
+  await new Promise<void>((r) => probeHolder.close(() => r()));
+  const s = await starting;
+  t.equal(s.port, port, 'then listens on the port');
+  t.equal((await s.ask(TOKEN, { from: '127.0.0.10', headers: META })).status, 200, 'and answers');
+  t.ok(s.logs.some((l) => l.includes('the metadata port is held by a process that does not share it')), 'said why it waited');
+  t.ok(s.logs.some((l) => l.includes('probe port taken over')), 'the probe port too');
 });

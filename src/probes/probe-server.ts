@@ -31,16 +31,21 @@ export interface ProbeServerOptions {
   ready?: () => Readiness;
   registry?: Registry;
   /**
-   * Not shared with another daemon (the metrics port, when apart from the probes): while the
-   * previous daemon of a rolling update holds the port, retry until it lets go instead of
-   * failing. A scrape then always reaches the daemon whose counters it read last, old until
-   * it stops, new after: a target's counters change process once, never back and forth.
+   * Not shared with another daemon (the metrics port, when apart from the probes): a scrape
+   * then always reaches the daemon whose counters it read last, old until it stops, new after:
+   * a target's counters change process once, never back and forth.
    */
-  exclusive?: { onWaiting(): void; onBound(): void };
+  exclusive?: boolean;
+  /**
+   * While another process holds the port and does not share it (the previous daemon of a
+   * rolling update, for an exclusive port or a version before SO_REUSEPORT), retry until it
+   * lets go instead of failing.
+   */
+  whenHeld?: { onWaiting(): void; onBound(): void };
 }
 
 export interface ProbeServer {
-  /** Where it listens; an exclusive server still waiting for its port reports the port it waits for. */
+  /** Where it listens; a server still waiting for its port reports the port it waits for. */
   readonly address: AddressInfo;
   close(): Promise<void>;
 }
@@ -80,7 +85,7 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
   const bind = (): Promise<void> => new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     // Shared with the next daemon during a rolling update (the kubelet's probes may reach either).
-    server.listen({ port: o.port, host: o.host, reusePort: o.exclusive === undefined }, () => {
+    server.listen({ port: o.port, host: o.host, reusePort: o.exclusive !== true }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -90,14 +95,14 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
   try {
     await bind();
   } catch (err) {
-    if (o.exclusive === undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-    const exclusive = o.exclusive;
-    exclusive.onWaiting();
+    const held = o.whenHeld;
+    if (held === undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    held.onWaiting();
     const again = (): void => {
       retry = setTimeout(() => {
         if (closed) return;
-        bind().then(() => exclusive.onBound(), () => again());
-      }, EXCLUSIVE_RETRY_MS);
+        bind().then(() => held.onBound(), () => again());
+      }, HELD_RETRY_MS);
     };
     again();
   }
@@ -112,8 +117,8 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
   };
 }
 
-/** How often an exclusive server tries its port again while another daemon holds it. */
-const EXCLUSIVE_RETRY_MS = 200;
+/** How often a server tries its port again while another daemon holds it. */
+export const HELD_RETRY_MS = 200;
 
 function text(res: import('node:http').ServerResponse, status: number, body: string): void {
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);
