@@ -142,12 +142,14 @@ t.test('rolling update on one node: two daemons, one hand-over, no failed token 
     const holderPods = holders.map((h) => `team-a/${h.name}`);
     const { a, b, aCode } = await handOver(t, async (a) => {
       await eventually(() => decisionsOf(env.daemons.at(-1)!, ['team-a/pod-a']) > 0, 'the second daemon answering pod A', 120_000, 50);
-      const before = (await env.imdsRequests()).length;
       await env.imds.request({ op: 'slow', delayMs: 500, times: 20 });
       writeFileSync(slowFile, '');
       // In flight: the first daemon has started fetching them (IMDS takes 4 at a time).
-      await eventually(async () => (await env.imdsRequests()).slice(before).filter((q) => q.url.includes('slow-')).length >= 4,
-        'the slow requests at IMDS', 60_000, 20);
+      const atImds = async (): Promise<number> => {
+        await env.imds.request({ op: 'flush' }, 20_000);
+        return env.imds.lines.filter((l) => l.event === 'request' && String(l.url).includes('slow-')).length;
+      };
+      await eventually(async () => (await atImds()) >= 4, 'the slow requests at IMDS', 60_000, 20);
       t.ok(a.proc.running, 'the first daemon holds them');
     });
     t.equal(aCode, 0, 'SIGTERM: the first daemon drains and exits 0');
@@ -166,6 +168,9 @@ t.test('rolling update on one node: two daemons, one hand-over, no failed token 
     t.same(results.flatMap((x) => x.failures), [], 'no failure on any held connection');
     t.equal(sum('retriedStale') + Number(r.retriedStale), 0, 'no kept-alive connection was reset under a request (none needed a client\'s retry)');
     t.equal(slow, 20, 'the 20 requests in flight at SIGTERM were answered 200');
+    const stoppedAt = Number(env.runLog(a).find((l) => String(l.msg).startsWith('stopping'))?.time);
+    const finishedAfter = env.runLog(a).filter((l) => String(l.resource).includes('slow-') && l.status === 200 && Number(l.time) >= stoppedAt).length;
+    t.ok(finishedAfter > 0, `the first daemon answered ${finishedAfter} of them after its SIGTERM: they were in flight`);
     t.ok(sum('closeHeaders') >= 1, 'in-flight answers told their clients to reconnect (Connection: close)');
     t.same(r.failures, [], 'no failure for the pod asking throughout');
     t.ok(decisionsOf(b, holderPods) > 0, 'the held connections\' pods moved on to the second daemon');

@@ -28,13 +28,9 @@ export function listeningPorts(listing: string): Set<number> {
 export async function portHasListener(port: number, files = ['/proc/net/tcp', '/proc/net/tcp6']): Promise<boolean> {
   for (const file of files) {
     const listing = await readFile(file, 'utf8').catch(() => '');
-    if (listingHasPort(listing, port)) return true;
+    if (listeningPorts(listing).has(port)) return true;
   }
   return false;
-}
-
-function listingHasPort(listing: string, port: number): boolean {
-  return listeningPorts(listing).has(port);
 }
 
 const MIGRATE_KEY = 'net.ipv4.tcp_migrate_req';
