@@ -76,6 +76,9 @@ async function runDaemon(argv: string[]): Promise<number> {
   for (const w of warnings) log.warn(w);
   registerLeanBuiltins();
   const { startDaemon } = await import('./daemon.ts');
+  // Listened for from the start: a SIGTERM while the daemon starts (it may wait for its state
+  // before joining a rolling update's ports) stops it once started, instead of killing it.
+  const signalled = untilSignal();
   let daemon;
   try {
     daemon = await startDaemon(config, log);
@@ -84,7 +87,7 @@ async function runDaemon(argv: string[]): Promise<number> {
     log.fatal({ err }, 'podid-nmi failed to start');
     return 1;
   }
-  await untilSignal();
+  await signalled;
   log.info('stopping: finishing in-flight requests; NAT rules stay in place');
   await daemon.close();
   log.info('stopped');

@@ -12,7 +12,7 @@ import { MetadataHandler } from './listener/metadata-handler.ts';
 import { DaemonMetrics } from './observability/metrics.ts';
 import { RequestLog } from './observability/request-log.ts';
 import { observers } from './observability/request-outcome.ts';
-import { startProbeServer, type ProbeServer } from './probes/probe-server.ts';
+import { HELD_RETRY_MS, startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { EXTERNAL_INTERCEPTION, NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.ts';
 import { openUpstream } from './upstream/upstream.ts';
 import { InterceptionRules, type InterceptionOptions } from './iptables/index.ts';
@@ -32,6 +32,7 @@ import { collectStatus, StatusBoard } from './status/collect-status.ts';
 import { noteProblems, RecentProblems } from './status/recent-problems.ts';
 import { UpstreamHealth } from './status/upstream-health.ts';
 import type { AdminServer } from './status/admin-server.ts';
+import { enableQueueMigration, MIGRATE_HELP, portHasListener } from './listener/handover.ts';
 
 /** How long a caller that pipelined is refused new connections. */
 export const PIPELINING_COOLDOWN_MS = 5_000;
@@ -103,6 +104,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     assignmentWaitMs: config.assignmentWaitMs,
   });
   let closing = false;
+  // The port's holder does not share it: a version before SO_REUSEPORT, which only stops once
+  // this pod is ready. Waiting for it must not keep this one unready, or neither would move.
+  let heldByOldVersion = false;
   let interception: InterceptionRules | undefined;
   let listener: Listener | undefined;
   let probes: ProbeServer | undefined;
@@ -113,12 +117,23 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     closing, stateReady: state.isReady(), manageIptables: config.manageIptables, interception: interception?.status,
     externalInterception: config.interception === 'external',
     attestation: attestation?.problem,
+    listening: listener !== undefined || heldByOldVersion,
   });
   const ready = (): boolean => currentReadiness().ready;
   if (config.interception === 'none') log.warn(`${NOT_INTERCEPTING}; /readyz stays 503`);
   if (config.interception === 'external') log.warn(EXTERNAL_INTERCEPTION);
   try {
-    listener = await listen({
+    // A rolling update: the previous daemon still serves this port. This one joins it
+    // (SO_REUSEPORT) only once it can answer, so no connection lands on a daemon still loading.
+    // Alone (first start, crash restart) it listens at once, as before: requests wait for the
+    // state, then get a retryable 503.
+    const handover = config.listenPort !== 0 && await portHasListener(config.listenPort);
+    if (config.manageIptables) {
+      const migrate = await enableQueueMigration();
+      if (migrate instanceof Error) log.warn({ err: migrate }, MIGRATE_HELP);
+      else if (migrate === 'set') log.info('set net.ipv4.tcp_migrate_req=1 so that connections queued at shutdown move to the next daemon');
+    }
+    const openListener = (): Promise<Listener> => listen({
       host: config.listenAddress, port: config.listenPort, maxConnections: config.maxConnections,
       connectionsPerCaller: config.maxConnectionsPerPod, strangerConnections: strangers, callerOf: (ip) => callerAt(state, ip),
       cooldown: pipelined,
@@ -130,20 +145,31 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
         refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');
       },
     }, handler.handle);
+    if (!handover) listener = await openListener();
     metrics.gauge('podid_nmi_pods_waiting', 'Token requests parked until their pod appears', parkedCount);
     metrics.gauge('podid_nmi_upstream_pending', 'Requests waiting for or at the metadata service', upstream.pending);
     metrics.gauge('podid_nmi_token_cache_entries', 'Tokens held in the cache', () => tokens?.size ?? 0);
     metrics.gauge('podid_nmi_ready', '1 when the daemon reports ready', () => (ready() ? 1 : 0));
     const together = config.probePort === config.metricsPort;
+    const whenHeld = (port: number, what: string) => ({
+      onWaiting: () => log.info({ port }, `the previous daemon holds the ${what} port (a rolling update): taking it over once that one stops`),
+      onBound: () => log.info({ port }, `${what} port taken over`),
+    });
     probes = await startProbeServer({
       host: config.probeListenAddress, port: config.probePort,
       health: () => !closing, ready: currentReadiness, registry: together ? metrics.registry : undefined,
+      whenHeld: whenHeld(config.probePort, 'probe'),
     });
-    if (!together) metricsServer = await startProbeServer({ host: config.probeListenAddress, port: config.metricsPort, registry: metrics.registry });
+    if (!together) {
+      metricsServer = await startProbeServer({
+        host: config.probeListenAddress, port: config.metricsPort, registry: metrics.registry,
+        exclusive: true, whenHeld: whenHeld(config.metricsPort, 'metrics'),
+      });
+    }
     if (config.manageIptables) {
       interception = await InterceptionRules.start({
         metadataIp: config.metadataIp, metadataPort: config.metadataPort,
-        targetIp: dnatTargetFor(config.listenAddress), targetPort: listener.address.port,
+        targetIp: dnatTargetFor(config.listenAddress), targetPort: listener?.address.port ?? config.listenPort,
         intervalSec: config.iptUpdateIntervalSec, conntrackFlush: config.conntrackFlush,
         log, registry: metrics.registry, ...options.iptables,
         hostNetwork: config.interceptHostNetwork
@@ -168,18 +194,23 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
         return undefined;
       });
     }
+    if (handover) {
+      log.info({ port: config.listenPort }, 'another daemon serves the port (a rolling update): joining it once the cluster state has synced');
+      await state.whenReady();
+      listener = await openHeldListener(openListener, log, config.listenPort, () => { heldByOldVersion = true; });
+    }
   } catch (err) {
     refusals.close();
     await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close(), nodeEvents?.close(), admin?.close()]);
     throw err;
   }
   log.info({
-    listen: `${listener.address.address}:${listener.address.port}`,
+    listen: `${listener!.address.address}:${listener!.address.port}`,
     upstream: `${config.metadataIp}:${config.metadataPort}`,
     probes: probes.address.port, metrics: metricsServer?.address.port ?? probes.address.port,
     source: config.clusterStateFile !== '' ? config.clusterStateFile : 'kubernetes', ...state.counts(),
   }, 'podid-nmi listening');
-  const l = listener;
+  const l = listener!;
   const p = probes;
   const m = metricsServer;
   // Aborted by close(): what waits for readiness (the taint removal, memory saver mode) stops waiting.
@@ -196,6 +227,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       closing = true;
       // Started first, awaited last: the pass it waits for runs alongside the listener's drain.
       const rulesStopped = interception?.stop();
+      // Stop accepting on every shared port at once: new probes and scrapes reach the next daemon.
+      const probesClosed = Promise.allSettled([p.close(), m?.close()]);
       untilClosed.abort();
       // What cannot finish within the grace is answered (503 shutting_down, Retry-After) a little
       // before the listener cuts connections: a client sees an answer, never a reset.
@@ -204,9 +237,27 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       await l.close(config.shutdownGraceMs);
       clearTimeout(answer);
       refusals.close();
-      await Promise.allSettled([p.close(), m?.close(), upstream.close(), state.close(), events?.close(), Promise.resolve(rulesStopped).then(() => nodeEvents?.close()), admin?.close()]);
+      await Promise.allSettled([probesClosed, upstream.close(), state.close(), events?.close(), Promise.resolve(rulesStopped).then(() => nodeEvents?.close()), admin?.close()]);
     },
   };
+}
+
+/** Binds the listener, waiting (every HELD_RETRY_MS) while the port's holder does not share it. */
+async function openHeldListener(open: () => Promise<Listener>, log: Logger, port: number, onHeld: () => void): Promise<Listener> {
+  for (let waited = false; ; waited = true) {
+    try {
+      const listener = await open();
+      if (waited) log.info({ port }, 'metadata port taken over');
+      return listener;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      if (!waited) {
+        onHeld();
+        log.warn({ port }, 'the metadata port is held by a process that does not share it (a podid-nmi before SO_REUSEPORT, or another program): taking it over once it stops');
+      }
+      await new Promise((r) => setTimeout(r, HELD_RETRY_MS));
+    }
+  }
 }
 
 /** The daemon's own cgroup (cgroup v2), to exclude its pod from the hostNetwork rules. */

@@ -41,9 +41,16 @@ t.test('the component builds onto the base with kubectl kustomize, and is off by
   const wanted = ((pm.spec as Obj).selector as Obj).matchLabels as Record<string, string>;
   t.ok(Object.entries(wanted).every(([k, v]) => podLabels[k] === v), 'the PodMonitor selects the DaemonSet\'s pods');
   t.same((pm.metadata as Obj).namespace, (ds.metadata as Obj).namespace);
-  const ports = (((template.spec as Obj).containers as Obj[])[0]!.ports as Obj[]).map((p) => p.name);
+  const container = ((template.spec as Obj).containers as Obj[])[0]!;
   const endpoint = (((pm.spec as Obj).podMetricsEndpoints as Obj[])[0]!);
-  t.ok(ports.includes(endpoint.port), `scrapes the container's named port ${String(endpoint.port)}`);
+  // No declared ports (they would be hostPorts and block the rollout's surge pod): the
+  // endpoint names none and its address is the pod's IP with the daemon's --prometheus-port.
+  t.equal(container.ports, undefined, 'the DaemonSet declares no ports');
+  t.equal(endpoint.port, undefined, 'so the endpoint names no port');
+  const metricsPort = (container.args as string[]).find((a) => a.startsWith('--prometheus-port='))?.split('=')[1];
+  t.match((endpoint.relabelings as Obj[]).find((r) => r.targetLabel === '__address__'),
+    { sourceLabels: ['__meta_kubernetes_pod_ip'], regex: '(.+)', replacement: `$1:${metricsPort}` }, `scrapes the pod's IP at ${metricsPort}`);
+  t.equal(((template.metadata as Obj).annotations as Obj)['prometheus.io/port'], metricsPort, 'and annotation-based scrapers find the same port');
   const cm = kind('ConfigMap').find((c) => (c.metadata as Obj).name === 'podid-nmi-dashboard');
   t.ok(cm, 'the dashboard ConfigMap');
   t.same(JSON.parse(String((cm!.data as Obj)['podid-nmi-dashboard.json'])), await dashboard(), 'holding the dashboard JSON');

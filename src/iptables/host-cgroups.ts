@@ -62,6 +62,26 @@ export async function hostRuleInput(o: HostNetworkOptions): Promise<HostRuleInpu
   return { kubepods, ownPodPath: own?.podPath };
 }
 
+/** At most this many other daemon pods are kept excluded (a rolling update needs one). */
+export const MAX_PEER_EXCLUSIONS = 4;
+
+/**
+ * Of the exclusions found in the chain, those of other pods whose cgroup still exists: the
+ * previous daemon of a rolling update until kubelet removes its pod. Only whole pod cgroups
+ * under kubepods count; a stale or foreign line is dropped at the next rewrite.
+ */
+export async function livePeerExclusions(o: HostNetworkOptions, found: readonly string[], own: string | undefined): Promise<string[]> {
+  const peers: string[] = [];
+  const v2 = found.length === 0 ? o.cgroupRoot : await cgroup2Root(o.cgroupRoot);
+  for (const path of found) {
+    if (peers.length === MAX_PEER_EXCLUSIONS) break;
+    if (path === own || peers.includes(path) || !SAFE_PATH.test(path)) continue;
+    if (podCgroupOf(path, o.cgroupParent)?.podPath !== path) continue;
+    if (await isDir(join(v2, path))) peers.push(path);
+  }
+  return peers;
+}
+
 /** The `0::<path>` line of /proc/self/cgroup (cgroup v2), or '' when there is none. */
 export function ownCgroupFrom(procSelfCgroup: string): string {
   for (const line of procSelfCgroup.split('\n')) if (line.startsWith('0::')) return line.slice(3);

@@ -16,8 +16,9 @@ import { CHAIN, desiredChainRules, isJump, planChain, restoreInput } from './rul
 import type { NatState } from './rules.ts';
 import { desiredGuardRules, GUARD_CHAIN, recordsOwnership } from './localnet-guard.ts';
 import { HOST_CHAIN } from './host-rules.ts';
-import { hostRuleInput, type HostNetworkOptions } from './host-cgroups.ts';
-import { desiredHostRules } from './host-rules.ts';
+import { hostRuleInput, livePeerExclusions, type HostNetworkOptions } from './host-cgroups.ts';
+import { desiredHostRules, excludedPaths } from './host-rules.ts';
+import { sameRules } from './rule-meaning.ts';
 import { commandRunner } from './run-command.ts';
 import { readGuardState, readHostState, readNatState, WAIT } from './read-rules.ts';
 import type { CommandRunner } from './run-command.ts';
@@ -67,6 +68,9 @@ export interface InterceptionStatus {
   lastSuccess: Date | null;
   lastError: string | null;
 }
+
+/** Write-and-verify rounds per pass before a difference is reported. */
+const WRITE_ATTEMPTS = 3;
 
 class StepError extends Error {
   override name = 'StepError';
@@ -293,8 +297,18 @@ export class InterceptionRules {
         if (plan.pod.lines.length > 0) await step('write_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input: restoreInput(plan.pod.lines) }));
       }
     }
-    const after = plan.pod.lines.length > 0 || plan.guard.lines.length > 0 ? await step('verify_rules', read) : before;
-    const left = planFor(after);
+    let after = plan.pod.lines.length > 0 || plan.guard.lines.length > 0 ? await step('verify_rules', read) : before;
+    let left = planFor(after);
+    // Two daemons of a rolling update may repair the same drift at once (a duplicate jump, a
+    // delete of a line the other removed first): read again and redo, rather than report it.
+    for (let attempt = 2; attempt <= WRITE_ATTEMPTS && left.pod.lines.length !== 0; attempt++) {
+      await jitter();
+      this.#beforeWrite();
+      const lines = left.pod.lines;
+      await this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input: restoreInput(lines) }).catch(() => undefined);
+      after = await step('verify_rules', read);
+      left = planFor(after);
+    }
     if (left.pod.lines.length !== 0) {
       // iptables printing the rules differently from NMI's form would otherwise rewrite
       // the chain on every tick without anyone noticing.
@@ -368,19 +382,44 @@ export class InterceptionRules {
     try {
       // Which kubepods roots exist and where the daemon's own pod is are read on every pass:
       // a node whose kubelet starts after us, or a new pod of ours, changes them.
-      const desired = desiredHostRules(this.#opts, await step('host_cgroups', () => hostRuleInput(host)));
+      const input = await step('host_cgroups', () => hostRuleInput(host));
       const spec = { chain: HOST_CHAIN, hook: 'OUTPUT' } as const;
       const before = await step('read_host_rules', () => readHostState(this.#run, this.#bin));
+      // During a rolling update the old and the new daemon each keep the other's exclusion.
+      const desired = desiredHostRules(this.#opts, {
+        ...input,
+        peerPodPaths: await step('host_cgroups', () => livePeerExclusions(host, excludedPaths(before.chain), input.ownPodPath)),
+      });
       const plan = planChain(spec, before.chain, before.prerouting, desired);
+      // Only which daemon pods are excluded changed (a rolling update's daemons coming and going):
+      // no pod's interception changed, so it is neither drift nor a reason to flush conntrack.
+      const exclusionsOnly = plan.drift.length === 1 && plan.drift[0] === 'chain_changed' && sameDnat(before.chain ?? [], desired);
       if (plan.lines.length > 0) {
-        this.#beforeWrite();
-        await step('write_host_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input: restoreInput(plan.lines) }));
-        const after = await step('verify_host_rules', () => readHostState(this.#run, this.#bin));
-        const left = planChain(spec, after.chain, after.prerouting, desired);
+        let lines = plan.lines;
+        let after = before;
+        let left = plan;
+        for (let attempt = 1; attempt <= WRITE_ATTEMPTS; attempt++) {
+          this.#beforeWrite();
+          // Two daemons of a rolling update may repair the same drift at once: a write that fails
+          // or is undone because the other moved first is read again and redone, not reported.
+          const wrote = await step('write_host_rules', () => this.#run(this.#bin.restore, [...WAIT, '--noflush'], { input: restoreInput(lines) }))
+            .then(() => undefined, (err: unknown) => err);
+          after = await step('verify_host_rules', () => readHostState(this.#run, this.#bin));
+          left = planChain(spec, after.chain, after.prerouting, desired);
+          if (left.lines.length === 0) break;
+          if (attempt === WRITE_ATTEMPTS && wrote !== undefined) throw wrote;
+          if (attempt < WRITE_ATTEMPTS) await jitter();
+          lines = left.lines;
+        }
         if (left.lines.length !== 0) {
           throw new StepError('verify_host_rules', new Error(
             `rules still differ after rewriting them (${left.drift.join(', ')}): found=${JSON.stringify(after)} desired=${JSON.stringify(desired)}`));
         }
+      }
+      if (plan.lines.length > 0 && exclusionsOnly) {
+        this.#log.info({ excluded: excludedPaths(desired), before: excludedPaths(before.chain) },
+          'hostNetwork chain: the daemon pods excluded from interception changed');
+      } else if (plan.lines.length > 0) {
         const drift = plan.drift.map((d) => `host_${d}`);
         for (const reason of drift) this.#metrics.repairs.inc({ reason });
         if (!this.#hostEverInstalled && before.chain === null) {
@@ -397,7 +436,7 @@ export class InterceptionRules {
       this.#status.hostNetwork = { installed: true, error: null };
       this.#opts.onPart?.('hostNetwork', { installed: true, error: null });
       this.#metrics.hostInstalled?.set(1);
-      return plan.lines.length > 0;
+      return plan.lines.length > 0 && !exclusionsOnly;
     } catch (err) {
       if (err instanceof InterceptionStopped) throw err;
       const operation = err instanceof StepError ? err.operation : 'host_rules';
@@ -422,4 +461,15 @@ export class InterceptionRules {
       this.#log.warn({ err }, 'could not delete conntrack entries to the metadata address');
     }
   }
+}
+
+/** Same rules but for the RETURN exclusions of daemon pods, compared by meaning. */
+function sameDnat(a: readonly string[], b: readonly string[]): boolean {
+  const rest = (lines: readonly string[]): string[] => lines.filter((l) => excludedPaths([l]).length === 0);
+  return sameRules(rest(a), rest(b));
+}
+
+/** A short random pause, so that two daemons repairing the same drift stop colliding. */
+function jitter(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 20 + Math.random() * 180));
 }

@@ -2,7 +2,7 @@
 // hostile client costs a socket for seconds, not minutes; the total is capped, and so is each
 // caller's part of it (socket-guard.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { Server as NetServer, type AddressInfo, type Socket } from 'node:net';
 import type { Caller } from '../pods/caller.ts';
 import { guardSockets, type SocketGuardOptions } from './socket-guard.ts';
 import type { Shares } from './shares.ts';
@@ -48,6 +48,7 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   const maxConnections = options.maxConnections ?? 1024;
   server.maxConnections = maxConnections;
   server.maxRequestsPerSocket = 1000;
+  trackSockets(server);
   const connections = guardSockets(server, {
     perCaller: options.connectionsPerCaller ?? maxConnections,
     strangers: options.strangerConnections ?? maxConnections,
@@ -59,7 +60,8 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host, () => {
+    // reusePort: during a rolling update the next daemon binds the same port beside this one.
+    server.listen({ port: options.port, host: options.host, reusePort: true }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -68,18 +70,55 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
     server,
     address: server.address() as AddressInfo,
     connections,
-    close: (graceMs) => closeGracefully(server, graceMs),
+    close: (graceMs) => closeGracefully(server, graceMs, 'on-next-request'),
   };
 }
 
-export function closeGracefully(server: Server, graceMs: number): Promise<void> {
+/**
+ * Stops accepting (connections queued on the socket move to another daemon sharing the port,
+ * with net.ipv4.tcp_migrate_req=1), answers what is in flight and every later request on a
+ * kept-alive connection with `Connection: close`, so its client reconnects (to the next
+ * daemon), and cuts what is left after `graceMs`.
+ *
+ * Idle kept-alive connections: `idle: 'close'` closes them at once (node:http's own close());
+ * `'on-next-request'` leaves them to their next request, answered and closed, or to the
+ * keep-alive timeout. Closing at once races a client sending its next request on the socket
+ * just then: that request is reset unanswered (clients may retry it, RFC 9112 9.3.1, not all
+ * do); a close after an answer cannot race.
+ */
+export function closeGracefully(server: Server, graceMs: number, idle: 'close' | 'on-next-request' = 'close'): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    const open = openSockets.get(server);
+    const timer = setTimeout(() => {
+      server.closeAllConnections();
+      for (const socket of open ?? []) socket.destroy();
+    }, graceMs);
     timer.unref();
-    server.close(() => {
+    const closed = (): void => {
       clearTimeout(timer);
       resolve();
-    });
-    server.closeIdleConnections();
+    };
+    // node:http's close() also destroys idle connections; net's only stops accepting.
+    if (idle === 'close') server.close(closed);
+    else NetServer.prototype.close.call(server, closed);
+    for (const socket of open ?? []) {
+      // node:http's answer in progress on the socket (null or absent when idle).
+      const res = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (res != null && !res.headersSent) res.shouldKeepAlive = false;
+    }
+    // Requests read from now on get the same answer.
+    server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => { res.shouldKeepAlive = false; });
+  });
+}
+
+const openSockets = new WeakMap<Server, Set<Socket>>();
+
+/** Keeps the server's open sockets, so that closeGracefully can reach those busy with a request. */
+export function trackSockets(server: Server): void {
+  const open = new Set<Socket>();
+  openSockets.set(server, open);
+  server.on('connection', (socket: Socket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
   });
 }

@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { closeGracefully } from '../listener/listener.ts';
+import { closeGracefully, trackSockets } from '../listener/listener.ts';
 import { guardSockets } from '../listener/socket-guard.ts';
 import { readinessText, type Readiness } from './readiness.ts';
 
@@ -30,9 +30,22 @@ export interface ProbeServerOptions {
   health?: () => boolean;
   ready?: () => Readiness;
   registry?: Registry;
+  /**
+   * Not shared with another daemon (the metrics port, when apart from the probes): a scrape
+   * then always reaches the daemon whose counters it read last, old until it stops, new after:
+   * a target's counters change process once, never back and forth.
+   */
+  exclusive?: boolean;
+  /**
+   * While another process holds the port and does not share it (the previous daemon of a
+   * rolling update, for an exclusive port or a version before SO_REUSEPORT), retry until it
+   * lets go instead of failing.
+   */
+  whenHeld?: { onWaiting(): void; onBound(): void };
 }
 
 export interface ProbeServer {
+  /** Where it listens; a server still waiting for its port reports the port it waits for. */
   readonly address: AddressInfo;
   close(): Promise<void>;
 }
@@ -63,20 +76,49 @@ export async function startProbeServer(o: ProbeServerOptions): Promise<ProbeServ
     text(res, 404, 'not found\n');
   });
   server.maxConnections = PROBE_LIMITS.connections;
+  trackSockets(server);
   const own = nodeAddresses();
   guardSockets(server, {
     perCaller: PROBE_LIMITS.perAddress, strangers: PROBE_LIMITS.others,
     callerOf: (ip) => ({ key: ip, known: own.has(ip) }),
   });
-  await new Promise<void>((resolve, reject) => {
+  const bind = (): Promise<void> => new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(o.port, o.host, () => {
+    // Shared with the next daemon during a rolling update (the kubelet's probes may reach either).
+    server.listen({ port: o.port, host: o.host, reusePort: o.exclusive !== true }, () => {
       server.off('error', reject);
       resolve();
     });
   });
-  return { address: server.address() as AddressInfo, close: () => closeGracefully(server, 1_000) };
+  let retry: NodeJS.Timeout | undefined;
+  let closed = false;
+  try {
+    await bind();
+  } catch (err) {
+    const held = o.whenHeld;
+    if (held === undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    held.onWaiting();
+    const again = (): void => {
+      retry = setTimeout(() => {
+        if (closed) return;
+        bind().then(() => held.onBound(), () => again());
+      }, HELD_RETRY_MS);
+    };
+    again();
+  }
+  const waitingFor: AddressInfo = { address: o.host, port: o.port, family: o.host.includes(':') ? 'IPv6' : 'IPv4' };
+  return {
+    get address() { return (server.address() as AddressInfo | null) ?? waitingFor; },
+    close: () => {
+      closed = true;
+      clearTimeout(retry);
+      return closeGracefully(server, 1_000);
+    },
+  };
 }
+
+/** How often a server tries its port again while another daemon holds it. */
+export const HELD_RETRY_MS = 200;
 
 function text(res: import('node:http').ServerResponse, status: number, body: string): void {
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);

@@ -15,6 +15,8 @@ export interface ReadinessInputs {
   interception: InterceptionStatus | undefined;
   /** --attest-pod-sockets: why the host's /proc or cgroups cannot be read, if so. */
   attestation?: string | undefined;
+  /** false while a rolling update's previous daemon still serves the port alone (undefined: listening). */
+  listening?: boolean;
 }
 
 export const NOT_INTERCEPTING = 'not intercepting: started with --manage-iptables=false, so nothing here redirects pods\' '
@@ -52,6 +54,7 @@ export function readiness(i: ReadinessInputs): Readiness {
   // Never a silent fallback to source addresses alone: pods are refused, and this says why.
   if (i.attestation !== undefined) reasons.push(i.attestation);
   if (!i.stateReady) reasons.push('cluster state not synced yet');
+  if (i.listening === false) reasons.push('not listening yet: the previous daemon serves the port until this one has synced');
   return reasons.length === 0 ? { ready: true } : { ready: false, reasons };
 }
 

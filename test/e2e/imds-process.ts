@@ -4,6 +4,7 @@
 //   stdout: {"event":"ready","url":"..."} once, then
 //           {"event":"request","seq":N,"method":"GET","url":"/metadata/...","remoteAddress":"...","headers":{...}}
 //   stdin:  {"id":1,"op":"flush"} -> prints any request not yet printed, then {"id":1,"ok":true,"count":TOTAL}
+//           {"id":2,"op":"slow","delayMs":D,"times":N} -> the next N token answers wait D ms
 // Usage: node imds-process.ts --identities JSON [--host H] [--port P]
 //   JSON: {"identities":[{clientID,resourceID,objectID}],"systemAssigned"?:{...}}
 // It stops when stdin closes, or on SIGTERM/SIGINT.
@@ -52,6 +53,11 @@ function drain(): void {
 const timer = setInterval(drain, 10);
 
 serveCommands((cmd) => {
+  // The next `times` token answers wait `delayMs` (requests in flight at a daemon's shutdown).
+  if (cmd.op === 'slow') {
+    emulator.setFault({ kind: 'slow', delayMs: Number(cmd.delayMs) }, { times: Number(cmd.times) });
+    return {};
+  }
   if (cmd.op !== 'flush') throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
   drain();
   return { count: printed };

@@ -37,6 +37,7 @@ interface Container {
 
 export interface PodSpec {
   hostNetwork?: boolean;
+  hostPID?: boolean;
   containers: Container[];
   volumes?: Volume[];
 }
@@ -80,6 +81,8 @@ export function podmanRunArgs(ctx: RunContext, image: string): string[] {
   const c = nmiContainer(spec);
   if (spec.hostNetwork !== true) throw new Error('daemonset.yaml: the image test plays a hostNetwork pod; hostNetwork is not true');
   const out = ['run', '--rm', '--name', ctx.name, '--network', `ns:/var/run/netns/${ctx.netns}`, '--pull=never'];
+  // --attest-pod-sockets reads pod cgroups' cgroup.procs, which number processes in the node's PID namespace.
+  if (spec.hostPID === true) out.push('--pid=host');
   const sc = c.securityContext ?? {};
   if (sc.privileged === true) {
     // containerd and CRI-O give a privileged container the node's cgroup namespace.
