@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { decodeFakeToken } from '../src/emulator/imds-emulator.ts';
 import { netnsUnavailable, NsProcess } from './netns/netns.ts';
-import { IDS, NODE_GATEWAY, NODE_NAME, RESOURCE } from './e2e/cluster.ts';
+import { IDS, NODE_GATEWAY, NODE_NAME, PODS, RESOURCE } from './e2e/cluster.ts';
 import { E2E } from './e2e/environment.ts';
 import type { ImdsRequest } from './e2e/environment.ts';
 import { pod } from './fake-apiserver/fixtures.ts';
@@ -130,6 +130,8 @@ t.test('the image, built from the Dockerfile and run as daemonset.yaml runs it',
       csi: cg.podContainer('systemd', 'guaranteed', UID.csi),
       node: cg.plain('system.slice'),
     };
+    // Pod-network pods A and B, for socket attestation: their kubelet pod cgroups, named for their UIDs.
+    const podCgs = { a: cg.podContainer('systemd', 'besteffort', PODS.a.uid), b: cg.podContainer('cgroupfs', 'besteffort', PODS.b.uid) };
     const hostPod = (podName: string, namespace: string, uid: string, labels: Record<string, string>) => e2e.api.request({
       op: 'create', resource: 'pods', object: pod({ name: podName, namespace, uid, labels, node: NODE_NAME, ip: NODE_GATEWAY, hostNetwork: true, phase: 'Running' }),
     });
@@ -205,11 +207,16 @@ t.test('the image, built from the Dockerfile and run as daemonset.yaml runs it',
     });
 
     await t.test('a pod\'s token through DNAT', async (t) => {
-      const a = await e2e.curl('a', TOKEN);
+      // The DaemonSet attests pod sockets: a pod's processes live in its kubelet pod cgroup and
+      // its own network namespace, and the daemon (hostPID) finds the socket there.
+      const podCurl = (key: 'a' | 'b', path: string) => cg!.run(podCgs[key], 'curl', ['-s', '--noproxy', '*', '--max-time', '5',
+        '-H', 'Metadata: true', '-w', '\n@@%{http_code}', `http://169.254.169.254${path}`],
+      { prefix: ['nsenter', `--net=/var/run/netns/${e2e.pods[key].ns}`, 'env', '-i', CLEAN_PATH] }).then((r) => ({ exit: r.code, ...parseCurlOut(r.stdout) }));
+      const a = await podCurl('a', TOKEN);
       t.equal(a.status, 200, a.body.slice(0, 200));
       t.equal(tokenOf(a), IDS.A.clientID, 'pod A: token A');
-      t.equal(tokenOf(await e2e.curl('b', TOKEN)), IDS.B.clientID, 'pod B: token B');
-      const other = await e2e.curl('a', `${TOKEN}&client_id=${IDS.B.clientID}`);
+      t.equal(tokenOf(await podCurl('b', TOKEN)), IDS.B.clientID, 'pod B: token B');
+      const other = await podCurl('a', `${TOKEN}&client_id=${IDS.B.clientID}`);
       t.equal(other.status, 403, 'pod A asking for B');
       t.equal(other.json?.access_token, undefined);
       t.same((await e2e.imdsRequests()).filter(fromCurl).map((r) => r.url), [], 'no pod request reached IMDS directly');

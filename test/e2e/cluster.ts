@@ -29,14 +29,16 @@ export interface PodSpec {
   name: string;
   namespace: string;
   ip: string;
+  /** Its pod UID: socket attestation finds the pod's processes through kubelet's cgroup named for it. */
+  uid: string;
   labels?: Record<string, string>;
 }
 
 export const PODS: Record<PodKey, PodSpec> = {
-  a: { name: 'pod-a', namespace: 'team-a', ip: '10.250.0.10', labels: { aadpodidbinding: 'a', app: 'a' } },
-  b: { name: 'pod-b', namespace: 'team-b', ip: '10.250.0.11', labels: { aadpodidbinding: 'b' } },
-  u: { name: 'pod-u', namespace: 'team-a', ip: '10.250.0.12', labels: { app: 'unlabelled' } },
-  x: { name: 'pod-x', namespace: 'kube-system', ip: '10.250.0.13', labels: { 'kubernetes.azure.com/managedby': 'aks', component: 'agent' } },
+  a: { name: 'pod-a', namespace: 'team-a', ip: '10.250.0.10', uid: 'aaaaaaaa-3333-4000-8000-00000000000a', labels: { aadpodidbinding: 'a', app: 'a' } },
+  b: { name: 'pod-b', namespace: 'team-b', ip: '10.250.0.11', uid: 'bbbbbbbb-3333-4000-8000-00000000000b', labels: { aadpodidbinding: 'b' } },
+  u: { name: 'pod-u', namespace: 'team-a', ip: '10.250.0.12', uid: 'eeeeeeee-3333-4000-8000-00000000000e', labels: { app: 'unlabelled' } },
+  x: { name: 'pod-x', namespace: 'kube-system', ip: '10.250.0.13', uid: 'ffffffff-3333-4000-8000-00000000000f', labels: { 'kubernetes.azure.com/managedby': 'aks', component: 'agent' } },
 };
 
 /** What the emulator serves: A, B and C, and no system-assigned identity. */
@@ -46,7 +48,7 @@ export const IMDS_IDENTITIES = { identities: [IDS.A, IDS.B, IDS.C] };
 export function clusterObjects(): Array<{ resource: 'pods' | 'azureidentities' | 'azureidentitybindings' | 'azurepodidentityexceptions' | 'azureassignedidentities'; object: Obj }> {
   const pods = Object.values(PODS).map((p) => ({
     resource: 'pods' as const,
-    object: pod({ name: p.name, namespace: p.namespace, node: NODE_NAME, ip: p.ip, phase: 'Running', ...(p.labels ? { labels: p.labels } : {}) }),
+    object: pod({ name: p.name, namespace: p.namespace, uid: p.uid, node: NODE_NAME, ip: p.ip, phase: 'Running', ...(p.labels ? { labels: p.labels } : {}) }),
   }));
   const idA = identity({ name: 'id-a', namespace: 'team-a', clientID: IDS.A.clientID, resourceID: IDS.A.resourceID, type: 0 });
   const idB = identity({ name: 'id-b', namespace: 'team-b', clientID: IDS.B.clientID, resourceID: IDS.B.resourceID, type: 0 });
