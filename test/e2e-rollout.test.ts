@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { netnsUnavailable, nodeBinary, NsProcess } from './netns/netns.ts';
 import type { PodNs } from './netns/netns.ts';
-import { NODE_GATEWAY, NODE_NAME, RESOURCE } from './e2e/cluster.ts';
+import { NODE_GATEWAY, NODE_NAME, PODS, RESOURCE } from './e2e/cluster.ts';
 import { E2E, sleep, type DaemonRun } from './e2e/environment.ts';
 import { pod } from './fake-apiserver/fixtures.ts';
 import { cgroupsUnavailable, TestCgroups } from './helpers/cgroups.ts';
@@ -45,11 +45,17 @@ t.test('rolling update on one node: two daemons, one hand-over, no failed token 
   await env.api.request({ op: 'create', resource: 'nodes', object: { metadata: { name: NODE_NAME }, spec: { taints: [] } } });
 
   // Ten more pods bound to identity A: together they hold 220 connections (32 at most each).
+  // The DaemonSet attests pod sockets: each pod's processes run in its kubelet pod cgroup (named
+  // for its UID) and its own network namespace, where the daemon finds the socket.
+  const podCgroups = new Map<string, string>([[env.pods.a.name, cg.podContainer('systemd', 'besteffort', PODS.a.uid)]]);
   const holders: PodNs[] = [];
   for (let i = 0; i < 10; i++) {
     const ip = `10.250.0.${40 + i}`;
-    holders.push(await env.node.addPod(`hold-${i}`, ip));
-    await env.api.request({ op: 'create', resource: 'pods', object: pod({ name: `hold-${i}`, namespace: 'team-a', node: NODE_NAME, ip, phase: 'Running', labels: { aadpodidbinding: 'a' } }) });
+    const uid = `aaaaaaaa-4444-4000-8000-0000000000${String(i).padStart(2, '0')}`;
+    const holder = await env.node.addPod(`hold-${i}`, ip);
+    holders.push(holder);
+    podCgroups.set(holder.name, cg.podContainer('cgroupfs', 'besteffort', uid));
+    await env.api.request({ op: 'create', resource: 'pods', object: pod({ name: `hold-${i}`, namespace: 'team-a', uid, node: NODE_NAME, ip, phase: 'Running', labels: { aadpodidbinding: 'a' } }) });
   }
 
   let generation = 0;
@@ -67,7 +73,8 @@ t.test('rolling update on one node: two daemons, one hand-over, no failed token 
 
   /** Runs the token traffic script in `p`; its `done` line, parsed. */
   const traffic = (p: PodNs, argv: string[]): { proc: NsProcess; result: () => Promise<Record<string, any>> } => {
-    const proc = p.spawn('env', ['-i', 'PATH=/usr/local/bin:/usr/bin:/bin', nodeBinary, TRAFFIC, ...argv], CLEAN_ENV);
+    const proc = new NsProcess(cg.spawn(podCgroups.get(p.name)!, 'env', ['-i', 'PATH=/usr/local/bin:/usr/bin:/bin', nodeBinary, TRAFFIC, ...argv],
+      { prefix: ['nsenter', `--net=/var/run/netns/${p.ns}`], env: CLEAN_ENV }));
     return {
       proc,
       result: async () => {

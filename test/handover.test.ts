@@ -102,7 +102,7 @@ t.test('hostNetwork chain: each daemon keeps the other\'s exclusion while its po
   const U2 = '22222222_0000_4000_8000_000000000002';
   const pod1 = `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${U1}.slice`;
   const pod2 = `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${U2}.slice`;
-  const root = t.testdir({ 'kubepods.slice': { 'kubepods-burstable.slice': { [`kubepods-burstable-pod${U1}.slice`]: {}, [`kubepods-burstable-pod${U2}.slice`]: {} } } });
+  const root = t.testdir({ 'cgroup.controllers': 'cpu memory pids\n', 'kubepods.slice': { 'kubepods-burstable.slice': { [`kubepods-burstable-pod${U1}.slice`]: {}, [`kubepods-burstable-pod${U2}.slice`]: {} } } });
   const opts = { cgroupRoot: root, cgroupParent: '', ownCgroup: '' };
   const target = { metadataIp: '169.254.169.254', metadataPort: 80, targetIp: '127.0.0.1', targetPort: 2579 };
   const chainOf = (own: string, found: string[]) => desiredHostRules(target, { kubepods: ['kubepods.slice'], ownPodPath: own, peerPodPaths: found });

@@ -186,7 +186,9 @@ t.test('the image, built from the Dockerfile and run as daemonset.yaml runs it',
       const write = await podman(['exec', name, 'sh', '-c', 'touch /app/x'], { allowFail: true });
       t.not(write.code, 0, `writing to the root filesystem fails: ${write.stderr.trim()}`);
       t.equal((await podman(['exec', name, 'id', '-u'])).stdout.trim(), '0', 'uid 0');
-      const self = (await podman(['exec', name, 'cat', '/proc/1/cgroup'])).stdout;
+      // hostPID: the container's PID 1 is the node's; the daemon is the container's main process.
+      const pid = (await podman(['inspect', '--format', '{{.State.Pid}}', name])).stdout.trim();
+      const self = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
       t.match(self, new RegExp(`^0::/${daemonPod}/`, 'm'), 'the daemon runs in a container cgroup of its pod');
       const readiness = nmiContainer().readinessProbe;
       if (readiness?.httpGet !== undefined) {
