@@ -68,7 +68,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const upstreamHealth = new UpstreamHealth();
   const metrics = new DaemonMetrics(undefined, options);
   const state = await openClusterState(config, log, metrics, options.freshness);
-  const upstream = openUpstream(config, metrics.registry);
+  // Entra's answers for `nmi status`: a transport failure, a 5xx or a 429 is Entra (or the way to it) failing.
+  const entraHealth = new UpstreamHealth();
+  const upstream = openUpstream(config, metrics.registry, {
+    onEntraAnswer: (status) => entraHealth.record(typeof status !== 'number' || status >= 500 || status === 429, String(status)),
+  });
   const { imds, scheduler, tokens, stopping } = upstream;
   const ownCgroup = readOwnCgroup();
   // Addresses no pod holds (a pod's first calls, or no pod at all) share a quarter of the listener;
@@ -113,6 +117,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   let metricsServer: ProbeServer | undefined;
   let admin: AdminServer | undefined;
   const statusBoard = new StatusBoard();
+  statusBoard.addBudget(() => ({
+    source: 'entra', limits: upstream.entra.limits, inFlight: upstream.entra.scheduler.inFlight,
+    queued: { ...upstream.entra.scheduler.queued }, ...entraHealth.view(),
+  }));
+  if (attestation !== undefined) {
+    statusBoard.addAttribution('socket attestation', () => attestation.problem ?? 'on: a pod-network caller must hold its socket in its pod\'s network namespace');
+  }
   const currentReadiness = (): Readiness => readiness({
     closing, stateReady: state.isReady(), manageIptables: config.manageIptables, interception: interception?.status,
     externalInterception: config.interception === 'external',

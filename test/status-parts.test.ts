@@ -90,7 +90,7 @@ t.test('IMDS health: failures are transport errors, 5xx and 429; cache hits are 
 function base(): Omit<NodeStatus, 'health' | 'problems'> {
   return {
     version: '0', node: 'n', pid: 1, uptimeSeconds: 5, readiness: { ready: true, reasons: [] }, mode: { operation: 'managed', forceNamespaced: true },
-    interception: { mode: 'iptables', backend: 'nft', rulesInstalled: true, hostNetworkRules: true, routeLocalnet: true, lastCheck: 'x', lastError: null, repairs: {}, failures: {} },
+    interception: { mode: 'iptables', backend: 'nft', rulesInstalled: true, hostNetworkRules: true, routeLocalnet: true, localnetGuard: null, hostNetwork: { installed: true, error: null }, lastCheck: 'x', lastError: null, repairs: {}, failures: {} },
     attribution: { sourceIp: true, socketCgroup: true, socketCgroupLookupsPending: 0, strategies: { attestation: 'available' } },
     state: { source: 'kubernetes', synced: true, stale: false, maxStalenessSeconds: 0, resources: [{ resource: 'pods', synced: true, ageSeconds: 31.5, errors: 2 }], counts: { pods: 1 } },
     budgets: [{ source: 'imds', limits: {}, inFlight: 0, queued: {}, windowSeconds: 300, answered: 0, failed: 0, lastSuccess: null, lastFailure: null, failing: false }],
@@ -118,4 +118,19 @@ t.test('the text form shows registered strategies and every resource', async (t)
   t.match(text, /callers      source IP; socket cgroup for hostNetwork pods \(0 lookups pending\); attestation available/);
   t.match(text, /interception iptables \(nft\), rules in place, with the hostNetwork chain, route_localnet 1/);
   t.match(text, /pods\s+synced, confirmed 31\.5 s ago, 2 errors/);
+});
+
+t.test('the text form names a missing route_localnet guard or hostNetwork chain, with why', async (t) => {
+  const i = base().interception;
+  const s: NodeStatus = {
+    ...base(), health: 'not_ready', problems: [],
+    interception: { ...i, localnetGuard: { installed: false, error: 'iptables-restore: no filter table' }, hostNetwork: { installed: false, error: 'neither kubepods.slice nor kubepods exists' } },
+  };
+  const text = statusText(s);
+  t.match(text, /interception iptables \(nft\), rules in place, HOSTNETWORK CHAIN NOT IN PLACE, ROUTE_LOCALNET GUARD NOT IN PLACE, route_localnet 1/);
+  t.match(text, /hostNetwork chain: neither kubepods\.slice nor kubepods exists/);
+  t.match(text, /route_localnet guard: iptables-restore: no filter table/);
+  const guarded = statusText({ ...s, interception: { ...i, localnetGuard: { installed: true, error: null } } });
+  t.match(guarded, /with the hostNetwork chain, route_localnet guard in place, route_localnet 1/);
+  t.notMatch(guarded, /route_localnet guard:/);
 });

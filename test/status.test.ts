@@ -81,6 +81,7 @@ t.test('healthy: rules in place, state synced, IMDS answering: OK and exit 0', a
   t.match(j.interception, { mode: 'iptables', backend: 'nft', rulesInstalled: true, routeLocalnet: true, lastError: null, hostNetworkRules: false });
   t.equal(j.pid, process.pid);
   t.match(j.budgets[0], { source: 'imds', inFlight: 0, answered: 1, failed: 0, failing: false, limits: { maxRps: 19, maxConcurrency: 4 } });
+  t.match(j.budgets[1], { source: 'entra', inFlight: 0, answered: 0, failed: 0, failing: false, limits: { maxRps: 50, maxConcurrency: 16 } }, 'Entra\'s budget beside IMDS\'s');
   t.match(j.state, { source: 'file', synced: true, stale: false });
   t.equal(j.state.counts.pods, 6);
   const ready = await status(socket, '--check', 'ready');

@@ -96,6 +96,8 @@ export async function collectStatus(src: StatusSources): Promise<NodeStatus> {
       rulesInstalled: src.interceptionMode === 'iptables' ? rules?.rulesInstalled ?? false : null,
       hostNetworkRules: src.interceptionMode === 'iptables' && config.interceptHostNetwork,
       routeLocalnet: rules?.routeLocalnet ?? null,
+      localnetGuard: rules?.localnetGuard ?? null,
+      hostNetwork: rules?.hostNetwork ?? null,
       lastCheck: rules?.lastSuccess?.toISOString() ?? null,
       lastError: rules?.lastError ?? null,
       repairs: byLabel(repairs, 'reason'),

@@ -17,6 +17,10 @@ export interface InterceptionView {
   /** Whether the hostNetwork chain (OUTPUT, by socket cgroup) is part of the rules. */
   hostNetworkRules: boolean;
   routeLocalnet: boolean | null;
+  /** The route_localnet guard (filter PODID-NMI-LOCALNET); null when the DNAT target needs no route_localnet. */
+  localnetGuard: { installed: boolean; error: string | null } | null;
+  /** The hostNetwork chain's own state: it can fail while the pod chain is in place. */
+  hostNetwork: { installed: boolean; error: string | null } | null;
   /** ISO time of the last rule check that succeeded. */
   lastCheck: string | null;
   lastError: string | null;

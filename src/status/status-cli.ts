@@ -129,11 +129,14 @@ export function statusText(s: NodeStatus): string {
   const i = s.interception;
   if (i.mode === 'iptables') {
     const parts = [`iptables (${i.backend ?? 'backend not detected yet'})`, i.rulesInstalled ? 'rules in place' : 'RULES NOT IN PLACE'];
-    if (i.hostNetworkRules) parts.push('with the hostNetwork chain');
+    if (i.hostNetworkRules) parts.push(i.hostNetwork?.installed === false ? 'HOSTNETWORK CHAIN NOT IN PLACE' : 'with the hostNetwork chain');
+    if (i.localnetGuard !== null) parts.push(i.localnetGuard.installed ? 'route_localnet guard in place' : 'ROUTE_LOCALNET GUARD NOT IN PLACE');
     if (i.routeLocalnet !== null) parts.push(`route_localnet ${i.routeLocalnet ? '1' : '0'}`);
     parts.push(`last good check ${i.lastCheck ?? 'never'}`);
     push('interception', parts.join(', '));
     if (i.lastError !== null) push('', `last error: ${i.lastError}`);
+    if (i.hostNetwork?.error != null) push('', `hostNetwork chain: ${i.hostNetwork.error}`);
+    if (i.localnetGuard?.error != null) push('', `route_localnet guard: ${i.localnetGuard.error}`);
     push('', `repairs: ${pairs(i.repairs)}; failures: ${pairs(i.failures)}`);
   } else if (i.mode === 'external') {
     push('interception', 'external: this daemon installs no rules; nothing here checks that the redirect to it is in place');

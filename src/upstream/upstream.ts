@@ -47,7 +47,8 @@ function kubeApi(config: UpstreamConfig): { get: () => Promise<KubeApi>; close: 
   };
 }
 
-export function openUpstream(config: UpstreamConfig, registry: Registry): Upstream {
+/** `onEntraAnswer`: each answer from Entra ID (or a token source's own refusal), for the status. */
+export function openUpstream(config: UpstreamConfig, registry: Registry, o: { onEntraAnswer?: (status: number | string) => void } = {}): Upstream {
   const pool = (connections: number): ImdsClient => new ImdsClient({
     host: config.metadataIp,
     port: config.metadataPort,
@@ -75,7 +76,7 @@ export function openUpstream(config: UpstreamConfig, registry: Registry): Upstre
   const entra = new EntraRoom({
     kube: kube?.get,
     userAgent: config.userAgent, tokenCache: config.tokenCache, tokenWaitMs: config.tokenWaitMs,
-    observer: new EntraMetrics(registry),
+    observer: new EntraMetrics(registry, o.onEntraAnswer),
   });
   const stopping = new AbortController();
   const s = scheduler;

@@ -10,7 +10,11 @@ export class EntraMetrics implements SchedulerObserver {
   readonly #answers: Counter<'status'>;
   readonly #retries: Counter<'cause'>;
 
-  constructor(registry: Registry) {
+  readonly #onAnswer: ((status: number | UpstreamFailure['kind']) => void) | undefined;
+
+  /** `onAnswer`: each answer, for the daemon's status (how Entra has been answering lately). */
+  constructor(registry: Registry, onAnswer?: (status: number | UpstreamFailure['kind']) => void) {
+    this.#onAnswer = onAnswer;
     const registers = [registry];
     this.#starts = new Counter({
       name: 'podid_nmi_entra_starts_total',
@@ -35,6 +39,7 @@ export class EntraMetrics implements SchedulerObserver {
 
   answered(status: number | UpstreamFailure['kind']): void {
     this.#answers.labels(String(status)).inc();
+    this.#onAnswer?.(status);
   }
 
   retried(cause: RetryCause): void {

@@ -38,6 +38,8 @@ export interface EntraRoomOptions {
 
 export class EntraRoom {
   readonly scheduler: UpstreamScheduler;
+  /** The node-wide bounds on Entra traffic, as `nmi status` shows them. */
+  readonly limits: { maxRps: number; maxConcurrency: number; maxQueue: number; maxQueuePerPod: number };
   readonly tokens: TokenCache | undefined;
   readonly client: EntraClient;
   readonly secrets: SecretStore;
@@ -64,12 +66,13 @@ export class EntraRoom {
     };
     const maxQueue = o.maxQueue ?? 1024;
     this.#orders = new LRUCache({ max: 4096 + maxQueue });
+    this.limits = { maxRps: o.maxRps ?? 50, maxConcurrency: o.maxConcurrency ?? 16, maxQueue, maxQueuePerPod: o.maxQueuePerPod ?? 16 };
     this.scheduler = new UpstreamScheduler({
       transport: { fetch: (_method, key, signal) => this.#fetch(key, signal ?? new AbortController().signal) },
-      maxRps: o.maxRps ?? 50,
-      maxConcurrency: o.maxConcurrency ?? 16,
+      maxRps: this.limits.maxRps,
+      maxConcurrency: this.limits.maxConcurrency,
       maxQueue,
-      maxQueuePerCaller: o.maxQueuePerPod ?? 16,
+      maxQueuePerCaller: this.limits.maxQueuePerPod,
       throttleHoldsAll: false,
       clock,
       observer: o.observer,
