@@ -95,7 +95,9 @@ if (flag('--hold')) {
   const slowFile = arg('--slow-file');
   const slowCount = Number(arg('--slow', '0'));
   const agents = Array.from({ length: n }, () => new Agent({ keepAlive: true, maxSockets: 1 }));
-  await Promise.all(agents.map((a) => ask('open', URL_BASE + resource, a)));
+  // Opened in waves below the pod's in-flight share (--max-requests-per-pod, 16): each first
+  // request on a connection is attested, so a burst of 22 at once would meet the share's 429.
+  for (let i = 0; i < agents.length; i += 8) await Promise.all(agents.slice(i, i + 8).map((a) => ask('open', URL_BASE + resource, a)));
   process.stdout.write(`${JSON.stringify({ event: 'holding', connections: n, ok: summary.ok })}\n`);
   let slowSent = false;
   const slow: Array<Promise<unknown>> = [];
