@@ -68,7 +68,7 @@ t.test('healthy: rules in place, state synced, IMDS answering: OK and exit 0', a
   const r = await status(socket);
   t.equal(r.code, STATUS_EXIT.ok, r.out + r.err);
   t.match(r.out, /^podid-nmi \S+ on node node-1 \(pid \d+, up \d+ s\): OK\n/);
-  t.match(r.out, /interception iptables \(nft\), rules in place, route_localnet 1, last good check 20\d\d-/);
+  t.match(r.out, /interception iptables \(nft\), rules in place, route_localnet guard in place, route_localnet 1, last good check 20\d\d-/);
   t.match(r.out, /state        file, synced; --max-state-staleness off/);
   t.match(r.out, /imds         0 in flight/);
   t.match(r.out, /last 5 min: 1 answered, 0 failed; last success 20\d\d-/);
