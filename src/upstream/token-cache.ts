@@ -79,7 +79,9 @@ export class TokenCache {
     this.#perOwner = options.maxEntriesPerOwner ?? 64;
     this.#maxEntryBytes = options.maxEntryBytes ?? 8 * 1024;
     this.#entries = new LRUCache({
-      max: options.maxEntries ?? 4096, ttlAutopurge: false, perf: { now: () => clock.now() },
+      // ttlResolution 0: read the clock at each lookup. Its default (1 ms) cached the time behind a
+      // fresh timer each millisecond: several percent of the daemon's time under load.
+      max: options.maxEntries ?? 4096, ttlAutopurge: false, ttlResolution: 0, perf: { now: () => clock.now() },
       dispose: (entry, path) => this.#disown(entry.owner, path),
     });
     if (this.#lead > 0) this.#sweepEvery(options.sweepMs ?? 30_000);
