@@ -131,3 +131,29 @@ t.test('hang-up signal: aborted by a hang-up or by the stop, and forgotten once 
   t.equal((c.reason as Error).message, 'stopping', 'with the stop\'s reason');
   t.ok(hangUpSignal(fakeRes(false) as never, stop.signal).aborted, 'after the stop, new signals start aborted');
 });
+
+t.test('histogram series: the same exposition as prom-client\'s own observe, across a reset', async (t) => {
+  const { Histogram } = await import('prom-client');
+  const { histogramSeries } = await import('../src/observability/histogram-series.ts');
+  const make = (r: Registry) => new Histogram({ name: 'h', help: 'h', labelNames: ['a', 'b'] as const, buckets: [0.001, 0.01, 0.1, 1], registers: [r] });
+  const ours = new Registry();
+  const theirs = new Registry();
+  const oursH = make(ours);
+  const theirsH = make(theirs);
+  const x = histogramSeries(oursH, ['a', 'b'], ['x', '200']);
+  const y = histogramSeries(oursH, ['a', 'b'], ['y', '']);
+  const values = [0, 0.0005, 0.001, 0.002, 0.05, 0.5, 1, 3, 1e9];
+  for (const v of values) {
+    x.observe(v);
+    theirsH.observe({ a: 'x', b: '200' }, v);
+  }
+  y.observe(0.02);
+  theirsH.labels('y', '').observe(0.02);
+  t.equal(await ours.metrics(), await theirs.metrics());
+  t.throws(() => x.observe(Number.NaN), TypeError, 'NaN is refused, as prom-client does');
+  oursH.reset();
+  theirsH.reset();
+  x.observe(0.5);
+  theirsH.observe({ a: 'x', b: '200' }, 0.5);
+  t.equal(await ours.metrics(), await theirs.metrics(), 'after a reset, a series starts again');
+});

@@ -1,6 +1,7 @@
 // Prometheus metrics for SREs. Every label value comes from a closed set (route names,
 // decisions, reasons, status codes), never from the request, so cardinality stays bounded.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { histogramSeries } from './histogram-series.ts';
 import { LabelChildren } from './label-children.ts';
 import { NmiMetrics } from './nmi-metrics.ts';
 import { decisionLabel, type DecisionLabel, type RequestObserver, type RequestOutcome } from './request-outcome.ts';
@@ -57,7 +58,7 @@ export class DaemonMetrics implements RequestObserver {
     });
     this.#nmi = new NmiMetrics(registry);
     this.#requestChildren = new LabelChildren(4, ([route, decision, status, reason]) => this.#requests.labels(route!, decision!, status!, reason!));
-    this.#durationChildren = new LabelChildren(2, ([route, decision]) => this.#duration.labels(route!, decision!));
+    this.#durationChildren = new LabelChildren(2, (values) => histogramSeries(this.#duration, ['route', 'decision'], values));
     this.#tokenCacheChildren = new LabelChildren(1, ([result]) => this.#tokenCache.labels(result!));
     // Series exist from the start, at 0, so that rate() and alerts see the first increment.
     for (const result of ['hit', 'miss', 'shared'] as const) this.#tokenCache.inc({ result }, 0);

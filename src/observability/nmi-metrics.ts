@@ -5,6 +5,7 @@
 import { Counter, Histogram } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { RouteName } from '../matcher/routes.ts';
+import { histogramSeries } from './histogram-series.ts';
 import { LabelChildren } from './label-children.ts';
 import type { RequestObserver, RequestOutcome } from './request-outcome.ts';
 
@@ -98,7 +99,7 @@ export class NmiMetrics implements RequestObserver {
       labelNames: ['operation_type'], registers,
     });
     kubernetesApiErrors(registry);
-    this.#operationChildren = new LabelChildren(4, ([operation, status, namespace, resource]) => this.#operations.labels(operation!, status!, namespace!, resource!));
+    this.#operationChildren = new LabelChildren(4, (values) => histogramSeries(this.#operations, ['operation_type', 'status_code', 'namespace', 'resource'], values));
     for (const op of ['adal_token_msi', 'adal_token_msi_userassignedid']) this.#imdsErrors.inc({ operation_type: op }, 0);
   }
 
