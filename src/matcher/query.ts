@@ -5,55 +5,32 @@ export type QueryError = 'query_malformed' | 'query_duplicate_parameter';
 
 export const MAX_QUERY_PARAMETERS = 32;
 
-/** What a key or value holds besides plain lower-case text: percent or '+' encoding, or letters to lower-case. */
-const ENCODED = 1;
-const CASED = 2;
-
 /**
- * Keys lower-cased; values percent- and '+'-decoded. Empty `raw` gives an empty map. One pass
- * over `raw`: each key and value is sliced once, decoded only when it holds a '%' or '+', and a
- * key lower-cased only when it holds an upper-case or non-ASCII letter.
+ * Keys lower-cased; values percent- and '+'-decoded. Empty `raw` gives an empty map. Splitting is
+ * left to indexOf (native scans, faster here than a loop over the characters); each key and value
+ * is sliced once, and decoded only when it holds a '%' or '+'.
  */
 export function parseQuery(raw: string): Map<string, string> | QueryError {
   const params = new Map<string, string>();
+  if (raw.length === 0) return params;
   let start = 0;
-  let eq = -1;
-  let keyFlags = 0;
-  let valueEncoded = false;
-  for (let i = 0; i <= raw.length; i++) {
-    const c = i === raw.length ? 0x26 : raw.charCodeAt(i);
-    if (c === 0x26 /* & */) {
-      if (i > start) {
-        const refused = add(params, raw, start, eq, i, keyFlags, valueEncoded);
-        if (refused !== undefined) return refused;
-      }
-      start = i + 1;
-      eq = -1;
-      keyFlags = 0;
-      valueEncoded = false;
-    } else if (eq !== -1) {
-      if (c === 0x25 /* % */ || c === 0x2b /* + */) valueEncoded = true;
-    } else if (c === 0x3d /* = */) {
-      eq = i;
-    } else if (c === 0x25 || c === 0x2b) {
-      keyFlags |= ENCODED;
-    } else if ((c >= 0x41 && c <= 0x5a) || c >= 0x80) {
-      keyFlags |= CASED;
+  while (start <= raw.length) {
+    let end = raw.indexOf('&', start);
+    if (end === -1) end = raw.length;
+    if (end > start) {
+      const eq = raw.indexOf('=', start);
+      const hasValue = eq !== -1 && eq < end;
+      const k = decode(raw.slice(start, hasValue ? eq : end));
+      const v = hasValue ? decode(raw.slice(eq + 1, end)) : '';
+      if (k === undefined || v === undefined || k.length === 0) return 'query_malformed';
+      const key = k.toLowerCase();
+      if (params.has(key)) return 'query_duplicate_parameter';
+      if (params.size === MAX_QUERY_PARAMETERS) return 'query_malformed';
+      params.set(key, v);
     }
+    start = end + 1;
   }
   return params;
-}
-
-function add(params: Map<string, string>, raw: string, start: number, eq: number, end: number, keyFlags: number, valueEncoded: boolean): QueryError | undefined {
-  const rawKey = raw.slice(start, eq === -1 ? end : eq);
-  const k = (keyFlags & ENCODED) !== 0 ? decode(rawKey) : rawKey;
-  const v = eq === -1 ? '' : valueEncoded ? decode(raw.slice(eq + 1, end)) : raw.slice(eq + 1, end);
-  if (k === undefined || v === undefined || k.length === 0) return 'query_malformed';
-  const key = keyFlags !== 0 ? k.toLowerCase() : k;
-  if (params.has(key)) return 'query_duplicate_parameter';
-  if (params.size === MAX_QUERY_PARAMETERS) return 'query_malformed';
-  params.set(key, v);
-  return undefined;
 }
 
 /**
@@ -65,6 +42,7 @@ const MAX_DECODED = 256;
 const MAX_DECODED_LENGTH = 256;
 
 function decode(text: string): string | undefined {
+  if (text.indexOf('%') === -1 && text.indexOf('+') === -1) return text;
   const known = decoded.get(text);
   if (known !== undefined || decoded.has(text)) return known;
   let out: string | undefined;
