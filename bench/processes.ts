@@ -1,7 +1,7 @@
 // The benches' child processes: started, awaited until they print that they are ready, and
 // killed when the bench exits, however it exits.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Every process a bench started; killed (SIGTERM) on exit. */
 export const spawned: ChildProcess[] = [];
@@ -49,4 +49,17 @@ export function rssMiB(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** CPU time all of a process's threads have used, in nanoseconds (schedstat: finer than `cpuSeconds`' clock ticks). */
+export function cpuNanos(pid: number): number {
+  let total = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      total += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return total;
 }

@@ -10,13 +10,17 @@ interface Prepared {
   readonly body: Buffer;
   readonly retryAfter: string | undefined;
   readonly closes: boolean;
+  /** The answer's headers as they are written when nothing replaces them (no Allow, no computed Retry-After). */
+  readonly headers: Readonly<Record<string, string | number>>;
 }
 
 const PREPARED = new Map<Reason, Prepared>(REASONS.map((reason) => {
   const spec: RefusalSpec = REFUSALS[reason];
   const body = Buffer.from(JSON.stringify({ error: spec.error, error_description: spec.description, reason }), 'utf8');
   const retryAfter = spec.retryAfter === undefined ? undefined : String(spec.retryAfter);
-  return [reason, { status: spec.status, body, retryAfter, closes: spec.closesConnection === true }];
+  const headers: Record<string, string | number> = { 'content-type': JSON_TYPE, 'content-length': body.length, 'x-podid-nmi-reason': reason };
+  if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
+  return [reason, { status: spec.status, body, retryAfter, closes: spec.closesConnection === true, headers: Object.freeze(headers) }];
 }));
 
 export function refusalStatus(reason: Reason): number {
@@ -27,14 +31,14 @@ export function refusalStatus(reason: Reason): number {
 export function writeRefusal(res: ServerResponse, reason: Reason, allow?: readonly string[], retryAfterSec?: number): void {
   if (res.headersSent || res.destroyed) return;
   const p = PREPARED.get(reason)!;
-  const headers: Record<string, string | number> = {
-    'content-type': JSON_TYPE,
-    'content-length': p.body.length,
-    'x-podid-nmi-reason': reason,
-  };
-  const retryAfter = retryAfterSec !== undefined && p.retryAfter !== undefined ? String(retryAfterSec) : p.retryAfter;
-  if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
-  if (allow !== undefined) headers.allow = allow.join(', ');
+  let headers = p.headers;
+  const replacesRetryAfter = retryAfterSec !== undefined && p.retryAfter !== undefined;
+  if (replacesRetryAfter || allow !== undefined) {
+    const own: Record<string, string | number> = { ...p.headers };
+    if (replacesRetryAfter) own['retry-after'] = String(retryAfterSec);
+    if (allow !== undefined) own.allow = allow.join(', ');
+    headers = own;
+  }
   // node:http then sends `connection: close` and destroys the socket once this answer is out.
   if (p.closes) res.shouldKeepAlive = false;
   res.writeHead(p.status, headers);

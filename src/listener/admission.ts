@@ -67,11 +67,13 @@ export class RequestAdmission {
     }
     c.busy = true;
     const conn = c;
-    res.once('close', () => { conn.busy = false; });
     const release = this.#inFlight.take(caller);
-    if (release === undefined) return 'requests_over_share';
-    res.once('close', release);
-    return 'admitted';
+    // One listener frees both the connection and the caller's share.
+    res.once('close', () => {
+      conn.busy = false;
+      release?.();
+    });
+    return release === undefined ? 'requests_over_share' : 'admitted';
   }
 }
 

@@ -5,7 +5,11 @@ export type QueryError = 'query_malformed' | 'query_duplicate_parameter';
 
 export const MAX_QUERY_PARAMETERS = 32;
 
-/** Keys lower-cased; values percent- and '+'-decoded. Empty `raw` gives an empty map. */
+/**
+ * Keys lower-cased; values percent- and '+'-decoded. Empty `raw` gives an empty map. Splitting is
+ * left to indexOf (native scans, faster here than a loop over the characters); each key and value
+ * is sliced once, and decoded only when it holds a '%' or '+'.
+ */
 export function parseQuery(raw: string): Map<string, string> | QueryError {
   const params = new Map<string, string>();
   if (raw.length === 0) return params;
@@ -29,13 +33,29 @@ export function parseQuery(raw: string): Map<string, string> | QueryError {
   return params;
 }
 
+/**
+ * Decoded values, as SDKs send the same few resources again and again. Bounded in count and
+ * in the length of what it keeps; a pod sending many distinct values only empties it.
+ */
+const decoded = new Map<string, string | undefined>();
+const MAX_DECODED = 256;
+const MAX_DECODED_LENGTH = 256;
+
 function decode(text: string): string | undefined {
   if (text.indexOf('%') === -1 && text.indexOf('+') === -1) return text;
+  const known = decoded.get(text);
+  if (known !== undefined || decoded.has(text)) return known;
+  let out: string | undefined;
   try {
-    return decodeURIComponent(text.replaceAll('+', ' '));
+    out = decodeURIComponent(text.includes('+') ? text.replaceAll('+', ' ') : text);
   } catch {
-    return undefined;
+    out = undefined;
   }
+  if (text.length <= MAX_DECODED_LENGTH) {
+    if (decoded.size >= MAX_DECODED) decoded.clear();
+    decoded.set(text, out);
+  }
+  return out;
 }
 
 /** Serialises parsed parameters back, so what goes upstream is what was checked. */

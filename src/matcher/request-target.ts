@@ -20,16 +20,28 @@ export function matchTarget(target: string, blockInstanceMetadata: boolean): Mat
   const path = q === -1 ? target : target.slice(0, q);
   const rawQuery = q === -1 ? '' : target.slice(q + 1);
   if (!isCanonicalPath(path) || !isPlainQuery(rawQuery)) return 'target_not_canonical';
-  if (path.length < METADATA.length || (path.length > METADATA.length && path.charCodeAt(METADATA.length) !== 0x2f)
-    || path.slice(0, METADATA.length).toLowerCase() !== METADATA) {
-    return 'route_unknown';
-  }
+  if (path.length < METADATA.length || (path.length > METADATA.length && path.charCodeAt(METADATA.length) !== 0x2f)) return 'route_unknown';
+  const prefix = metadataPrefix(path);
+  if (prefix === 'none') return 'route_unknown';
   const rest = path.slice(METADATA.length);
   const route = routeFor(rest);
   if (route === undefined) return isNearMissTokenPath(rest) ? 'token_path_malformed' : 'route_unknown';
   if (route.name === 'instance' && blockInstanceMetadata) return 'instance_metadata_blocked';
   if (route.name === 'instance' && !isInstanceSubPath(rest)) return 'instance_path_invalid';
-  return { route, path: METADATA + rest, rawQuery };
+  return { route, path: prefix === 'exact' ? path : METADATA + rest, rawQuery };
+}
+
+/** Whether `path` starts with `/metadata` as written (nearly always), in another case, or not at all; compared without copies. */
+function metadataPrefix(path: string): 'exact' | 'cased' | 'none' {
+  let exact = true;
+  for (let i = 1; i < METADATA.length; i++) {
+    const c = path.charCodeAt(i);
+    const want = METADATA.charCodeAt(i);
+    if (c === want) continue;
+    if ((c | 0x20) !== want) return 'none';
+    exact = false;
+  }
+  return exact ? 'exact' : 'cased';
 }
 
 /** No empty, `.` or `..` segments, no percent-encoding, backslash or fragment anywhere in the path. */
@@ -55,9 +67,8 @@ export function isCanonicalPath(path: string): boolean {
 
 /** Printable ASCII only: raw spaces, controls or bytes past 0x7e are not something an SDK sends. */
 function isPlainQuery(query: string): boolean {
-  for (let i = 0; i < query.length; i++) {
-    const c = query.charCodeAt(i);
-    if (c <= 0x20 || c >= 0x7f || c === 0x23 /* # */) return false;
-  }
-  return true;
+  // One native scan (irregexp) instead of a loop in JavaScript: the same set, printable ASCII but '#'.
+  return !NOT_PLAIN.test(query);
 }
+
+const NOT_PLAIN = /[^\x21\x22\x24-\x7e]/;

@@ -13,6 +13,8 @@ function isUnsafe(c: number): boolean {
 
 /** `\u{XXXX}` for every unsafe code unit, then at most `max` characters and the count cut off. */
 export function safeForLog(value: string, max = MAX_LOGGED_VALUE): string {
+  // Nearly every value is already safe: it is logged as it is, without a copy.
+  if (value.length <= max && isSafe(value)) return value;
   let out = '';
   let i = 0;
   for (; i < value.length && out.length < max; i++) {
@@ -20,4 +22,9 @@ export function safeForLog(value: string, max = MAX_LOGGED_VALUE): string {
     out += isUnsafe(c) ? `\\u{${c.toString(16).padStart(4, '0')}}` : value[i];
   }
   return i < value.length ? `${out}…(+${value.length - i})` : out;
+}
+
+function isSafe(value: string): boolean {
+  for (let i = 0; i < value.length; i++) if (isUnsafe(value.charCodeAt(i))) return false;
+  return true;
 }

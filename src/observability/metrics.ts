@@ -1,6 +1,8 @@
 // Prometheus metrics for SREs. Every label value comes from a closed set (route names,
 // decisions, reasons, status codes), never from the request, so cardinality stays bounded.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { histogramSeries } from './histogram-series.ts';
+import { LabelChildren } from './label-children.ts';
 import { NmiMetrics } from './nmi-metrics.ts';
 import { decisionLabel, type DecisionLabel, type RequestObserver, type RequestOutcome } from './request-outcome.ts';
 
@@ -15,8 +17,9 @@ export class DaemonMetrics implements RequestObserver {
   readonly #tokenCache: Counter<'result'>;
   readonly #podWaits: Counter<'outcome'>;
   readonly #nmi: NmiMetrics;
-  /** prom-client hashes label objects on every call; children are looked up once per label set. */
-  readonly #children = new Map<string, { inc(): void }>();
+  readonly #requestChildren: LabelChildren<{ inc(): void }>;
+  readonly #durationChildren: LabelChildren<{ observe(v: number): void }>;
+  readonly #tokenCacheChildren: LabelChildren<{ inc(): void }>;
 
   constructor(registry = new Registry(), options: { defaultMetrics?: boolean } = {}) {
     this.registry = registry;
@@ -54,6 +57,9 @@ export class DaemonMetrics implements RequestObserver {
       labelNames: ['outcome'], registers,
     });
     this.#nmi = new NmiMetrics(registry);
+    this.#requestChildren = new LabelChildren(4, ([route, decision, status, reason]) => this.#requests.labels(route!, decision!, status!, reason!));
+    this.#durationChildren = new LabelChildren(2, (values) => histogramSeries(this.#duration, ['route', 'decision'], values));
+    this.#tokenCacheChildren = new LabelChildren(1, ([result]) => this.#tokenCache.labels(result!));
     // Series exist from the start, at 0, so that rate() and alerts see the first increment.
     for (const result of ['hit', 'miss', 'shared'] as const) this.#tokenCache.inc({ result }, 0);
     for (const outcome of ['found', 'timeout'] as const) this.#podWaits.inc({ outcome }, 0);
@@ -68,14 +74,8 @@ export class DaemonMetrics implements RequestObserver {
   }
 
   request(route: string, decision: DecisionLabel, status: number, reason: string, seconds: number): void {
-    const k = `${route}|${decision}|${status}|${reason}`;
-    let child = this.#children.get(k);
-    if (child === undefined) {
-      child = this.#requests.labels(route, decision, String(status), reason);
-      this.#children.set(k, child);
-    }
-    child.inc();
-    this.#duration.labels(route, decision).observe(seconds);
+    this.#requestChildren.get(route, decision, status, reason).inc();
+    this.#durationChildren.get(route, decision).observe(seconds);
   }
 
   upstream(route: string, status: number | string, seconds: number): void {
@@ -84,7 +84,7 @@ export class DaemonMetrics implements RequestObserver {
   }
 
   tokenCache(result: 'hit' | 'miss' | 'shared'): void {
-    this.#tokenCache.labels(result).inc();
+    this.#tokenCacheChildren.get(result).inc();
   }
 
   podWait(outcome: 'found' | 'timeout'): void {

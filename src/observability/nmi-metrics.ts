@@ -5,6 +5,8 @@
 import { Counter, Histogram } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { RouteName } from '../matcher/routes.ts';
+import { histogramSeries } from './histogram-series.ts';
+import { LabelChildren } from './label-children.ts';
 import type { RequestObserver, RequestOutcome } from './request-outcome.ts';
 
 const NMI_OPERATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100];
@@ -77,6 +79,7 @@ export class NmiMetrics implements RequestObserver {
   readonly #operations: Histogram<'operation_type' | 'status_code' | 'namespace' | 'resource'>;
   readonly #imdsDuration: Histogram<'operation_type'>;
   readonly #imdsErrors: Counter<'operation_type'>;
+  readonly #operationChildren: LabelChildren<{ observe(v: number): void }>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -96,16 +99,12 @@ export class NmiMetrics implements RequestObserver {
       labelNames: ['operation_type'], registers,
     });
     kubernetesApiErrors(registry);
+    this.#operationChildren = new LabelChildren(4, (values) => histogramSeries(this.#operations, ['operation_type', 'status_code', 'namespace', 'resource'], values));
     for (const op of ['adal_token_msi', 'adal_token_msi_userassignedid']) this.#imdsErrors.inc({ operation_type: op }, 0);
   }
 
   finished(o: RequestOutcome): void {
-    this.#operations.observe({
-      operation_type: OPERATION_PATHS[o.route],
-      status_code: String(o.status),
-      namespace: o.pod?.namespace ?? '',
-      resource: resourceLabel(o.request?.resource),
-    }, o.seconds);
+    this.#operationChildren.get(OPERATION_PATHS[o.route], o.status, o.pod?.namespace ?? '', resourceLabel(o.request?.resource)).observe(o.seconds);
     if (o.route !== 'token' || o.upstream === undefined || o.cache === 'hit') return;
     // As NMI: by client id is "userassignedid", a pass-through without a selector is plain "msi".
     const upstreamSelector = o.decision !== undefined && 'upstream' in o.decision ? o.decision.upstream : undefined;

@@ -20,28 +20,49 @@ export class RequestLog implements RequestObserver {
     // Token requests whose query parsed, and callers refused for who they are (no pod, over
     // their share); malformed requests and proxied routes are counted, not logged.
     if (o.id === undefined && (o.reason === undefined || o.ip === undefined)) return;
-    const decision = decisionLabel(o);
-    const fields: Record<string, unknown> = o.id === undefined ? { route: o.route } : { req: o.id };
-    if (o.pod !== undefined) Object.assign(fields, { pod: `${o.pod.namespace}/${o.pod.name}`, uid: o.pod.uid });
-    if (o.via !== undefined) fields.via = o.via;
-    else if (o.ip !== undefined) fields.ip = o.ip;
-    // A connection refused attestation: the address it claimed, since no pod is named.
-    if (o.via === 'socket_attestation' && o.pod === undefined && o.ip !== undefined) fields.ip = o.ip;
-    if (o.request !== undefined) fields.resource = safeForLog(o.request.resource);
-    const d = o.decision;
-    if (d?.kind === 'grant') Object.assign(fields, { identity: `${d.identity.namespace}/${d.identity.name}`, clientID: d.identity.clientID });
-    else if (d?.kind === 'pass-through') Object.assign(fields, { exception: d.exception.name, requested: selector(d.upstream) });
-    else if (o.pod !== undefined) fields.requested = selector(o.request?.selector);
-    Object.assign(fields, { decision, reason: o.reason, cache: o.cache, status: o.status, ms: Math.round(o.seconds * 100_000) / 100 });
-    if (o.upstream !== undefined && o.reason !== undefined) {
+    const failedUpstream = o.upstream !== undefined && o.reason !== undefined;
+    // Grants are logged at info: when it is off, their line is not even built.
+    if (o.reason === undefined && !this.#log.isLevelEnabled('info')) return;
+    const fields = lineOf(o);
+    if (failedUpstream) {
       this.#log.warn({ ...fields, err: o.error }, 'token request failed upstream');
     } else if (o.reason !== undefined) {
       const caller = o.pod !== undefined ? `pod:${o.pod.uid}` : `ip:${o.ip ?? ''}`;
       this.#refusals.write(caller, fields, o.id === undefined ? 'request refused' : 'token request refused');
     } else {
-      this.#log.info(fields, o.status !== 200 ? 'token request failed upstream' : decision === 'granted' ? 'token granted' : 'token passed through (exception)');
+      this.#log.info(fields, o.status !== 200 ? 'token request failed upstream' : fields.decision === 'granted' ? 'token granted' : 'token passed through (exception)');
     }
   }
+}
+
+/** The line's fields, in the order they are written; built in one go. */
+function lineOf(o: RequestOutcome): Record<string, unknown> {
+  const fields: Record<string, unknown> = o.id === undefined ? { route: o.route } : { req: o.id };
+  if (o.pod !== undefined) {
+    fields.pod = `${o.pod.namespace}/${o.pod.name}`;
+    fields.uid = o.pod.uid;
+  }
+  if (o.via !== undefined) fields.via = o.via;
+  else if (o.ip !== undefined) fields.ip = o.ip;
+  // A connection refused attestation: the address it claimed, since no pod is named.
+  if (o.via === 'socket_attestation' && o.pod === undefined && o.ip !== undefined) fields.ip = o.ip;
+  if (o.request !== undefined) fields.resource = safeForLog(o.request.resource);
+  const d = o.decision;
+  if (d?.kind === 'grant') {
+    fields.identity = `${d.identity.namespace}/${d.identity.name}`;
+    fields.clientID = d.identity.clientID;
+  } else if (d?.kind === 'pass-through') {
+    fields.exception = d.exception.name;
+    fields.requested = selector(d.upstream);
+  } else if (o.pod !== undefined) {
+    fields.requested = selector(o.request?.selector);
+  }
+  fields.decision = decisionLabel(o);
+  fields.reason = o.reason;
+  fields.cache = o.cache;
+  fields.status = o.status;
+  fields.ms = Math.round(o.seconds * 100_000) / 100;
+  return fields;
 }
 
 function selector(s: { name: string; value: string } | undefined): { name: string; value: string } | undefined {

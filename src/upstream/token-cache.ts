@@ -42,6 +42,8 @@ interface Entry {
   refreshSettled: boolean;
   /** The caller whose fetch left it: it counts against that caller's share. */
   readonly owner: string;
+  /** The last answer served from it: the same bytes until `expires_in` ticks down a second. */
+  served: { readonly remaining: number; readonly answer: UpstreamAnswer } | undefined;
 }
 
 export interface GetOptions {
@@ -77,7 +79,9 @@ export class TokenCache {
     this.#perOwner = options.maxEntriesPerOwner ?? 64;
     this.#maxEntryBytes = options.maxEntryBytes ?? 8 * 1024;
     this.#entries = new LRUCache({
-      max: options.maxEntries ?? 4096, ttlAutopurge: false, perf: { now: () => clock.now() },
+      // ttlResolution 0: read the clock at each lookup. Its default (1 ms) cached the time behind a
+      // fresh timer each millisecond: several percent of the daemon's time under load.
+      max: options.maxEntries ?? 4096, ttlAutopurge: false, ttlResolution: 0, perf: { now: () => clock.now() },
       dispose: (entry, path) => this.#disown(entry.owner, path),
     });
     if (this.#lead > 0) this.#sweepEvery(options.sweepMs ?? 30_000);
@@ -183,7 +187,7 @@ export class TokenCache {
     // Set first: replacing an entry disposes it, which takes its path out of its owner's set.
     this.#entries.set(path, {
       token: token as Record<string, unknown>, expiresOnMs, contentType: answer.contentType,
-      storedAt: now, servedUntil, lastUsed: previous?.lastUsed ?? now, refreshSettled: false, owner,
+      storedAt: now, servedUntil, lastUsed: previous?.lastUsed ?? now, refreshSettled: false, owner, served: undefined,
     }, { ttl: servedUntil - now });
     const owned = this.#owned.get(owner) ?? new Set<string>();
     owned.add(path);
@@ -198,10 +202,16 @@ export class TokenCache {
   }
 }
 
-/** As IMDS does for the tokens it caches: `expires_in` counts down, everything else is as received. */
+/**
+ * As IMDS does for the tokens it caches: `expires_in` counts down, everything else is as received.
+ * Serialised once per second of `expires_in`, not once per hit: the answer is never written to.
+ */
 function aged(entry: Entry, now: number): UpstreamAnswer {
   const remaining = Math.max(0, Math.floor((entry.expiresOnMs - now) / 1000));
+  if (entry.served?.remaining === remaining) return entry.served.answer;
   const body = Buffer.from(JSON.stringify({ ...entry.token, expires_in: String(remaining) }), 'utf8');
-  return { status: 200, contentType: entry.contentType, retryAfter: undefined, body };
+  const answer: UpstreamAnswer = Object.freeze({ status: 200, contentType: entry.contentType, retryAfter: undefined, body });
+  entry.served = { remaining, answer };
+  return answer;
 }
 
