@@ -85,6 +85,12 @@ t.test('IMDS health: failures are transport errors, 5xx and 429; cache hits are 
   t.equal(h.view().failing, true);
   now += 6 * 60_000;
   t.match(h.view(), { answered: 0, failed: 0, failing: false }, 'an old failure is no longer failing');
+  const entraGrant = { kind: 'grant', source: { kind: 'workload-identity' } } as unknown as RequestOutcome['decision'];
+  h.finished({ ...outcome(503), decision: entraGrant });
+  t.match(h.view(), { answered: 0, failed: 0, failing: false }, 'an Entra-sourced grant\'s answer is not IMDS\'s');
+  const imdsGrant = { kind: 'grant', source: { kind: 'imds' } } as unknown as RequestOutcome['decision'];
+  h.finished({ ...outcome(503), decision: imdsGrant });
+  t.match(h.view(), { answered: 0, failed: 1, failing: true }, 'an IMDS-sourced grant\'s is');
 });
 
 function base(): Omit<NodeStatus, 'health' | 'problems'> {

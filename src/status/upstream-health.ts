@@ -20,6 +20,8 @@ export class UpstreamHealth implements RequestObserver {
 
   finished(o: RequestOutcome): void {
     if (o.upstream === undefined || o.cache === 'hit') return;
+    // A grant from Entra ID is Entra's answer, counted on Entra's own budget, not IMDS's.
+    if (o.decision?.kind === 'grant' && o.decision.source.kind !== 'imds') return;
     const result = o.upstream.result;
     // An answer IMDS gave on purpose (200, 400 "Identity not found", 404) is IMDS working; a
     // transport failure, a 5xx or a 429 (throttled) is IMDS, or the way to it, failing.
