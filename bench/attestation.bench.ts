@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { fileHolds, socketNeedles } from '../src/pods/proc-net-tcp.ts';
 import { createNode } from '../test/netns/netns.ts';
 import { cpuSeconds, spawned, startProcess } from './processes.ts';
+import { boundPodsYaml } from './bound-pods.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const N_NEW = Number(process.env.BENCH_REQUESTS ?? 1000);
@@ -98,23 +99,10 @@ async function run(n, keepAlive) {
 `;
 
 const dir = await mkdtemp(`${tmpdir()}/podid-bench-`);
-const podYaml = (name: string, uid: string, ip: string): string => `---
-apiVersion: v1
-kind: Pod
-metadata: {name: ${name}, namespace: bench, uid: ${uid}, labels: {aadpodidbinding: app}}
-spec: {nodeName: bench}
-status: {phase: Running, podIPs: [{ip: ${ip}}]}
-`;
-await writeFile(`${dir}/state.yaml`, `apiVersion: aadpodidentity.k8s.io/v1
-kind: AzureIdentity
-metadata: {name: id, namespace: bench}
-spec: {type: 0, clientID: ${CLIENT}, resourceID: /r/id}
----
-apiVersion: aadpodidentity.k8s.io/v1
-kind: AzureIdentityBinding
-metadata: {name: b, namespace: bench}
-spec: {azureIdentity: id, selector: app}
-${podYaml('busy', UID.on, IP.on)}${podYaml('busy-baseline', UID.off, IP.off)}`);
+await writeFile(`${dir}/state.yaml`, boundPodsYaml(CLIENT, [
+  { name: 'busy', uid: UID.on, ip: IP.on },
+  { name: 'busy-baseline', uid: UID.off, ip: IP.off },
+]));
 try {
   // The node: the emulator on 169.254.169.254:80, the pod's two addresses DNATed to the two daemons.
   await node.addLoopbackAddress('169.254.169.254/32');

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { spawned, startProcess } from './processes.ts';
+import { boundPodsYaml } from './bound-pods.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const N_NEW = Number(process.env.BENCH_REQUESTS ?? 2000);
@@ -123,28 +124,10 @@ function procScan(localPort: number): string | undefined {
 }
 
 const dir = await mkdtemp(`${tmpdir()}/podid-bench-`);
-await writeFile(`${dir}/state.yaml`, `apiVersion: aadpodidentity.k8s.io/v1
-kind: AzureIdentity
-metadata: {name: id, namespace: bench}
-spec: {type: 0, clientID: ${CLIENT}, resourceID: /r/id}
----
-apiVersion: aadpodidentity.k8s.io/v1
-kind: AzureIdentityBinding
-metadata: {name: b, namespace: bench}
-spec: {azureIdentity: id, selector: app}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: by-ip, namespace: bench, uid: u-ip, labels: {aadpodidbinding: app}}
-spec: {nodeName: bench}
-status: {phase: Running, podIPs: [{ip: 127.0.0.10}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: host, namespace: bench, uid: ${UID}, labels: {aadpodidbinding: app}}
-spec: {nodeName: bench, hostNetwork: true}
-status: {phase: Running, podIPs: [{ip: 10.0.0.4}]}
-`);
+await writeFile(`${dir}/state.yaml`, boundPodsYaml(CLIENT, [
+  { name: 'by-ip', uid: 'u-ip', ip: '127.0.0.10' },
+  { name: 'host', uid: UID, ip: '10.0.0.4', hostNetwork: true },
+]));
 await writeFile(`${dir}/ids.json`, JSON.stringify({ identities: [{ clientID: CLIENT, resourceID: '/r/id', objectID: 'o' }] }));
 try {
   await start(['imds-emulator', '--listen', `127.0.0.1:${BASE_PORT}`, '--identities', `${dir}/ids.json`, '--rate-limit=false'], 'listening');
