@@ -46,8 +46,9 @@ COPY --from=build /app/dist ./dist
 RUN ln -s /app/dist/cli.js /usr/local/bin/nmi
 # Root: iptables, iptables-restore and conntrack must run as uid 0
 # in the node's network namespace with CAP_NET_ADMIN/CAP_NET_RAW; a non-root process would only
-# get those through file capabilities, which need allowPrivilegeEscalation. The DaemonSet drops
-# every other capability and mounts the root filesystem read-only.
+# get those through file capabilities, which need allowPrivilegeEscalation. The DaemonSet runs it
+# privileged (the node's cgroup namespace and a writable /proc/sys) with a read-only root
+# filesystem; the unprivileged profile (README, Deployment) keeps only NET_ADMIN and NET_RAW.
 USER 0
 # Not shipped: daemonset/examples, which only `nmi demo` reads (a local demo, not for nodes).
 # Runtime flags, measured in README (Memory) with bench/deployed.bench.ts, which starts the
