@@ -58,6 +58,8 @@ export interface DaemonOptions {
   freshness?: Partial<FreshnessTuning>;
   /** Tests run the rules against a stand-in for iptables (test/helpers/fake-iptables.ts). */
   iptables?: Pick<InterceptionOptions, 'run' | 'backend'>;
+  /** Tests compare answers with and without the at-once lane (listener/answer-at-once.ts); on by default. */
+  answerAtOnce?: boolean;
 }
 
 export async function startDaemon(config: DaemonConfig, log: Logger, options: DaemonOptions = {}): Promise<Daemon> {
@@ -151,6 +153,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       // hostNetwork pods: charged to their own shares once their socket cgroup is known.
       attribute: config.interceptHostNetwork ? (socket) => callers.connectionCaller(socket) : undefined,
       attributionPool: strangers,
+      answerAtOnce: options.answerAtOnce === false ? undefined : handler.answerAtOnce,
       onRefusal: (reason, status, ip) => {
         metrics.request('connection', 'refused', status, reason, 0);
         refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');

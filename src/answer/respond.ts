@@ -1,9 +1,21 @@
 // Writing answers. Refusal bodies are serialised once at start-up: the hot path only copies.
-import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 import { REFUSALS, REASONS, type Reason, type RefusalSpec } from '../decision/reasons.ts';
 import type { UpstreamAnswer } from '../upstream/imds-client.ts';
 
 const JSON_TYPE = 'application/json; charset=utf-8';
+
+/**
+ * Where an answer is written: node:http's ServerResponse, or the at-once lane's raw answer
+ * (raw-answer.ts), which writes the same bytes straight to the socket.
+ */
+export interface AnswerTarget {
+  readonly headersSent: boolean;
+  readonly destroyed: boolean;
+  shouldKeepAlive: boolean;
+  writeHead(status: number, headers: Readonly<Record<string, string | number>>): unknown;
+  end(body: Buffer): unknown;
+}
 
 interface Prepared {
   readonly status: number;
@@ -28,7 +40,7 @@ export function refusalStatus(reason: Reason): number {
 }
 
 /** `retryAfterSec` replaces the reason's own Retry-After (a value computed from the queue). */
-export function writeRefusal(res: ServerResponse, reason: Reason, allow?: readonly string[], retryAfterSec?: number): void {
+export function writeRefusal(res: AnswerTarget, reason: Reason, allow?: readonly string[], retryAfterSec?: number): void {
   if (res.headersSent || res.destroyed) return;
   const p = PREPARED.get(reason)!;
   let headers = p.headers;
@@ -57,7 +69,7 @@ export function rawRefusal(reason: Reason): Buffer {
  * Relays what IMDS said, its status and body byte for byte. A 429 without Retry-After gets one:
  * the JS SDK retries 429 only when it is present, and backing off is what IMDS wants.
  */
-export function writeUpstream(res: ServerResponse, answer: UpstreamAnswer): void {
+export function writeUpstream(res: AnswerTarget, answer: UpstreamAnswer): void {
   if (res.headersSent || res.destroyed) return;
   const headers: Record<string, string | number> = {
     'content-type': answer.contentType ?? JSON_TYPE,

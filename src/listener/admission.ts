@@ -75,6 +75,17 @@ export class RequestAdmission {
     });
     return release === undefined ? 'requests_over_share' : 'admitted';
   }
+
+  /**
+   * For an answer the at-once lane writes before this call returns: the caller's in-flight share,
+   * to be released right after. Undefined when `admit` would not admit the request (its
+   * connection busy or refused, the share full): node:http's path then answers it.
+   */
+  admitAtOnce(socket: Socket): (() => void) | undefined {
+    const c = this.#connections.get(socket);
+    if (c !== undefined && (c.busy || c.pipelined)) return undefined;
+    return this.#inFlight.take(connectionCaller(socket) ?? callerAt(this.#state, sourceIp(socket.remoteAddress)));
+  }
 }
 
 /**

@@ -1,7 +1,11 @@
-import type { ServerResponse } from 'node:http';
+/** What an answer in progress tells of its connection: node:http's ServerResponse has it. */
+export interface HangUp {
+  once(event: 'close', listener: () => void): unknown;
+  readonly writableFinished: boolean;
+}
 
 /** Aborts when the client hangs up before the answer is written, so upstream work stops with it, or on shutdown. */
-export function hangUpSignal(res: ServerResponse, stopping: AbortSignal): AbortSignal {
+export function hangUpSignal(res: HangUp, stopping: AbortSignal): AbortSignal {
   const controller = new AbortController();
   if (stopping.aborted) {
     controller.abort(stopping.reason);

@@ -4,7 +4,7 @@
 // NMI trusted any host process. Here the caller's own socket must belong to a pod that
 // --host-token-callers allows, and the named pod must be a live pod of this node; its
 // request is then decided exactly as the pod's own would be.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { ClusterState } from '../cluster/view.ts';
 import type { DecisionPolicy } from '../decision/decide.ts';
 import { decideAwaitingAssignment } from './await-assignment.ts';
@@ -17,7 +17,7 @@ import { sourceIp } from '../pods/pod-lookup.ts';
 import type { UpstreamAnswer } from '../upstream/imds-client.ts';
 import type { TokenFetch } from '../upstream/token-fetch.ts';
 import { tokenOrder } from '../upstream/token-order.ts';
-import { writeUpstream } from '../answer/respond.ts';
+import { writeUpstream, type AnswerTarget } from '../answer/respond.ts';
 import type { AnswerWriter, RequestContext } from './request-context.ts';
 
 /** The api-version NMI's adal client used; the CSI provider sends none. */
@@ -87,7 +87,7 @@ export async function handleHostToken(o: HostTokenOptions, req: IncomingMessage,
 
 /** A token in NMI's shape; IMDS's own refusal (or an unreadable 200) goes back as it came, as on the token route. */
 function inNmiShape(clientID: string | undefined): AnswerWriter {
-  return (res: ServerResponse, answer: UpstreamAnswer) => {
+  return (res: AnswerTarget, answer: UpstreamAnswer) => {
     const body = answer.status === 200 ? nmiAnswer(answer.body, clientID) : undefined;
     if (body === undefined) {
       const relayed = answer.status === 200 ? { ...answer, status: 502 } : answer;

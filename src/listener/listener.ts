@@ -4,6 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Server as NetServer, type AddressInfo, type Socket } from 'node:net';
 import type { Caller } from '../pods/caller.ts';
+import { AtOnceLane, type AnswerAtOnce } from './answer-at-once.ts';
 import { guardSockets, type SocketGuardOptions } from './socket-guard.ts';
 import type { Shares } from './shares.ts';
 
@@ -23,6 +24,8 @@ export interface ListenerOptions {
   onRefusal?: SocketGuardOptions['onRefusal'];
   attribute?: SocketGuardOptions['attribute'];
   attributionPool?: number;
+  /** What the request path can answer without waiting, answered before node:http parses it. */
+  answerAtOnce?: AnswerAtOnce;
 }
 
 export interface Listener {
@@ -36,11 +39,14 @@ export interface Listener {
 const byAddress = (ip: string): Caller => ({ key: `ip:${ip}`, known: false });
 
 export async function listen(options: ListenerOptions, handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<Listener> {
+  const headersTimeoutMs = options.headersTimeoutMs ?? 5_000;
+  const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+  const keepAliveTimeoutMs = options.keepAliveTimeoutMs ?? 5_000;
   const server = createServer({
     maxHeaderSize: options.maxHeaderBytes ?? 8 * 1024,
-    headersTimeout: options.headersTimeoutMs ?? 5_000,
-    requestTimeout: options.requestTimeoutMs ?? 10_000,
-    keepAliveTimeout: options.keepAliveTimeoutMs ?? 5_000,
+    headersTimeout: headersTimeoutMs,
+    requestTimeout: requestTimeoutMs,
+    keepAliveTimeout: keepAliveTimeoutMs,
     connectionsCheckingInterval: 1_000,
     requireHostHeader: false,
     noDelay: true,
@@ -48,6 +54,9 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   const maxConnections = options.maxConnections ?? 1024;
   server.maxConnections = maxConnections;
   server.maxRequestsPerSocket = 1000;
+  const lane = options.answerAtOnce && new AtOnceLane(options.answerAtOnce, {
+    keepAliveTimeoutMs, headersTimeoutMs, requestTimeoutMs, maxRequestsPerSocket: server.maxRequestsPerSocket,
+  });
   trackSockets(server);
   const connections = guardSockets(server, {
     perCaller: options.connectionsPerCaller ?? maxConnections,
@@ -57,6 +66,7 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
     onRefusal: options.onRefusal,
     attribute: options.attribute,
     attributionPool: options.attributionPool,
+    lane,
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -70,7 +80,11 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
     server,
     address: server.address() as AddressInfo,
     connections,
-    close: (graceMs) => closeGracefully(server, graceMs, 'on-next-request'),
+    close: (graceMs) => {
+      // Every answer from here on closes its connection: node:http's to give (closeGracefully).
+      lane?.close();
+      return closeGracefully(server, graceMs, 'on-next-request');
+    },
   };
 }
 

@@ -3,13 +3,15 @@
 // them. Every answer and its one report to the observer (metrics, logs, Events) go through the
 // request's context (request-context.ts).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { unusableState } from '../cluster/state-gate.ts';
+import type { Socket } from 'node:net';
+import type { RawAnswer } from '../answer/raw-answer.ts';
+import { unusableNow, unusableState } from '../cluster/state-gate.ts';
 import type { ClusterState } from '../cluster/view.ts';
-import type { DecisionPolicy } from '../decision/decide.ts';
-import { parseTokenRequest } from '../decision/token-request.ts';
+import { decideToken, type DecisionPolicy } from '../decision/decide.ts';
+import { parseTokenRequest, type TokenRequest } from '../decision/token-request.ts';
 import { isForwarded, isMetadataTrue } from '../matcher/headers.ts';
 import { parseQuery } from '../matcher/query.ts';
-import { matchTarget } from '../matcher/request-target.ts';
+import { matchTarget, type MatchedTarget } from '../matcher/request-target.ts';
 import type { RequestObserver } from '../observability/request-outcome.ts';
 import type { CallerRoom } from '../pods/caller-room.ts';
 import type { CallerRule } from '../pods/host-token-callers.ts';
@@ -18,7 +20,7 @@ import type { ImdsClient } from '../upstream/imds-client.ts';
 import type { UpstreamScheduler } from '../upstream/scheduler.ts';
 import type { TokenCache } from '../upstream/token-cache.ts';
 import type { EntraRoom } from '../upstream/entra/entra-room.ts';
-import { tokenFetch, type TokenFetch } from '../upstream/token-fetch.ts';
+import { cachedToken, tokenFetch, type CachedToken, type TokenFetch } from '../upstream/token-fetch.ts';
 import { tokenOrder } from '../upstream/token-order.ts';
 import type { RequestAdmission } from './admission.ts';
 import { decideAwaitingAssignment } from './await-assignment.ts';
@@ -26,6 +28,7 @@ import { callingPod } from './calling-pod.ts';
 import { handleHostToken, isHostTokenTarget, type HostTokenOptions } from './host-token.ts';
 import { proxyRoute, type ProxyRouteOptions } from './proxy-route.ts';
 import { RequestContext } from './request-context.ts';
+import type { RequestHead, RequestSeen } from './request-head.ts';
 
 export interface HandlerOptions {
   state: ClusterState;
@@ -65,15 +68,21 @@ export interface HandlerOptions {
 
 let requestCounter = 0;
 
+type Checked =
+  | { readonly kind: 'token'; readonly request: TokenRequest }
+  | { readonly kind: 'proxy'; readonly matched: MatchedTarget; readonly params: Map<string, string> };
+
 export class MetadataHandler {
   readonly #o: HandlerOptions;
   readonly #fetchToken: TokenFetch;
+  readonly #cachedToken: CachedToken;
   readonly #hostToken: HostTokenOptions;
   readonly #proxy: ProxyRouteOptions;
 
   constructor(options: HandlerOptions) {
     this.#o = options;
     this.#fetchToken = tokenFetch(options);
+    this.#cachedToken = cachedToken(options);
     this.#hostToken = { ...options, allowed: options.hostTokenCallers, fetchToken: this.#fetchToken };
     this.#proxy = { ...options, maxBodyBytes: options.maxBodyBytes ?? 64 * 1024 };
   }
@@ -88,26 +97,85 @@ export class MetadataHandler {
       return r.refuse(admitted);
     }
     if (isHostTokenTarget(req.url ?? '')) return void handleHostToken(this.#hostToken, req, r);
-    const matched = matchTarget(req.url ?? '', o.blockInstanceMetadata);
-    if (typeof matched === 'string') return r.refuse(matched);
-    const route = matched.route;
-    r.trace.route = route.name;
-    if (!route.methods.includes(req.method ?? '')) return r.refuse('method_not_allowed', route.methods);
-    if (isForwarded(req.headers)) return r.refuse('forwarded_header');
-    if ((route.name !== 'token' || o.metadataHeaderRequired) && !isMetadataTrue(req.headers.metadata)) {
-      return r.refuse('metadata_header_missing');
-    }
-    const params = parseQuery(matched.rawQuery);
-    if (typeof params === 'string') return r.refuse(params);
-    if (route.name === 'token') void this.#token(req, r, params);
-    else void proxyRoute(this.#proxy, req, r, matched, params);
+    const checked = this.#check(req, r);
+    if (checked === undefined) return;
+    if (checked.kind === 'proxy') return void proxyRoute(this.#proxy, req, r, checked.matched, checked.params);
+    if (!this.#tokenAtOnce(req.socket, checked.request, r)) void this.#token(req, r, checked.request);
   };
 
-  async #token(req: IncomingMessage, r: RequestContext, params: Map<string, string>): Promise<void> {
+  /**
+   * The at-once lane (answer-at-once.ts): `handle`'s steps, as long as none would wait. False,
+   * with nothing written nor reported: node:http takes the request, and `handle` answers it.
+   */
+  answerAtOnce = (head: RequestHead, answer: RawAnswer): boolean => {
+    const o = this.#o;
+    if (isHostTokenTarget(head.url)) return false;
+    // The caller's in-flight share, held while the answer is written, as `handle`'s admission does.
+    const release = o.admission.admitAtOnce(head.socket);
+    if (release === undefined) return false;
+    try {
+      const r = new RequestContext(answer, o);
+      const checked = this.#check(head, r);
+      return checked === undefined || (checked.kind === 'token' && this.#tokenAtOnce(head.socket, checked.request, r));
+    } finally {
+      release();
+    }
+  };
+
+  /** What every route checks of the request itself, before any lookup; undefined once refused. */
+  #check(req: RequestSeen, r: RequestContext): Checked | undefined {
+    const o = this.#o;
+    const matched = matchTarget(req.url ?? '', o.blockInstanceMetadata);
+    if (typeof matched === 'string') return void r.refuse(matched);
+    const route = matched.route;
+    r.trace.route = route.name;
+    if (!route.methods.includes(req.method ?? '')) return void r.refuse('method_not_allowed', route.methods);
+    if (isForwarded(req.headers)) return void r.refuse('forwarded_header');
+    if ((route.name !== 'token' || o.metadataHeaderRequired) && !isMetadataTrue(req.headers.metadata)) {
+      return void r.refuse('metadata_header_missing');
+    }
+    const params = parseQuery(matched.rawQuery);
+    if (typeof params === 'string') return void r.refuse(params);
+    if (route.name !== 'token') return { kind: 'proxy', matched, params };
+    const request = parseTokenRequest(params);
+    if (typeof request === 'string') return void r.refuse(request);
+    return { kind: 'token', request };
+  }
+
+  /**
+   * A token request answered from what is known now: the state usable, the pod found (and its
+   * socket attested) already, a decision that does not wait for MIC, a cached token. False,
+   * with nothing written nor reported, when `#token` must wait for any of them.
+   */
+  #tokenAtOnce(socket: Socket, request: TokenRequest, r: RequestContext): boolean {
+    const o = this.#o;
+    if (unusableNow(o.state, o.maxStateStalenessS ?? 0) !== undefined) return false;
+    const found = o.callers.identifyNow(socket, o.interceptHostNetwork);
+    if (found === undefined) return false;
+    const decision = found.kind === 'pod' ? decideToken(found.pod, o.state, request, o.policy) : undefined;
+    if (decision?.kind === 'pending') return false;
+    const cached = found.kind === 'pod' && decision !== undefined && decision.kind !== 'refuse'
+      ? this.#cachedToken(tokenOrder(request, decision, found.pod))
+      : undefined;
+    if (decision !== undefined && decision.kind !== 'refuse' && cached === undefined) return false;
+    // Final from here: the trace is what `#token` would report for the same answer.
+    const t = r.trace;
+    t.id = ++requestCounter;
+    t.request = request;
+    t.ip = sourceIp(socket.remoteAddress);
+    t.via = found.via;
+    if (found.kind === 'refuse') return r.refuse(found.reason), true;
+    t.pod = found.pod;
+    t.decision = decision;
+    if (decision!.kind === 'refuse') return r.refuse(decision!.reason), true;
+    t.cache = 'hit';
+    r.answer(cached!, performance.now());
+    return true;
+  }
+
+  async #token(req: IncomingMessage, r: RequestContext, request: TokenRequest): Promise<void> {
     const o = this.#o;
     const t = r.trace;
-    const request = parseTokenRequest(params);
-    if (typeof request === 'string') return r.refuse(request);
     t.id = ++requestCounter;
     t.request = request;
     // Right after a restart the old rules already send pods here. Deciding from a half-listed

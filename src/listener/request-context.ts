@@ -1,19 +1,21 @@
 // One request's answer and its report, shared by every route: a refusal, a relayed answer and
 // a failed fetch are written and reported the same way, and each request reaches the observer
 // (metrics, logs, Events) exactly once, through `finish`.
-import type { ServerResponse } from 'node:http';
-import { refusalStatus, writeRefusal, writeUpstream } from '../answer/respond.ts';
+import { refusalStatus, writeRefusal, writeUpstream, type AnswerTarget } from '../answer/respond.ts';
 import { upstreamRefusal } from '../answer/upstream-refusal.ts';
 import type { Reason } from '../decision/reasons.ts';
 import type { RequestObserver, RequestOutcome } from '../observability/request-outcome.ts';
 import type { UpstreamAnswer } from '../upstream/imds-client.ts';
-import { hangUpSignal } from './hang-up.ts';
+import { hangUpSignal, type HangUp } from './hang-up.ts';
 
 /** What is known of a request so far; reported once, when it is answered. */
 export type Trace = { -readonly [K in keyof RequestOutcome]: RequestOutcome[K] } & { started: number };
 
 /** Writes an upstream answer (as it came, or reshaped) and returns the status it wrote. */
-export type AnswerWriter = (res: ServerResponse, answer: UpstreamAnswer) => number;
+export type AnswerWriter = (res: AnswerTarget, answer: UpstreamAnswer) => number;
+
+/** node:http's ServerResponse, or the at-once lane's RawAnswer. */
+export type Answerable = AnswerTarget & HangUp;
 
 const asItCame: AnswerWriter = (res, answer) => {
   writeUpstream(res, answer);
@@ -27,12 +29,12 @@ export interface Reporting {
 }
 
 export class RequestContext {
-  readonly res: ServerResponse;
+  readonly res: Answerable;
   readonly trace: Trace = { route: 'unknown', status: 0, reason: undefined, seconds: 0, started: performance.now() };
   readonly #o: Reporting;
   #signal: AbortSignal | undefined;
 
-  constructor(res: ServerResponse, o: Reporting) {
+  constructor(res: Answerable, o: Reporting) {
     this.res = res;
     this.#o = o;
   }
@@ -62,6 +64,11 @@ export class RequestContext {
       this.trace.error = (err as Error).message;
       return this.refuse(failed.reason, undefined, failed.retryAfterSec);
     }
+    this.answer(answer, started, write);
+  }
+
+  /** Answers with what the metadata service said (or had said: a cached token), fetched since `started`. */
+  answer(answer: UpstreamAnswer, started: number, write: AnswerWriter = asItCame): void {
     this.trace.upstream = { result: answer.status, seconds: (performance.now() - started) / 1000, answer };
     this.finish(write(this.res, answer));
   }

@@ -11,6 +11,7 @@
 // node:http internals (Node 24); `installGate` returns false when they are not as expected, and
 // the tests fail if the gate stops working.
 import type { Socket } from 'node:net';
+import type { AtOnceLane } from './answer-at-once.ts';
 
 /** Head bytes scanned for their end; larger heads are node:http's to refuse (431). */
 const MAX_SCANNED_HEAD = 16 * 1024;
@@ -51,11 +52,25 @@ class Gate implements RequestGate {
   readonly #socket: Socket;
   readonly #parse: (chunk: Buffer) => void;
   readonly #onRefused: (verdict: GateVerdict) => void;
+  readonly #lane: GateLane | undefined;
+  /** Answers the at-once lane gave on this connection. */
+  #served = 0;
+  /**
+   * Set once the lane answered here: node:http's connection list, which times heads out, no
+   * longer holds this connection (it would cut it one header timeout after it opened, never
+   * having seen a request), so the gate times out the heads it hands node:http itself.
+   */
+  #unwatched = false;
+  /** The lane set the keep-alive timeout (node:http sets its own after its answers). */
+  #idleTimeout = false;
+  #deadline: NodeJS.Timeout | undefined;
+  #requestStarted = 0;
 
-  constructor(socket: Socket, parse: (chunk: Buffer) => void, onRefused: (verdict: GateVerdict) => void) {
+  constructor(socket: Socket, parse: (chunk: Buffer) => void, onRefused: (verdict: GateVerdict) => void, lane?: GateLane) {
     this.#socket = socket;
     this.#parse = parse;
     this.#onRefused = onRefused;
+    this.#lane = lane;
   }
 
   answered(): void {
@@ -96,10 +111,14 @@ class Gate implements RequestGate {
     const end = scanned.indexOf(HEAD_END, Math.max(0, before - 3));
     if (end === -1) {
       this.#head = scanned.length > MAX_SCANNED_HEAD ? Buffer.alloc(0) : scanned;
-      return this.#parse(chunk);
+      return this.#toParser(chunk, 'partial');
     }
     const headLength = end + 4;
     const text = scanned.subarray(0, headLength).toString('latin1');
+    // The usual request: its whole head in this read and nothing after it, answerable at once.
+    if (before === 0 && headLength === chunk.length && this.#lane?.lane.answer(this.#socket, text, this.#served) === true) {
+      return this.#answeredAtOnce();
+    }
     if (/\r\ntransfer-encoding[ \t]*:/i.test(text)) {
       // Its end cannot be found without decoding it; no IMDS client sends one.
       return this.#refuse('chunked', chunk.subarray(0, headLength - before));
@@ -113,7 +132,7 @@ class Gate implements RequestGate {
     this.#phase = this.#bodyLeft > 0 ? 'body' : 'waiting';
     // Judged before the parser sees this request, so the request itself carries the refusal.
     if (rest.length > body.length) this.#refuse('pipelined');
-    this.#parse(request);
+    this.#toParser(request, this.#bodyLeft > 0 ? 'head' : 'whole');
   }
 
   #body(chunk: Buffer): void {
@@ -121,7 +140,59 @@ class Gate implements RequestGate {
     this.#bodyLeft -= body.length;
     if (this.#bodyLeft === 0) this.#phase = 'waiting';
     if (chunk.length > body.length) this.#refuse('pipelined');
-    this.#parse(body);
+    this.#toParser(body, this.#bodyLeft > 0 ? 'head' : 'whole');
+  }
+
+  #answeredAtOnce(): void {
+    this.#served++;
+    const o = this.#lane!.lane.options;
+    if (!this.#unwatched) {
+      this.#unwatched = true;
+      (this.#socket as SocketWithParser).parser!.remove!();
+    }
+    // As node:http after an answer: an idle connection goes after the keep-alive timeout.
+    if (!this.#idleTimeout) {
+      this.#idleTimeout = true;
+      this.#socket.setTimeout(o.keepAliveTimeoutMs);
+    }
+  }
+
+  /** `seen`: how much of the current request node:http now has (a part of its head, the head, all of it). */
+  #toParser(bytes: Buffer, seen: 'partial' | 'head' | 'whole'): void {
+    if (this.#lane !== undefined) this.#timeRequest(seen);
+    this.#parse(bytes);
+  }
+
+  /** Times node:http's request as its own header and request timeouts would, where they no longer see it. */
+  #timeRequest(seen: 'partial' | 'head' | 'whole'): void {
+    // node:http's keep-alive timeout would cut the request it is now working on.
+    if (this.#idleTimeout) {
+      this.#idleTimeout = false;
+      this.#socket.setTimeout(0);
+    }
+    if (!this.#unwatched) return;
+    const o = this.#lane!.lane.options;
+    if (seen === 'whole') {
+      clearTimeout(this.#deadline);
+      this.#deadline = undefined;
+      return;
+    }
+    if (this.#deadline === undefined) {
+      this.#requestStarted = performance.now();
+      this.#deadline = this.#timer(seen === 'partial' ? o.headersTimeoutMs : o.requestTimeoutMs);
+    } else if (seen === 'head') {
+      clearTimeout(this.#deadline);
+      this.#deadline = this.#timer(o.requestTimeoutMs - (performance.now() - this.#requestStarted));
+    }
+  }
+
+  #timer(ms: number): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      this.#deadline = undefined;
+      if (!this.#socket.destroyed) this.#lane!.onTimedOut(this.#socket);
+    }, Math.max(0, ms));
+    timer.unref();
+    return timer;
   }
 
   /** From here on nothing more is read, and the answer in progress, if any, is the connection's last. */
@@ -131,7 +202,7 @@ class Gate implements RequestGate {
     this.#socket.pause();
     if (this.answering !== undefined && !this.answering.headersSent) this.answering.shouldKeepAlive = false;
     this.#onRefused(verdict);
-    if (last !== undefined) this.#parse(last);
+    if (last !== undefined) this.#toParser(last, 'whole');
   }
 }
 
@@ -147,13 +218,26 @@ export function readInJavaScript(socket: Socket): void {
   if (handle !== undefined && handle !== null) handle._consumed = true;
 }
 
-/** After node:http's connection listener: wraps its 'data' listener. Undefined when it is not there. */
-export function installGate(socket: Socket, onRefused: (verdict: GateVerdict) => void): RequestGate | undefined {
+/** The at-once lane as a gate uses it, and what it does with a request node:http no longer times out. */
+export interface GateLane {
+  readonly lane: AtOnceLane;
+  /** A request node:http was given did not come whole within its header or request timeout. */
+  onTimedOut(socket: Socket): void;
+}
+
+type SocketWithParser = Socket & { parser?: { remove?(): void } | null };
+
+/**
+ * After node:http's connection listener: wraps its 'data' listener. Undefined when it is not
+ * there. `lane` is left out where node:http's parser cannot be taken off its connection list.
+ */
+export function installGate(socket: Socket, onRefused: (verdict: GateVerdict) => void, lane?: GateLane): RequestGate | undefined {
   const listeners = socket.listeners('data') as Array<(chunk: Buffer) => void>;
   if (listeners.length !== 1) return undefined;
   const parse = listeners[0]!;
   socket.removeListener('data', parse);
-  const gate = new Gate(socket, parse, onRefused);
+  const removable = typeof (socket as SocketWithParser).parser?.remove === 'function';
+  const gate = new Gate(socket, parse, onRefused, removable ? lane : undefined);
   socket.on('data', (chunk: Buffer) => gate.onData(chunk));
   gates.set(socket, gate);
   return gate;

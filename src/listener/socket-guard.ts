@@ -16,7 +16,8 @@ import type { Caller } from '../pods/caller.ts';
 import { sourceIp } from '../pods/pod-lookup.ts';
 import { chargeConnection, connectionCaller } from './connection-caller.ts';
 import type { Cooldown } from './cooldown.ts';
-import { gateOf, installGate, readInJavaScript, type RequestGate } from './request-gate.ts';
+import type { AtOnceLane } from './answer-at-once.ts';
+import { gateOf, installGate, readInJavaScript, type GateLane, type RequestGate } from './request-gate.ts';
 import { Shares, type ShareLimits } from './shares.ts';
 
 export interface SocketGuardOptions extends ShareLimits {
@@ -32,6 +33,8 @@ export interface SocketGuardOptions extends ShareLimits {
   attribute?(socket: Socket): (() => Promise<Caller | undefined>) | undefined;
   /** Connections held while their socket cgroup is read, all node addresses together. */
   attributionPool?: number;
+  /** Answers what can be answered at once, before node:http parses it (answer-at-once.ts). */
+  lane?: AtOnceLane;
 }
 
 export type ClientErrorReason = 'header_overflow' | 'request_timeout' | 'request_malformed';
@@ -67,6 +70,8 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
   const shares = new Shares(o);
   const pool = o.attributionPool ?? o.strangers;
   const attributing = new Shares({ perCaller: pool, strangers: pool });
+  // The gate times out, as node:http would, the requests of connections the lane has answered on.
+  const gateLane: GateLane | undefined = o.lane && { lane: o.lane, onTimedOut: (socket) => clientError('ERR_HTTP_REQUEST_TIMEOUT', socket) };
   /** Charges `caller` one connection, or refuses the socket; true when charged. */
   const admit = (socket: Socket, ip: string, caller: Caller): boolean => {
     if (o.cooldown?.active(caller.key) === true) {
@@ -89,7 +94,7 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
     const ip = sourceIp(socket.remoteAddress);
     const byAddress = o.callerOf(ip);
     const gateFor = (): RequestGate | undefined =>
-      installGate(socket, (verdict) => { if (verdict === 'pipelined') o.cooldown?.start((connectionCaller(socket) ?? byAddress).key); });
+      installGate(socket, (verdict) => { if (verdict === 'pipelined') o.cooldown?.start((connectionCaller(socket) ?? byAddress).key); }, gateLane);
     const attribute = o.attribute?.(socket);
     if (attribute === undefined) {
       if (admit(socket, ip, byAddress)) gateFor();
@@ -124,10 +129,11 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
     res.once('finish', () => gate.answered());
   });
   // A malformed or timed-out request gets a bare 4xx and its socket goes; nothing reaches the handler.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    const answer = CLIENT_ERRORS[err.code ?? ''] ?? MALFORMED;
+  const clientError = (code: string | undefined, socket: Socket): void => {
+    const answer = CLIENT_ERRORS[code ?? ''] ?? MALFORMED;
     o.onRefusal?.(answer.reason, answer.status, sourceIp(socket.remoteAddress));
     reap(socket, answer.bytes);
-  });
+  };
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => clientError(err.code, socket));
   return shares;
 }

@@ -13,7 +13,7 @@ import type { PodInfo } from '../cluster/objects.ts';
 import type { ClusterState } from '../cluster/view.ts';
 import { podCgroupOf } from './kubelet-cgroup.ts';
 import { NodeAddresses } from './node-addresses.ts';
-import { findCallingPod, sourceIp, type PodLookup } from './pod-lookup.ts';
+import { findCallingPod, lookupPodNow, sourceIp, type PodLookup } from './pod-lookup.ts';
 import { podCaller, type Caller as ShareCaller } from './caller.ts';
 import type { SocketCgroupReader } from './socket-cgroup.ts';
 import type { SocketAttestation } from './socket-attestation.ts';
@@ -69,11 +69,34 @@ export class CallerRoom {
     if (byCgroup && this.#byCgroup(ip)) {
       return this.#bySocketCgroup(socket, ip);
     }
+    const known = this.identifyNow(socket, byCgroup);
+    if (known !== undefined) return known;
     // Waits for a first sync, and out the pod-start race, within the caller's share of parked waits.
     const found = await findCallingPod(o.state, ip, o.podWaitMs, signal, onWait);
     // hostNetwork pods stay with their socket cgroup: their address is the node's, not theirs.
     if (found.kind !== 'pod' || o.attestation === undefined || found.pod.hostNetwork) return { ...found, via: 'source_ip' };
     const verdict = await o.attestation.attest(socket, found.pod, signal);
+    return verdict === 'attested'
+      ? { kind: 'pod', pod: found.pod, via: 'socket_attestation' }
+      : { kind: 'refuse', reason: 'caller_not_attested', via: 'socket_attestation' };
+  }
+
+  /**
+   * The same answer as `identify`, when it needs no waiting: the state synced, the address's pod
+   * (or conflict) known, its socket's attestation already settled. Undefined: `identify` would
+   * wait, or read a socket cgroup.
+   */
+  identifyNow(socket: Socket, byCgroup: boolean): Caller | undefined {
+    const o = this.#o;
+    if (!o.state.isReady()) return undefined;
+    const ip = sourceIp(socket.remoteAddress);
+    if (byCgroup && this.#byCgroup(ip)) return undefined;
+    const found = lookupPodNow(o.state, ip);
+    if (found === undefined) return undefined;
+    if (found.kind === 'refuse') return { kind: 'refuse', reason: found.reason, via: 'source_ip' };
+    if (o.attestation === undefined || found.pod.hostNetwork) return { kind: 'pod', pod: found.pod, via: 'source_ip' };
+    const verdict = o.attestation.verdictNow(socket, found.pod.uid);
+    if (verdict === undefined) return undefined;
     return verdict === 'attested'
       ? { kind: 'pod', pod: found.pod, via: 'socket_attestation' }
       : { kind: 'refuse', reason: 'caller_not_attested', via: 'socket_attestation' };

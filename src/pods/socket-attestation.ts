@@ -50,6 +50,8 @@ const RECHECK_MS = 5_000;
 interface Known {
   readonly uid: string;
   readonly verdict: Promise<AttestationVerdict>;
+  /** The verdict once it is in and kept. */
+  settled?: AttestationVerdict;
 }
 
 export class SocketAttestation {
@@ -75,10 +77,19 @@ export class SocketAttestation {
     if (known !== undefined && known.uid === pod.uid) return known.verdict;
     const local = { ip: sourceIp(socket.remoteAddress), port: socket.remotePort ?? -1 };
     const verdict = this.check(local, pod.uid, signal);
-    const entry = { uid: pod.uid, verdict };
+    const entry: Known = { uid: pod.uid, verdict };
     this.#byConnection.set(socket, entry);
-    void verdict.then((v) => { if (v === 'no_process' && this.#byConnection.get(socket) === entry) this.#byConnection.delete(socket); });
+    void verdict.then((v) => {
+      if (v !== 'no_process') entry.settled = v;
+      else if (this.#byConnection.get(socket) === entry) this.#byConnection.delete(socket);
+    }, () => {});
     return verdict;
+  }
+
+  /** The kept verdict of the connection for the pod `uid`, without waiting; undefined when `attest` would look. */
+  verdictNow(socket: Socket, uid: string): AttestationVerdict | undefined {
+    const known = this.#byConnection.get(socket);
+    return known !== undefined && known.uid === uid ? known.settled : undefined;
   }
 
   /** The uncached attestation of a pod's socket from `local` to the metadata address. */

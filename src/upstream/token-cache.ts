@@ -93,15 +93,10 @@ export class TokenCache {
 
   /** `path` is the rebuilt upstream path; it names identity, resource and api-version exactly. */
   get(path: string, o: GetOptions): Promise<UpstreamAnswer> {
-    const now = this.#clock.now();
-    const entry = this.#entries.get(path);
-    if (entry !== undefined) {
-      if (entry.servedUntil > now) {
-        entry.lastUsed = now;
-        o.onOutcome?.('hit');
-        return Promise.resolve(aged(entry, now));
-      }
-      this.#entries.delete(path);
+    const cached = this.hit(path);
+    if (cached !== undefined) {
+      o.onOutcome?.('hit');
+      return Promise.resolve(cached);
     }
     let ticket = this.#flights.get(path);
     if (ticket !== undefined && ticket.controller?.signal.aborted !== true) {
@@ -114,6 +109,19 @@ export class TokenCache {
       o.onOutcome?.('miss');
     }
     return this.#scheduler.wait(ticket, o.signal, this.#waitMs);
+  }
+
+  /** The answer `get` would give at once from a token still served; undefined when it would fetch or wait. */
+  hit(path: string): UpstreamAnswer | undefined {
+    const now = this.#clock.now();
+    const entry = this.#entries.get(path);
+    if (entry === undefined) return undefined;
+    if (entry.servedUntil > now) {
+      entry.lastUsed = now;
+      return aged(entry, now);
+    }
+    this.#entries.delete(path);
+    return undefined;
   }
 
   /**

@@ -1,0 +1,52 @@
+// The at-once lane. A request whose whole head came in one read with nothing after it, and that
+// the request path can answer without waiting (a refusal, a token from the cache: nearly every
+// request a working pod makes), is answered from the gate (request-gate.ts) straight to the
+// socket: node:http builds no request, response, header objects or events for it. Those cost
+// more than everything the daemon itself does for a cache hit.
+//
+// The lane decides nothing of its own: the request path answers through the same steps, writers
+// and report (MetadataHandler.answerAtOnce), and says no whenever it would wait (no pod yet,
+// state not synced, a cache miss, a socket to attest, a proxied route). The request then goes to
+// node:http as before, so the lane only ever shortens what is answerable at once.
+import type { Socket } from 'node:net';
+import { keepAliveLine, RawAnswer } from '../answer/raw-answer.ts';
+import { readHead, type RequestHead } from './request-head.ts';
+
+/** True when it answered; false, having written and reported nothing, when node:http must. */
+export type AnswerAtOnce = (head: RequestHead, answer: RawAnswer) => boolean;
+
+export interface LaneOptions {
+  /** node:http's settings, so that lane answers and timeouts match its own. */
+  keepAliveTimeoutMs: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  maxRequestsPerSocket: number;
+}
+
+export class AtOnceLane {
+  readonly options: LaneOptions;
+  readonly #answer: AnswerAtOnce;
+  readonly #keepAlive: string;
+  #open = true;
+
+  constructor(answer: AnswerAtOnce, options: LaneOptions) {
+    this.#answer = answer;
+    this.options = options;
+    this.#keepAlive = keepAliveLine(options.keepAliveTimeoutMs, options.maxRequestsPerSocket);
+  }
+
+  /** Draining: from now on node:http answers, each answer closing its connection. */
+  close(): void {
+    this.#open = false;
+  }
+
+  /** `head`: one whole head, nothing after it; `served`: the lane's answers so far on this connection. */
+  answer(socket: Socket, head: string, served: number): boolean {
+    if (!this.#open) return false;
+    const read = readHead(head);
+    if (read === undefined) return false;
+    const max = this.options.maxRequestsPerSocket;
+    const answer = new RawAnswer(socket, this.#keepAlive, max > 0 && served + 1 >= max);
+    return this.#answer({ method: read.method, url: read.url, headers: read.headers, socket }, answer);
+  }
+}
