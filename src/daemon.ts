@@ -10,7 +10,7 @@ import { listen, type Listener } from './listener/listener.ts';
 import { policyFor } from './decision/decide.ts';
 import { MetadataHandler } from './listener/metadata-handler.ts';
 import { DaemonMetrics } from './observability/metrics.ts';
-import { RequestLog } from './observability/request-log.ts';
+import { GRANTS_SUMMARY, RequestLog } from './observability/request-log.ts';
 import { observers } from './observability/request-outcome.ts';
 import { HELD_RETRY_MS, startProbeServer, type ProbeServer } from './probes/probe-server.ts';
 import { EXTERNAL_INTERCEPTION, NOT_INTERCEPTING, readiness, type Readiness } from './probes/readiness.ts';
@@ -89,6 +89,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const pipelined = new Cooldown(PIPELINING_COOLDOWN_MS);
   const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers }, pipelined);
   const refusals = new RefusalLog(log);
+  const grants = new RefusalLog(log, { summary: GRANTS_SUMMARY });
   const events = config.clusterStateFile === '' && config.podEvents
     ? await (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log, userAgent: config.userAgent })
     : undefined;
@@ -96,7 +97,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const nodeEvents = events && config.manageIptables
     ? await (await import('./events/index.ts')).startNodeEvents({ kubeconfig: config.kubeconfig, node: config.node, registry: metrics.registry, log, userAgent: config.userAgent })
     : undefined;
-  const observer = observers([metrics, new RequestLog(log, refusals), upstreamHealth, ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
+  const observer = observers([metrics, new RequestLog(log, refusals, grants), upstreamHealth, ...(events ? [events] : [])], (err) => log.error({ err }, 'a request observer failed'));
   const handler = new MetadataHandler({
     state, imds, scheduler, tokens, stopping, tokenWaitMs: config.tokenWaitMs, observer, admission, callers,
     blockInstanceMetadata: config.blockInstanceMetadata,
@@ -215,6 +216,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     }
   } catch (err) {
     refusals.close();
+    grants.close();
     await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close(), nodeEvents?.close(), admin?.close()]);
     throw err;
   }
@@ -251,6 +253,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       await l.close(config.shutdownGraceMs);
       clearTimeout(answer);
       refusals.close();
+      grants.close();
       await Promise.allSettled([probesClosed, upstream.close(), state.close(), events?.close(), Promise.resolve(rulesStopped).then(() => nodeEvents?.close()), admin?.close()]);
     },
   };

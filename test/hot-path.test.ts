@@ -157,3 +157,31 @@ t.test('histogram series: the same exposition as prom-client\'s own observe, acr
   theirsH.observe({ a: 'x', b: '200' }, 0.5);
   t.equal(await ours.metrics(), await theirs.metrics(), 'after a reset, a series starts again');
 });
+
+t.test('counter series: the same exposition as prom-client\'s own inc, across a reset', async (t) => {
+  const { Counter } = await import('prom-client');
+  const { counterSeries } = await import('../src/observability/counter-series.ts');
+  const make = (r: Registry) => new Counter({ name: 'c', help: 'c', labelNames: ['route', 'status'] as const, registers: [r] });
+  const ours = new Registry();
+  const theirs = new Registry();
+  const oursC = make(ours);
+  const theirsC = make(theirs);
+  // A series prom-client already holds (counted through its own inc) is added to, not replaced.
+  oursC.inc({ route: 'token', status: '200' }, 2);
+  theirsC.inc({ route: 'token', status: '200' }, 2);
+  const x = counterSeries(oursC, ['route', 'status'], ['token', '200']);
+  const y = counterSeries(oursC, ['route', 'status'], ['token', '400']);
+  for (let i = 0; i < 5; i++) {
+    x.inc();
+    theirsC.inc({ route: 'token', status: '200' });
+  }
+  y.inc();
+  theirsC.labels('token', '400').inc();
+  t.equal(await ours.metrics(), await theirs.metrics());
+  t.match(await ours.metrics(), /c\{route="token",status="200"\} 7/, 'the counts are there');
+  oursC.reset();
+  theirsC.reset();
+  x.inc();
+  theirsC.inc({ route: 'token', status: '200' });
+  t.equal(await ours.metrics(), await theirs.metrics(), 'after a reset, a series starts again');
+});

@@ -71,13 +71,24 @@ export function rawRefusal(reason: Reason): Buffer {
  */
 export function writeUpstream(res: AnswerTarget, answer: UpstreamAnswer): void {
   if (res.headersSent || res.destroyed) return;
-  const headers: Record<string, string | number> = {
+  res.writeHead(answer.status, upstreamHeaders(answer));
+  res.end(answer.body);
+}
+
+/** An answer's headers, built once for each answer (a cached token is served as one answer for a second). */
+const headersOf = new WeakMap<UpstreamAnswer, Readonly<Record<string, string | number>>>();
+
+function upstreamHeaders(answer: UpstreamAnswer): Readonly<Record<string, string | number>> {
+  let headers = headersOf.get(answer);
+  if (headers !== undefined) return headers;
+  const own: Record<string, string | number> = {
     'content-type': answer.contentType ?? JSON_TYPE,
     'content-length': answer.body.length,
   };
   const retryAfter = answer.retryAfter ?? (answer.status === 429 ? '1' : undefined);
-  if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
-  if (answer.reason !== undefined) headers['x-podid-nmi-reason'] = answer.reason;
-  res.writeHead(answer.status, headers);
-  res.end(answer.body);
+  if (retryAfter !== undefined) own['retry-after'] = retryAfter;
+  if (answer.reason !== undefined) own['x-podid-nmi-reason'] = answer.reason;
+  headers = Object.freeze(own);
+  headersOf.set(answer, headers);
+  return headers;
 }

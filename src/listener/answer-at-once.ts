@@ -16,10 +16,8 @@ import { readHead, type RequestHead } from './request-head.ts';
 export type AnswerAtOnce = (head: RequestHead, answer: RawAnswer) => boolean;
 
 export interface LaneOptions {
-  /** node:http's settings, so that lane answers and timeouts match its own. */
+  /** node:http's settings, so that lane answers and idle connections are as its own. */
   keepAliveTimeoutMs: number;
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
   maxRequestsPerSocket: number;
 }
 
@@ -46,7 +44,7 @@ export class AtOnceLane {
     const read = readHead(head);
     if (read === undefined) return false;
     const max = this.options.maxRequestsPerSocket;
-    const answer = new RawAnswer(socket, this.#keepAlive, max > 0 && served + 1 >= max);
+    const answer = new RawAnswer(socket, this.#keepAlive, read.close || (max > 0 && served + 1 >= max));
     return this.#answer({ method: read.method, url: read.url, headers: read.headers, socket }, answer);
   }
 }

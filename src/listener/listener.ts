@@ -39,13 +39,11 @@ export interface Listener {
 const byAddress = (ip: string): Caller => ({ key: `ip:${ip}`, known: false });
 
 export async function listen(options: ListenerOptions, handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<Listener> {
-  const headersTimeoutMs = options.headersTimeoutMs ?? 5_000;
-  const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
   const keepAliveTimeoutMs = options.keepAliveTimeoutMs ?? 5_000;
   const server = createServer({
     maxHeaderSize: options.maxHeaderBytes ?? 8 * 1024,
-    headersTimeout: headersTimeoutMs,
-    requestTimeout: requestTimeoutMs,
+    headersTimeout: options.headersTimeoutMs ?? 5_000,
+    requestTimeout: options.requestTimeoutMs ?? 10_000,
     keepAliveTimeout: keepAliveTimeoutMs,
     connectionsCheckingInterval: 1_000,
     requireHostHeader: false,
@@ -55,7 +53,7 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   server.maxConnections = maxConnections;
   server.maxRequestsPerSocket = 1000;
   const lane = options.answerAtOnce && new AtOnceLane(options.answerAtOnce, {
-    keepAliveTimeoutMs, headersTimeoutMs, requestTimeoutMs, maxRequestsPerSocket: server.maxRequestsPerSocket,
+    keepAliveTimeoutMs, maxRequestsPerSocket: server.maxRequestsPerSocket,
   });
   trackSockets(server);
   const connections = guardSockets(server, {

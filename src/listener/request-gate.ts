@@ -36,6 +36,8 @@ export interface RequestGate {
   answered(): void;
   /** Keeps what arrives from the parser until `release` (the caller is not known yet); past MAX_HELD the socket goes. */
   hold(): void;
+  /** The lane has answered every request so far: node:http's parser has seen none. */
+  readonly answeredAtOnceOnly: boolean;
   release(): void;
 }
 
@@ -52,21 +54,15 @@ class Gate implements RequestGate {
   readonly #socket: Socket;
   readonly #parse: (chunk: Buffer) => void;
   readonly #onRefused: (verdict: GateVerdict) => void;
-  readonly #lane: GateLane | undefined;
+  readonly #lane: AtOnceLane | undefined;
   /** Answers the at-once lane gave on this connection. */
   #served = 0;
-  /**
-   * Set once the lane answered here: node:http's connection list, which times heads out, no
-   * longer holds this connection (it would cut it one header timeout after it opened, never
-   * having seen a request), so the gate times out the heads it hands node:http itself.
-   */
-  #unwatched = false;
+  /** node:http's parser has been given bytes of this connection. */
+  #parserFed = false;
   /** The lane set the keep-alive timeout (node:http sets its own after its answers). */
   #idleTimeout = false;
-  #deadline: NodeJS.Timeout | undefined;
-  #requestStarted = 0;
 
-  constructor(socket: Socket, parse: (chunk: Buffer) => void, onRefused: (verdict: GateVerdict) => void, lane?: GateLane) {
+  constructor(socket: Socket, parse: (chunk: Buffer) => void, onRefused: (verdict: GateVerdict) => void, lane?: AtOnceLane) {
     this.#socket = socket;
     this.#parse = parse;
     this.#onRefused = onRefused;
@@ -111,12 +107,12 @@ class Gate implements RequestGate {
     const end = scanned.indexOf(HEAD_END, Math.max(0, before - 3));
     if (end === -1) {
       this.#head = scanned.length > MAX_SCANNED_HEAD ? Buffer.alloc(0) : scanned;
-      return this.#toParser(chunk, 'partial');
+      return this.#toParser(chunk);
     }
     const headLength = end + 4;
     const text = scanned.subarray(0, headLength).toString('latin1');
     // The usual request: its whole head in this read and nothing after it, answerable at once.
-    if (before === 0 && headLength === chunk.length && this.#lane?.lane.answer(this.#socket, text, this.#served) === true) {
+    if (before === 0 && headLength === chunk.length && this.#lane?.answer(this.#socket, text, this.#served) === true) {
       return this.#answeredAtOnce();
     }
     if (/\r\ntransfer-encoding[ \t]*:/i.test(text)) {
@@ -132,7 +128,7 @@ class Gate implements RequestGate {
     this.#phase = this.#bodyLeft > 0 ? 'body' : 'waiting';
     // Judged before the parser sees this request, so the request itself carries the refusal.
     if (rest.length > body.length) this.#refuse('pipelined');
-    this.#toParser(request, this.#bodyLeft > 0 ? 'head' : 'whole');
+    this.#toParser(request);
   }
 
   #body(chunk: Buffer): void {
@@ -140,59 +136,36 @@ class Gate implements RequestGate {
     this.#bodyLeft -= body.length;
     if (this.#bodyLeft === 0) this.#phase = 'waiting';
     if (chunk.length > body.length) this.#refuse('pipelined');
-    this.#toParser(body, this.#bodyLeft > 0 ? 'head' : 'whole');
+    this.#toParser(body);
+  }
+
+  /**
+   * Set while the lane has answered every request of the connection: node:http's parser has seen
+   * none, so the header timeout it reports for the connection (its clock runs from the accept
+   * until a first request it parses) is not one.
+   */
+  get answeredAtOnceOnly(): boolean {
+    return this.#served > 0 && !this.#parserFed;
   }
 
   #answeredAtOnce(): void {
     this.#served++;
-    const o = this.#lane!.lane.options;
-    if (!this.#unwatched) {
-      this.#unwatched = true;
-      (this.#socket as SocketWithParser).parser!.remove!();
-    }
     // As node:http after an answer: an idle connection goes after the keep-alive timeout.
     if (!this.#idleTimeout) {
       this.#idleTimeout = true;
-      this.#socket.setTimeout(o.keepAliveTimeoutMs);
+      this.#socket.setTimeout(this.#lane!.options.keepAliveTimeoutMs);
     }
   }
 
-  /** `seen`: how much of the current request node:http now has (a part of its head, the head, all of it). */
-  #toParser(bytes: Buffer, seen: 'partial' | 'head' | 'whole'): void {
-    if (this.#lane !== undefined) this.#timeRequest(seen);
-    this.#parse(bytes);
-  }
-
-  /** Times node:http's request as its own header and request timeouts would, where they no longer see it. */
-  #timeRequest(seen: 'partial' | 'head' | 'whole'): void {
-    // node:http's keep-alive timeout would cut the request it is now working on.
+  #toParser(bytes: Buffer): void {
+    this.#parserFed = true;
+    // node:http's keep-alive timeout must not cut the request it is now reading; it sets its own
+    // header and request timeouts for it, and its keep-alive timeout again once it has answered.
     if (this.#idleTimeout) {
       this.#idleTimeout = false;
       this.#socket.setTimeout(0);
     }
-    if (!this.#unwatched) return;
-    const o = this.#lane!.lane.options;
-    if (seen === 'whole') {
-      clearTimeout(this.#deadline);
-      this.#deadline = undefined;
-      return;
-    }
-    if (this.#deadline === undefined) {
-      this.#requestStarted = performance.now();
-      this.#deadline = this.#timer(seen === 'partial' ? o.headersTimeoutMs : o.requestTimeoutMs);
-    } else if (seen === 'head') {
-      clearTimeout(this.#deadline);
-      this.#deadline = this.#timer(o.requestTimeoutMs - (performance.now() - this.#requestStarted));
-    }
-  }
-
-  #timer(ms: number): NodeJS.Timeout {
-    const timer = setTimeout(() => {
-      this.#deadline = undefined;
-      if (!this.#socket.destroyed) this.#lane!.onTimedOut(this.#socket);
-    }, Math.max(0, ms));
-    timer.unref();
-    return timer;
+    this.#parse(bytes);
   }
 
   /** From here on nothing more is read, and the answer in progress, if any, is the connection's last. */
@@ -202,7 +175,7 @@ class Gate implements RequestGate {
     this.#socket.pause();
     if (this.answering !== undefined && !this.answering.headersSent) this.answering.shouldKeepAlive = false;
     this.#onRefused(verdict);
-    if (last !== undefined) this.#toParser(last, 'whole');
+    if (last !== undefined) this.#toParser(last);
   }
 }
 
@@ -218,26 +191,13 @@ export function readInJavaScript(socket: Socket): void {
   if (handle !== undefined && handle !== null) handle._consumed = true;
 }
 
-/** The at-once lane as a gate uses it, and what it does with a request node:http no longer times out. */
-export interface GateLane {
-  readonly lane: AtOnceLane;
-  /** A request node:http was given did not come whole within its header or request timeout. */
-  onTimedOut(socket: Socket): void;
-}
-
-type SocketWithParser = Socket & { parser?: { remove?(): void } | null };
-
-/**
- * After node:http's connection listener: wraps its 'data' listener. Undefined when it is not
- * there. `lane` is left out where node:http's parser cannot be taken off its connection list.
- */
-export function installGate(socket: Socket, onRefused: (verdict: GateVerdict) => void, lane?: GateLane): RequestGate | undefined {
+/** After node:http's connection listener: wraps its 'data' listener. Undefined when it is not there. */
+export function installGate(socket: Socket, onRefused: (verdict: GateVerdict) => void, lane?: AtOnceLane): RequestGate | undefined {
   const listeners = socket.listeners('data') as Array<(chunk: Buffer) => void>;
   if (listeners.length !== 1) return undefined;
   const parse = listeners[0]!;
   socket.removeListener('data', parse);
-  const removable = typeof (socket as SocketWithParser).parser?.remove === 'function';
-  const gate = new Gate(socket, parse, onRefused, removable ? lane : undefined);
+  const gate = new Gate(socket, parse, onRefused, lane);
   socket.on('data', (chunk: Buffer) => gate.onData(chunk));
   gates.set(socket, gate);
   return gate;

@@ -1,6 +1,6 @@
 // The at-once lane's reading of a request head (answer-at-once.ts): a strict subset of HTTP/1.1
 // that every SDK's token request falls in, read from the bytes the gate already holds. Anything
-// outside it (another method or version, a body, Connection other than keep-alive, Expect,
+// outside it (another method or version, a body, Connection other than keep-alive or close, Expect,
 // Upgrade, obs-text, a repeated Metadata, many headers) is left to node:http's own parser, so
 // the lane never has to agree with llhttp on a corner case: it only ever reads heads that llhttp
 // reads the same way.
@@ -43,7 +43,7 @@ const LINE_END = 0x0d;
  * `head` is one whole head (request line to the blank line, latin1), nothing after it.
  * Undefined: node:http reads it instead.
  */
-export function readHead(head: string): { method: string; url: string; headers: HeadHeaders } | undefined {
+export function readHead(head: string): { method: string; url: string; headers: HeadHeaders; close: boolean } | undefined {
   // GET only: every other method is rare here, and may carry a body.
   if (!head.startsWith('GET /')) return undefined;
   const space = head.indexOf(' ', 4);
@@ -54,6 +54,8 @@ export function readHead(head: string): { method: string; url: string; headers: 
   HEADER_LINES.lastIndex = first;
   if (!HEADER_LINES.test(head)) return undefined;
   const headers: HeadHeaders = {};
+  let close = false;
+  let connection = false;
   let count = 0;
   for (let at = first; at < head.length - 2;) {
     const end = head.indexOf('\r\n', at);
@@ -76,7 +78,14 @@ export function readHead(head: string): { method: string; url: string; headers: 
         if (sameName(head, at, 'forwarded')) headers.forwarded = value(head, colon + 1, end);
         break;
       case 10:
-        if (sameName(head, at, 'connection') && value(head, colon + 1, end).toLowerCase() !== 'keep-alive') return undefined;
+        if (sameName(head, at, 'connection')) {
+          if (connection) return undefined;
+          connection = true;
+          // The answer closes the connection, as node:http's does; other tokens are its to read.
+          const token = value(head, colon + 1, end).toLowerCase();
+          if (token === 'close') close = true;
+          else if (token !== 'keep-alive') return undefined;
+        }
         break;
       case 14:
         if (sameName(head, at, 'content-length')) return undefined;
@@ -93,7 +102,7 @@ export function readHead(head: string): { method: string; url: string; headers: 
     }
     at = end + 2;
   }
-  return { method: 'GET', url, headers };
+  return { method: 'GET', url, headers, close };
 }
 
 /** Whether the name at `at` is `lower` in any case (`lower` is lower-case ASCII letters and '-'). */

@@ -17,7 +17,7 @@ import { sourceIp } from '../pods/pod-lookup.ts';
 import { chargeConnection, connectionCaller } from './connection-caller.ts';
 import type { Cooldown } from './cooldown.ts';
 import type { AtOnceLane } from './answer-at-once.ts';
-import { gateOf, installGate, readInJavaScript, type GateLane, type RequestGate } from './request-gate.ts';
+import { gateOf, installGate, readInJavaScript, type RequestGate } from './request-gate.ts';
 import { Shares, type ShareLimits } from './shares.ts';
 
 export interface SocketGuardOptions extends ShareLimits {
@@ -70,8 +70,6 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
   const shares = new Shares(o);
   const pool = o.attributionPool ?? o.strangers;
   const attributing = new Shares({ perCaller: pool, strangers: pool });
-  // The gate times out, as node:http would, the requests of connections the lane has answered on.
-  const gateLane: GateLane | undefined = o.lane && { lane: o.lane, onTimedOut: (socket) => clientError('ERR_HTTP_REQUEST_TIMEOUT', socket) };
   /** Charges `caller` one connection, or refuses the socket; true when charged. */
   const admit = (socket: Socket, ip: string, caller: Caller): boolean => {
     if (o.cooldown?.active(caller.key) === true) {
@@ -94,7 +92,7 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
     const ip = sourceIp(socket.remoteAddress);
     const byAddress = o.callerOf(ip);
     const gateFor = (): RequestGate | undefined =>
-      installGate(socket, (verdict) => { if (verdict === 'pipelined') o.cooldown?.start((connectionCaller(socket) ?? byAddress).key); }, gateLane);
+      installGate(socket, (verdict) => { if (verdict === 'pipelined') o.cooldown?.start((connectionCaller(socket) ?? byAddress).key); }, o.lane);
     const attribute = o.attribute?.(socket);
     if (attribute === undefined) {
       if (admit(socket, ip, byAddress)) gateFor();
@@ -134,6 +132,11 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
     o.onRefusal?.(answer.reason, answer.status, sourceIp(socket.remoteAddress));
     reap(socket, answer.bytes);
   };
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => clientError(err.code, socket));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // node:http times a connection's first request from the accept until it parses one; on a
+    // connection the lane has answered all along it has parsed none, and nothing is late.
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && gateOf(socket)?.answeredAtOnceOnly === true) return;
+    clientError(err.code, socket);
+  });
   return shares;
 }

@@ -5,6 +5,7 @@
 // which are prom-client 15's own fields (test/hot-path.test.ts compares the exposition with
 // prom-client's `observe` and fails if they change).
 import type { Histogram } from 'prom-client';
+import { seriesEntry } from './label-children.ts';
 
 interface SeriesValues {
   labels: Record<string, string>;
@@ -31,16 +32,11 @@ export function histogramSeries<T extends string>(histogram: Histogram<T>, label
   const keys = bounds.map(String);
   let hash: string | undefined;
   let series: SeriesValues | undefined;
+  // Keeps what the series already counted; creates it (at zero) the first time, or after a reset.
   const attach = (): SeriesValues => {
-    // Keeps what the series already counted; creates it (at zero) the first time, or after a reset.
-    for (const [k, v] of Object.entries(h.hashMap)) {
-      if (sameLabels(v.labels, labels as Record<string, string>)) {
-        hash = k;
-        return v;
-      }
-    }
-    histogram.zero(labels);
-    return attach();
+    const found = seriesEntry(() => h.hashMap, labels as Record<string, string>, () => histogram.zero(labels));
+    hash = found.key;
+    return found.entry;
   };
   return {
     observe(value: number): void {
@@ -56,11 +52,4 @@ export function histogramSeries<T extends string>(histogram: Histogram<T>, label
       }
     },
   };
-}
-
-function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
-  const ka = Object.keys(a);
-  if (ka.length !== Object.keys(b).length) return false;
-  for (const k of ka) if (a[k] !== b[k]) return false;
-  return true;
 }

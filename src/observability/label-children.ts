@@ -31,3 +31,24 @@ export class LabelChildren<C> {
     return child;
   }
 }
+
+/**
+ * prom-client's own entry for the series with `labels` in a metric's `hashMap` (its key and
+ * values), created at zero by `zero` when missing: what the per-series handles add to.
+ */
+export function seriesEntry<V extends { labels: Record<string, unknown> }>(
+  hashMap: () => Record<string, V>, labels: Record<string, string>, zero: () => void,
+): { key: string; entry: V } {
+  for (let tries = 0; tries < 2; tries++) {
+    for (const [key, entry] of Object.entries(hashMap())) if (sameLabels(entry.labels, labels)) return { key, entry };
+    zero();
+  }
+  throw new Error('prom-client did not create the series');
+}
+
+function sameLabels(a: Record<string, unknown>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (String(a[k]) !== b[k]) return false;
+  return true;
+}

@@ -1,6 +1,7 @@
 // Prometheus metrics for SREs. Every label value comes from a closed set (route names,
 // decisions, reasons, status codes), never from the request, so cardinality stays bounded.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { counterSeries } from './counter-series.ts';
 import { histogramSeries } from './histogram-series.ts';
 import { LabelChildren } from './label-children.ts';
 import { NmiMetrics } from './nmi-metrics.ts';
@@ -57,9 +58,9 @@ export class DaemonMetrics implements RequestObserver {
       labelNames: ['outcome'], registers,
     });
     this.#nmi = new NmiMetrics(registry);
-    this.#requestChildren = new LabelChildren(4, ([route, decision, status, reason]) => this.#requests.labels(route!, decision!, status!, reason!));
+    this.#requestChildren = new LabelChildren(4, (values) => counterSeries(this.#requests, ['route', 'decision', 'status', 'reason'], values));
     this.#durationChildren = new LabelChildren(2, (values) => histogramSeries(this.#duration, ['route', 'decision'], values));
-    this.#tokenCacheChildren = new LabelChildren(1, ([result]) => this.#tokenCache.labels(result!));
+    this.#tokenCacheChildren = new LabelChildren(1, (values) => counterSeries(this.#tokenCache, ['result'], values));
     // Series exist from the start, at 0, so that rate() and alerts see the first increment.
     for (const result of ['hit', 'miss', 'shared'] as const) this.#tokenCache.inc({ result }, 0);
     for (const outcome of ['found', 'timeout'] as const) this.#podWaits.inc({ outcome }, 0);

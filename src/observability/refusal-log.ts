@@ -1,6 +1,8 @@
 // Refusal lines are rate-limited per caller: a pod refused in a loop must not rotate the evidence
 // of everything else out of the log. The first few lines of each window are written; the rest
 // are counted, and the count is logged with the caller's next written line, or at the window's end.
+// Grant lines go through one of these too (request-log.ts), keyed by pod, identity and resource:
+// a pod served from the cache in a loop is the same flood.
 import type { Logger } from 'pino';
 
 export interface RefusalLogOptions {
@@ -10,13 +12,17 @@ export interface RefusalLogOptions {
   /** Callers remembered at once; beyond, the least recently seen is forgotten (its count flushed). */
   maxCallers?: number;
   now?: () => number;
+  /** The line that reports a window's count: its level, message, and the fields it repeats. */
+  summary?: { level: 'info' | 'warn'; msg: string; fields: readonly string[] };
 }
+
+const REFUSALS_SUMMARY = { level: 'warn', msg: 'refusal log lines suppressed for this caller', fields: ['pod', 'uid', 'ip', 'reason'] } as const;
 
 interface Window {
   start: number;
   written: number;
   suppressed: number;
-  /** What the last suppressed line was about, to say what the count stands for. */
+  /** What the last suppressed line was about (or, for lines built only when written, the first), to say what the count stands for. */
   fields: Record<string, unknown>;
 }
 
@@ -28,9 +34,11 @@ export class RefusalLog {
   readonly #now: () => number;
   readonly #windows = new Map<string, Window>();
   readonly #timer: NodeJS.Timeout;
+  readonly #summary: NonNullable<RefusalLogOptions['summary']>;
 
   constructor(log: Logger, o: RefusalLogOptions = {}) {
     this.#log = log;
+    this.#summary = o.summary ?? REFUSALS_SUMMARY;
     this.#perWindow = o.perWindow ?? 5;
     this.#windowMs = o.windowMs ?? 10_000;
     this.#maxCallers = o.maxCallers ?? 4096;
@@ -39,8 +47,11 @@ export class RefusalLog {
     this.#timer.unref();
   }
 
-  /** `caller` is the share key (pod or address); `fields` must already be safe to log. */
-  write(caller: string, fields: Record<string, unknown>, msg: string, level: 'info' | 'warn' = 'info'): void {
+  /**
+   * `caller` is the window's key (for refusals the share key: pod or address); `fields` must
+   * already be safe to log. As a function, they are built only for a line that is written.
+   */
+  write(caller: string, fields: Record<string, unknown> | (() => Record<string, unknown>), msg: string, level: 'info' | 'warn' = 'info'): void {
     const now = this.#now();
     let w = this.#windows.get(caller);
     if (w !== undefined && now - w.start >= this.#windowMs) {
@@ -55,11 +66,13 @@ export class RefusalLog {
     this.#windows.set(caller, w);
     if (w.written < this.#perWindow) {
       w.written++;
-      this.#log[level](fields, msg);
+      const line = typeof fields === 'function' ? fields() : fields;
+      if (w.written === 1) w.fields = line;
+      this.#log[level](line, msg);
       return;
     }
     w.suppressed++;
-    w.fields = fields;
+    if (typeof fields !== 'function') w.fields = fields;
   }
 
   /** Writes the count of every window that has ended with lines suppressed. */
@@ -85,7 +98,11 @@ export class RefusalLog {
 
   #report(w: Window): void {
     if (w.suppressed === 0) return;
-    const { pod, uid, ip, reason } = w.fields;
-    this.#log.warn({ pod, uid, ip, reason, suppressed: w.suppressed, windowMs: this.#windowMs }, 'refusal log lines suppressed for this caller');
+    const s = this.#summary;
+    const line: Record<string, unknown> = {};
+    for (const name of s.fields) line[name] = w.fields[name];
+    line.suppressed = w.suppressed;
+    line.windowMs = this.#windowMs;
+    this.#log[s.level](line, s.msg);
   }
 }

@@ -7,13 +7,21 @@ import { safeForLog } from './log-safe.ts';
 import type { RefusalLog } from './refusal-log.ts';
 import { decisionLabel, type RequestObserver, type RequestOutcome } from './request-outcome.ts';
 
+/** The summary of a window's grant lines not written one by one. */
+export const GRANTS_SUMMARY = {
+  level: 'info', msg: 'token grant lines suppressed for this pod, identity and resource', fields: ['pod', 'uid', 'identity', 'clientID', 'exception', 'resource'],
+} as const;
+
 export class RequestLog implements RequestObserver {
   readonly #log: Logger;
   readonly #refusals: RefusalLog;
+  readonly #grants: RefusalLog;
 
-  constructor(log: Logger, refusals: RefusalLog) {
+  /** `grants`: the windows of granted tokens' lines, one per pod, identity and resource (GRANTS_SUMMARY). */
+  constructor(log: Logger, refusals: RefusalLog, grants: RefusalLog) {
     this.#log = log;
     this.#refusals = refusals;
+    this.#grants = grants;
   }
 
   finished(o: RequestOutcome): void {
@@ -23,6 +31,13 @@ export class RequestLog implements RequestObserver {
     const failedUpstream = o.upstream !== undefined && o.reason !== undefined;
     // Grants are logged at info: when it is off, their line is not even built.
     if (o.reason === undefined && !this.#log.isLevelEnabled('info')) return;
+    const d = o.decision;
+    if (o.reason === undefined && o.status === 200 && o.pod !== undefined && (d?.kind === 'grant' || d?.kind === 'pass-through')) {
+      // Built only when written: most of a pod's grants from the cache are counted, not written.
+      const about = d.kind === 'grant' ? d.identity.clientID : `exception:${d.exception.namespace}/${d.exception.name}`;
+      this.#grants.write(`${o.pod.uid} ${about} ${o.request?.resource ?? ''}`, () => lineOf(o), d.kind === 'grant' ? 'token granted' : 'token passed through (exception)');
+      return;
+    }
     const fields = lineOf(o);
     if (failedUpstream) {
       this.#log.warn({ ...fields, err: o.error }, 'token request failed upstream');
@@ -30,7 +45,7 @@ export class RequestLog implements RequestObserver {
       const caller = o.pod !== undefined ? `pod:${o.pod.uid}` : `ip:${o.ip ?? ''}`;
       this.#refusals.write(caller, fields, o.id === undefined ? 'request refused' : 'token request refused');
     } else {
-      this.#log.info(fields, o.status !== 200 ? 'token request failed upstream' : fields.decision === 'granted' ? 'token granted' : 'token passed through (exception)');
+      this.#log.info(fields, 'token request failed upstream');
     }
   }
 }
