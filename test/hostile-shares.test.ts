@@ -158,3 +158,34 @@ status: {phase: Pending, podIPs: [{ip: 127.0.0.40}]}
   const draining = await s.ask(TOKEN, { from: '127.0.0.41', headers: META });
   t.equal(draining.status, 200, 'a terminating pod with a container still running keeps its address');
 });
+
+t.test('grant lines are rate-limited per pod, identity and resource: a pod served from the cache in a loop cannot flood the log', async (t) => {
+  const s = await startStack(t);
+  const ATTACKER = '127.0.0.13';
+  const before = s.logs.length;
+  // Kept-alive requests, as an SDK's: the at-once lane answers them from the cache.
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const asked = (): Promise<number> => new Promise((resolve, reject) => {
+    request({ host: '127.0.0.1', port: s.port, path: TOKEN, headers: META, localAddress: ATTACKER, agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    }).on('error', reject).end();
+  });
+  for (let i = 0; i < 200; i++) t.equal(await asked(), 200, `grant ${i}`, { diagnostic: false });
+  const granted = s.logs.slice(before).filter((l) => l.includes('token granted') && l.includes('shop/billing'));
+  t.equal(granted.length, 5, `5 of 200 grants written in the window (${granted.length})`);
+  t.equal(await asked(), 200, 'one more, counted too');
+  // Another resource of the same pod is a window of its own; another pod's is untouched.
+  const other = await s.ask(TOKEN.replace('vault.azure.net', 'storage.azure.com'), { from: ATTACKER, headers: META });
+  t.equal(other.status, 200);
+  t.ok(s.logs.some((l) => l.includes('token granted') && l.includes('storage.azure.com')), 'another resource\'s grant is written');
+  await victimServed(t, s, 1, 'grant log flood');
+  t.ok(s.logs.some((l) => l.includes('token granted') && l.includes('shop/orders')), 'the victim\'s own line is written');
+  await s.daemon.close();
+  const summary = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.suppressed !== undefined && l.pod === 'shop/billing');
+  t.match(summary, {
+    msg: 'token grant lines suppressed for this pod, identity and resource', level: 30, pod: 'shop/billing', uid: 'u-13',
+    identity: 'shop/writer', clientID: IDS.writer!.clientID, resource: 'https://vault.azure.net', suppressed: 201 - 5, windowMs: 10_000,
+  }, 'what was not written is counted, naming the pod, identity and resource');
+});

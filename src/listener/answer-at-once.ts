@@ -26,6 +26,8 @@ export class AtOnceLane {
   readonly #answer: AnswerAtOnce;
   readonly #keepAlive: string;
   #open = true;
+  /** Requests answered here (podid_nmi_requests_answered_at_once_total). */
+  answered = 0;
 
   constructor(answer: AnswerAtOnce, options: LaneOptions) {
     this.#answer = answer;
@@ -45,6 +47,8 @@ export class AtOnceLane {
     if (read === undefined) return false;
     const max = this.options.maxRequestsPerSocket;
     const answer = new RawAnswer(socket, this.#keepAlive, read.close || (max > 0 && served + 1 >= max));
-    return this.#answer({ method: read.method, url: read.url, headers: read.headers, socket }, answer);
+    if (!this.#answer({ method: read.method, url: read.url, headers: read.headers, socket }, answer)) return false;
+    this.answered++;
+    return true;
   }
 }

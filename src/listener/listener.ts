@@ -32,6 +32,8 @@ export interface Listener {
   readonly server: Server;
   readonly address: AddressInfo;
   readonly connections: Shares;
+  /** Requests the at-once lane answered (answer-at-once.ts). */
+  answeredAtOnce(): number;
   /** Stops accepting, lets in-flight requests finish within `graceMs`, then cuts what is left. */
   close(graceMs: number): Promise<void>;
 }
@@ -78,6 +80,7 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
     server,
     address: server.address() as AddressInfo,
     connections,
+    answeredAtOnce: () => lane?.answered ?? 0,
     close: (graceMs) => {
       // Every answer from here on closes its connection: node:http's to give (closeGracefully).
       lane?.close();

@@ -95,4 +95,9 @@ export class DaemonMetrics implements RequestObserver {
   gauge(name: string, help: string, collect: () => number): void {
     new Gauge({ name, help, registers: [this.registry], collect() { this.set(collect()); } });
   }
+
+  /** A counter whose total is kept elsewhere (on the hot path, as a plain number) and read at each scrape. */
+  countedElsewhere(name: string, help: string, total: () => number): void {
+    new Counter({ name, help, registers: [this.registry], collect() { this.reset(); this.inc(total()); } });
+  }
 }
