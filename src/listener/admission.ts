@@ -77,14 +77,14 @@ export class RequestAdmission {
   }
 
   /**
-   * For an answer the at-once lane writes before this call returns: the caller's in-flight share,
-   * to be released right after. Undefined when `admit` would not admit the request (its
-   * connection busy or refused, the share full): node:http's path then answers it.
+   * Whether `admit` would admit the request, for an answer the at-once lane writes before this
+   * call returns: in flight only meanwhile, it takes no share (no one else can take one then).
+   * False (its connection busy or refused, the caller's share full): node:http's path answers it.
    */
-  admitAtOnce(socket: Socket): (() => void) | undefined {
+  admitsAtOnce(socket: Socket): boolean {
     const c = this.#connections.get(socket);
-    if (c !== undefined && (c.busy || c.pipelined)) return undefined;
-    return this.#inFlight.take(connectionCaller(socket) ?? callerAt(this.#state, sourceIp(socket.remoteAddress)));
+    if (c !== undefined && (c.busy || c.pipelined)) return false;
+    return this.#inFlight.hasRoom(connectionCaller(socket) ?? callerAt(this.#state, sourceIp(socket.remoteAddress)));
   }
 }
 

@@ -110,16 +110,10 @@ export class MetadataHandler {
   answerAtOnce = (head: RequestHead, answer: RawAnswer): boolean => {
     const o = this.#o;
     if (isHostTokenTarget(head.url)) return false;
-    // The caller's in-flight share, held while the answer is written, as `handle`'s admission does.
-    const release = o.admission.admitAtOnce(head.socket);
-    if (release === undefined) return false;
-    try {
-      const r = new RequestContext(answer, o);
-      const checked = this.#check(head, r);
-      return checked === undefined || (checked.kind === 'token' && this.#tokenAtOnce(head.socket, checked.request, r));
-    } finally {
-      release();
-    }
+    if (!o.admission.admitsAtOnce(head.socket)) return false;
+    const r = new RequestContext(answer, o);
+    const checked = this.#check(head, r);
+    return checked === undefined || (checked.kind === 'token' && this.#tokenAtOnce(head.socket, checked.request, r));
   };
 
   /** What every route checks of the request itself, before any lookup; undefined once refused. */

@@ -35,6 +35,12 @@ export class Shares {
     };
   }
 
+  /** Whether `take` would give `caller` a unit now (for what is done before anything else can take one). */
+  hasRoom(caller: Caller): boolean {
+    if ((this.#held.get(caller.key) ?? 0) >= this.#limits.perCaller) return false;
+    return caller.known || this.#strangers < this.#limits.strangers;
+  }
+
   held(key: string): number {
     return this.#held.get(key) ?? 0;
   }

@@ -2,6 +2,7 @@
 // itself. A pod with an IPv4 and an IPv6 address is one caller; an address no pod holds (yet) is a
 // stranger, and strangers together get a bounded part of what is shared, so no address range
 // can crowd out the pods the node runs.
+import type { PodInfo } from '../cluster/objects.ts';
 import type { ClusterView } from '../cluster/view.ts';
 
 export interface Caller {
@@ -12,8 +13,17 @@ export interface Caller {
 
 export function callerAt(state: Pick<ClusterView, 'podsAt'>, ip: string): Caller {
   const pods = state.podsAt(ip);
-  if (pods.length === 1) return { key: `pod:${pods[0]!.uid}`, known: true };
+  if (pods.length === 1) return podCallerOf(pods[0]!);
   return { key: `ip:${ip}`, known: false };
+}
+
+/** One Caller per pod object (the state replaces the object when the pod changes): asked on every request. */
+const byPod = new WeakMap<PodInfo, Caller>();
+
+function podCallerOf(pod: PodInfo): Caller {
+  let caller = byPod.get(pod);
+  if (caller === undefined) byPod.set(pod, caller = { key: `pod:${pod.uid}`, known: true });
+  return caller;
 }
 
 /** A pod found by its socket's cgroup (a hostNetwork pod): its UID is its share's key. */
