@@ -1,5 +1,7 @@
 // Where a pod's entitlement is decided. A pure function of the calling pod, the cluster
-// objects, the parsed request and the mode; no I/O, no clock.
+// objects, the parsed request and the mode; no I/O, no clock. What it reads from the cluster
+// for a pod is kept until the cluster's generation moves: a cache of that function, never
+// an input to it (test/decision-memo.test.ts holds it to that).
 // - managed mode: bindings and identities count only in the pod's own namespace, as NMI's
 //   managed mode always did;
 // - standard mode: MIC's AzureAssignedIdentities say which identities a pod has; while MIC is
