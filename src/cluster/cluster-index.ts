@@ -139,6 +139,18 @@ export class ClusterIndex implements ClusterView {
   readonly #assignmentWaiters = new Wakers();
   /** Live pods by UID and name, hostNetwork ones included (socket-cgroup attribution, /host/token). */
   readonly pods = new PodDirectory();
+  #generation = 0;
+
+  /**
+   * Two reads at the same generation saw the same objects, so what is derived from them (the
+   * decision's per-pod memo) holds until it moves. Every write bumps it first, and again right
+   * before it wakes a parked request, so that a request woken mid-write cannot keep a result
+   * the rest of the write changes. Writes that change nothing bump it too: a spurious miss,
+   * never a stale hit.
+   */
+  get generation(): number {
+    return this.#generation;
+  }
 
   // ---- reads (request path) ----
 
@@ -202,6 +214,7 @@ export class ClusterIndex implements ClusterView {
   // ---- writes (sources) ----
 
   upsertPod(pod: PodInfo): void {
+    this.#generation++;
     this.pods.upsert(pod);
     this.deletePod(pod.uid, false);
     // Only live pods are held: a Succeeded pod that still lists its IP must not shadow,
@@ -210,11 +223,13 @@ export class ClusterIndex implements ClusterView {
     this.#podsByUid.set(pod.uid, pod);
     for (const ip of pod.ips) {
       this.#podsByIp.add(ip, pod);
+      this.#generation++;
       this.#ipWaiters.wake(ip);
     }
   }
 
   deletePod(uid: string, fromDirectory = true): void {
+    this.#generation++;
     if (fromDirectory) this.pods.delete(uid);
     const old = this.#podsByUid.get(uid);
     if (old === undefined) return;
@@ -223,14 +238,17 @@ export class ClusterIndex implements ClusterView {
   }
 
   upsertIdentity(identity: AzureIdentity): void {
+    this.#generation++;
     this.#identities.set(identity.namespace, identity.name, identity);
   }
 
   deleteIdentity(namespace: string, name: string): void {
+    this.#generation++;
     this.#identities.delete(namespace, name);
   }
 
   upsertBinding(binding: AzureIdentityBinding): void {
+    this.#generation++;
     this.deleteBinding(binding.namespace, binding.name);
     this.#bindings.set(binding.namespace, binding.name, binding);
     this.#bindingsBySelector.add(binding.namespace, binding.selector, binding);
@@ -238,6 +256,7 @@ export class ClusterIndex implements ClusterView {
   }
 
   deleteBinding(namespace: string, name: string): void {
+    this.#generation++;
     const old = this.#bindings.get(namespace, name);
     if (old === undefined) return;
     this.#bindings.delete(namespace, name);
@@ -246,12 +265,14 @@ export class ClusterIndex implements ClusterView {
   }
 
   upsertException(exception: AzurePodIdentityException): void {
+    this.#generation++;
     this.deleteException(exception.namespace, exception.name);
     this.#exceptions.set(exception.namespace, exception.name, exception);
     this.#exceptionsByNs.add(exception.namespace, exception);
   }
 
   deleteException(namespace: string, name: string): void {
+    this.#generation++;
     const old = this.#exceptions.get(namespace, name);
     if (old === undefined) return;
     this.#exceptions.delete(namespace, name);
@@ -259,17 +280,21 @@ export class ClusterIndex implements ClusterView {
   }
 
   upsertAssigned(assigned: AzureAssignedIdentity): void {
+    this.#generation++;
     this.deleteAssigned(assigned.namespace, assigned.name);
     this.#assigned.set(assigned.namespace, assigned.name, assigned);
     this.#assignedByPod.add(assigned.podNamespace, assigned.pod, assigned);
+    this.#generation++;
     this.#assignmentWaiters.wake(key(assigned.podNamespace, assigned.pod));
   }
 
   deleteAssigned(namespace: string, name: string): void {
+    this.#generation++;
     const old = this.#assigned.get(namespace, name);
     if (old === undefined) return;
     this.#assigned.delete(namespace, name);
     this.#assignedByPod.remove(old.podNamespace, old.pod, (a) => a === old);
+    this.#generation++;
     this.#assignmentWaiters.wake(key(old.podNamespace, old.pod));
   }
 
@@ -285,6 +310,7 @@ export class ClusterIndex implements ClusterView {
 
   /** Replaces every object of one kind, as a relist does: whatever is not in `objects` is deleted. */
   replaceKind(kind: ClusterObject['kind'], objects: readonly ClusterObject[]): void {
+    this.#generation++;
     switch (kind) {
       case 'Pod':
         for (const uid of [...this.#podsByUid.keys()]) this.deletePod(uid);

@@ -12,7 +12,11 @@ export abstract class IndexedClusterState implements ClusterState {
   abstract whenReady(signal?: AbortSignal): Promise<void>;
   abstract close(): Promise<void>;
 
+  get generation(): number {
+    return this.index.generation;
+  }
   podsAt(ip: string): readonly PodInfo[] {
+
     return this.index.podsAt(ip);
   }
   bindingsFor(namespace: string, selector: string): readonly AzureIdentityBinding[] {

@@ -15,6 +15,11 @@ export interface ClusterView {
   podNamed(namespace: string, name: string): PodInfo | undefined;
   /** Bindings of every namespace whose selector is exactly `selector` (standard mode: MIC matches across namespaces). */
   bindingsSelecting(selector: string): readonly AzureIdentityBinding[];
+  /**
+   * Moves on every change to what this view returns; equal values mean equal answers. Views
+   * without it (test doubles, one-off views) are read afresh by every decision.
+   */
+  readonly generation?: number;
   /** Standard mode: MIC's AzureAssignedIdentities that name this pod. */
   assignedTo(podNamespace: string, podName: string): readonly AzureAssignedIdentity[];
 }

@@ -33,9 +33,13 @@ export function parseTokenRequest(params: ReadonlyMap<string, string>): TokenReq
   if (resource === undefined || resource.length === 0) return 'resource_missing';
   if (!isPlainValue(resource)) return 'parameter_invalid';
   let selector: Selector | undefined;
-  for (const [key, name] of SELECTOR_KEYS) {
+  // Once every parameter is accounted for, the keys left to look up cannot be there.
+  let unseen = params.size - 2;
+  for (let i = 0; unseen > 0 && i < SELECTOR_KEYS.length; i++) {
+    const [key, name] = SELECTOR_KEYS[i]!;
     const value = params.get(key);
     if (value === undefined) continue;
+    unseen--;
     if (selector !== undefined) return 'selector_multiple';
     if (value.length === 0 || !isPlainValue(value)) return 'parameter_invalid';
     selector = { name, value };

@@ -8,7 +8,8 @@ export const MAX_QUERY_PARAMETERS = 32;
 /**
  * Keys lower-cased; values percent- and '+'-decoded. Empty `raw` gives an empty map. Splitting is
  * left to indexOf (native scans, faster here than a loop over the characters); each key and value
- * is sliced once, and decoded only when it holds a '%' or '+'.
+ * is sliced once. A key spelled exactly as IMDS defines it needs no decoding nor lower-casing;
+ * any other key, and each value, is decoded only when it holds a '%' or '+'.
  */
 export function parseQuery(raw: string): Map<string, string> | QueryError {
   const params = new Map<string, string>();
@@ -20,10 +21,13 @@ export function parseQuery(raw: string): Map<string, string> | QueryError {
     if (end > start) {
       const eq = raw.indexOf('=', start);
       const hasValue = eq !== -1 && eq < end;
-      const k = decode(raw.slice(start, hasValue ? eq : end));
+      const keyEnd = hasValue ? eq : end;
+      const text = raw.slice(start, keyEnd);
+      const known = knownKey(text);
+      const k = known ?? decode(text);
       const v = hasValue ? decode(raw.slice(eq + 1, end)) : '';
       if (k === undefined || v === undefined || k.length === 0) return 'query_malformed';
-      const key = k.toLowerCase();
+      const key = known ?? k.toLowerCase();
       if (params.has(key)) return 'query_duplicate_parameter';
       if (params.size === MAX_QUERY_PARAMETERS) return 'query_malformed';
       params.set(key, v);
@@ -31,6 +35,25 @@ export function parseQuery(raw: string): Map<string, string> | QueryError {
     start = end + 1;
   }
   return params;
+}
+
+/**
+ * The keys IMDS defines, as these very strings: V8 keeps their hashes, so the map lookups that
+ * follow do not hash a fresh copy. Anything else (another key, another case, an escape) takes
+ * the general path, which gives the same key.
+ */
+function knownKey(key: string): string | undefined {
+  switch (key) {
+    case 'api-version': return 'api-version';
+    case 'resource': return 'resource';
+    case 'client_id': return 'client_id';
+    case 'object_id': return 'object_id';
+    case 'msi_res_id': return 'msi_res_id';
+    case 'mi_res_id': return 'mi_res_id';
+    case 'format': return 'format';
+    case 'nonce': return 'nonce';
+    default: return undefined;
+  }
 }
 
 /**

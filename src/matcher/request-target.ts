@@ -2,7 +2,7 @@
 // allocating beyond the two slices the later steps need. Non-canonical targets are refused,
 // never normalised: path tricks were real bypasses in metadata proxies.
 import type { Reason } from '../decision/reasons.ts';
-import { isInstanceSubPath, isNearMissTokenPath, routeFor, type Route } from './routes.ts';
+import { isInstanceSubPath, isNearMissTokenPath, routeFor, ROUTES, type Route } from './routes.ts';
 
 export interface MatchedTarget {
   readonly route: Route;
@@ -12,6 +12,8 @@ export interface MatchedTarget {
 }
 
 const METADATA = '/metadata';
+/** The path nearly every request has, as SDKs write it: canonical, routed to the token route, and kept as it is. */
+const TOKEN_PATH = '/metadata/identity/oauth2/token';
 
 export function matchTarget(target: string, blockInstanceMetadata: boolean): MatchedTarget | Reason {
   // Absolute-form (`http://…`) and asterisk-form targets do not start with '/'.
@@ -19,6 +21,8 @@ export function matchTarget(target: string, blockInstanceMetadata: boolean): Mat
   const q = target.indexOf('?');
   const path = q === -1 ? target : target.slice(0, q);
   const rawQuery = q === -1 ? '' : target.slice(q + 1);
+  // One comparison instead of the checks below, which give this same answer for this path.
+  if (path === TOKEN_PATH) return isPlainQuery(rawQuery) ? { route: ROUTES.token, path: TOKEN_PATH, rawQuery } : 'target_not_canonical';
   if (!isCanonicalPath(path) || !isPlainQuery(rawQuery)) return 'target_not_canonical';
   if (path.length < METADATA.length || (path.length > METADATA.length && path.charCodeAt(METADATA.length) !== 0x2f)) return 'route_unknown';
   const prefix = metadataPrefix(path);
