@@ -16,7 +16,6 @@ export abstract class IndexedClusterState implements ClusterState {
     return this.index.generation;
   }
   podsAt(ip: string): readonly PodInfo[] {
-
     return this.index.podsAt(ip);
   }
   bindingsFor(namespace: string, selector: string): readonly AzureIdentityBinding[] {
