@@ -35,6 +35,8 @@ export class RefusalLog {
   readonly #windows = new Map<string, Window>();
   readonly #timer: NodeJS.Timeout;
   readonly #summary: NonNullable<RefusalLogOptions['summary']>;
+  /** The key written last: the Map's last entry. */
+  #latest: string | undefined;
 
   constructor(log: Logger, o: RefusalLogOptions = {}) {
     this.#log = log;
@@ -62,8 +64,15 @@ export class RefusalLog {
       w = { start: now, written: 0, suppressed: 0, fields: {} };
       if (this.#windows.size >= this.#maxCallers) this.#forgetOldest();
     }
-    this.#windows.delete(caller);
-    this.#windows.set(caller, w);
+    // Most recently seen last (the first forgotten for room is the least recent); a caller seen
+    // again at once, as a flood's is, is already there.
+    if (caller !== this.#latest) {
+      this.#windows.delete(caller);
+      this.#windows.set(caller, w);
+      this.#latest = caller;
+    } else if (this.#windows.get(caller) !== w) {
+      this.#windows.set(caller, w);
+    }
     if (w.written < this.#perWindow) {
       w.written++;
       const line = typeof fields === 'function' ? fields() : fields;

@@ -3,6 +3,8 @@
 // Values a pod sent are escaped and truncated; refusals go through the per-caller rate limit,
 // so a pod refused in a loop cannot rotate everything else out of the log.
 import type { Logger } from 'pino';
+import type { PodInfo } from '../cluster/objects.ts';
+import type { TokenDecision } from '../decision/decide.ts';
 import { safeForLog } from './log-safe.ts';
 import type { RefusalLog } from './refusal-log.ts';
 import { decisionLabel, type RequestObserver, type RequestOutcome } from './request-outcome.ts';
@@ -34,8 +36,7 @@ export class RequestLog implements RequestObserver {
     const d = o.decision;
     if (o.reason === undefined && o.status === 200 && o.pod !== undefined && (d?.kind === 'grant' || d?.kind === 'pass-through')) {
       // Built only when written: most of a pod's grants from the cache are counted, not written.
-      const about = d.kind === 'grant' ? d.identity.clientID : `exception:${d.exception.namespace}/${d.exception.name}`;
-      this.#grants.write(`${o.pod.uid} ${about} ${o.request?.resource ?? ''}`, () => lineOf(o), d.kind === 'grant' ? 'token granted' : 'token passed through (exception)');
+      this.#grants.write(grantKey(o.pod, d, o.request?.resource ?? ''), () => lineOf(o), d.kind === 'grant' ? 'token granted' : 'token passed through (exception)');
       return;
     }
     const fields = lineOf(o);
@@ -48,6 +49,27 @@ export class RequestLog implements RequestObserver {
       this.#log.info(fields, 'token request failed upstream');
     }
   }
+}
+
+/**
+ * A grant window's key: pod, identity (or exception) and resource. A grant decision is one object
+ * per pod and identity while the cluster stays the same (decide.ts), and a resource one string
+ * per value (query.ts), so the key is built once for them and found again by identity; the pod's
+ * UID is checked all the same, so a decision shared between pods could never mix their windows.
+ */
+const grantKeys = new WeakMap<object, Map<string, { readonly uid: string; readonly key: string }>>();
+const MAX_RESOURCES_PER_GRANT = 64;
+
+function grantKey(pod: PodInfo, d: TokenDecision & { kind: 'grant' | 'pass-through' }, resource: string): string {
+  if (d.kind !== 'grant') return `${pod.uid} exception:${d.exception.namespace}/${d.exception.name} ${resource}`;
+  let keys = grantKeys.get(d);
+  if (keys === undefined) grantKeys.set(d, keys = new Map());
+  const known = keys.get(resource);
+  if (known !== undefined && known.uid === pod.uid) return known.key;
+  const key = `${pod.uid} ${d.identity.clientID} ${resource}`;
+  if (keys.size >= MAX_RESOURCES_PER_GRANT) keys.clear();
+  keys.set(resource, { uid: pod.uid, key });
+  return key;
 }
 
 /** The line's fields, in the order they are written; built in one go. */
