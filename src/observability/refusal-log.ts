@@ -16,14 +16,16 @@ export interface RefusalLogOptions {
   summary?: { level: 'info' | 'warn'; msg: string; fields: readonly string[] };
 }
 
+type Fields = Record<string, unknown> | (() => Record<string, unknown>);
+
 const REFUSALS_SUMMARY = { level: 'warn', msg: 'refusal log lines suppressed for this caller', fields: ['pod', 'uid', 'ip', 'reason'] } as const;
 
 interface Window {
   start: number;
   written: number;
   suppressed: number;
-  /** What the last suppressed line was about (or, for lines built only when written, the first), to say what the count stands for. */
-  fields: Record<string, unknown>;
+  /** What the last suppressed line was about, to say what the count stands for (built when the count is written). */
+  fields: Fields;
 }
 
 export class RefusalLog {
@@ -51,9 +53,10 @@ export class RefusalLog {
 
   /**
    * `caller` is the window's key (for refusals the share key: pod or address); `fields` must
-   * already be safe to log. As a function, they are built only for a line that is written.
+   * be safe to log. As a function, they are built only for a line that is written: most of a
+   * flood's lines are counted, not written.
    */
-  write(caller: string, fields: Record<string, unknown> | (() => Record<string, unknown>), msg: string, level: 'info' | 'warn' = 'info'): void {
+  write(caller: string, fields: Fields, msg: string, level: 'info' | 'warn' = 'info'): void {
     const now = this.#now();
     let w = this.#windows.get(caller);
     if (w !== undefined && now - w.start >= this.#windowMs) {
@@ -75,13 +78,11 @@ export class RefusalLog {
     }
     if (w.written < this.#perWindow) {
       w.written++;
-      const line = typeof fields === 'function' ? fields() : fields;
-      if (w.written === 1) w.fields = line;
-      this.#log[level](line, msg);
+      this.#log[level](typeof fields === 'function' ? fields() : fields, msg);
       return;
     }
     w.suppressed++;
-    if (typeof fields !== 'function') w.fields = fields;
+    w.fields = fields;
   }
 
   /** Writes the count of every window that has ended with lines suppressed. */
@@ -109,7 +110,8 @@ export class RefusalLog {
     if (w.suppressed === 0) return;
     const s = this.#summary;
     const line: Record<string, unknown> = {};
-    for (const name of s.fields) line[name] = w.fields[name];
+    const fields = typeof w.fields === 'function' ? w.fields() : w.fields;
+    for (const name of s.fields) line[name] = fields[name];
     line.suppressed = w.suppressed;
     line.windowMs = this.#windowMs;
     this.#log[s.level](line, s.msg);

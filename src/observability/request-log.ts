@@ -4,6 +4,7 @@
 // so a pod refused in a loop cannot rotate everything else out of the log.
 import type { Logger } from 'pino';
 import type { PodInfo } from '../cluster/objects.ts';
+import { podCallerOf } from '../pods/caller.ts';
 import type { TokenDecision } from '../decision/decide.ts';
 import { safeForLog } from './log-safe.ts';
 import type { RefusalLog } from './refusal-log.ts';
@@ -39,14 +40,13 @@ export class RequestLog implements RequestObserver {
       this.#grants.write(grantKey(o.pod, d, o.request?.resource ?? ''), () => lineOf(o), d.kind === 'grant' ? 'token granted' : 'token passed through (exception)');
       return;
     }
-    const fields = lineOf(o);
     if (failedUpstream) {
-      this.#log.warn({ ...fields, err: o.error }, 'token request failed upstream');
+      this.#log.warn({ ...lineOf(o), err: o.error }, 'token request failed upstream');
     } else if (o.reason !== undefined) {
-      const caller = o.pod !== undefined ? `pod:${o.pod.uid}` : `ip:${o.ip ?? ''}`;
-      this.#refusals.write(caller, fields, o.id === undefined ? 'request refused' : 'token request refused');
+      const caller = o.pod !== undefined ? podCallerOf(o.pod).key : `ip:${o.ip ?? ''}`;
+      this.#refusals.write(caller, () => lineOf(o), o.id === undefined ? 'request refused' : 'token request refused');
     } else {
-      this.#log.info(fields, 'token request failed upstream');
+      this.#log.info(lineOf(o), 'token request failed upstream');
     }
   }
 }

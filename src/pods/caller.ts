@@ -20,7 +20,7 @@ export function callerAt(state: Pick<ClusterView, 'podsAt'>, ip: string): Caller
 /** One Caller per pod object (the state replaces the object when the pod changes): asked on every request. */
 const byPod = new WeakMap<PodInfo, Caller>();
 
-function podCallerOf(pod: PodInfo): Caller {
+export function podCallerOf(pod: PodInfo): Caller {
   let caller = byPod.get(pod);
   if (caller === undefined) byPod.set(pod, caller = { key: `pod:${pod.uid}`, known: true });
   return caller;
