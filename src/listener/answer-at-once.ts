@@ -15,6 +15,12 @@ import { readHead, type RequestHead } from './request-head.ts';
 /** True when it answered; false, having written and reported nothing, when node:http must. */
 export type AnswerAtOnce = (head: RequestHead, answer: RawAnswer) => boolean;
 
+/** A connection's last head, as its bytes and as read (undefined: not the lane's to read). */
+export interface LastHead {
+  text: string;
+  head: RequestHead | undefined;
+}
+
 export interface LaneOptions {
   /** node:http's settings, so that lane answers and idle connections are as its own. */
   keepAliveTimeoutMs: number;
@@ -40,14 +46,23 @@ export class AtOnceLane {
     this.#open = false;
   }
 
-  /** `head`: one whole head, nothing after it; `served`: the lane's answers so far on this connection. */
-  answer(socket: Socket, head: string, served: number): boolean {
+  /**
+   * `text`: one whole head, nothing after it; `served`: the lane's answers so far on this
+   * connection; `last`: the connection's last head, kept by its gate.
+   */
+  answer(socket: Socket, text: string, served: number, last: LastHead): boolean {
     if (!this.#open) return false;
-    const read = readHead(head);
-    if (read === undefined) return false;
+    // An SDK asks the same way each time: the same bytes are the same head, read once.
+    if (last.text !== text) {
+      const read = readHead(text);
+      last.text = text;
+      last.head = read && { method: read.method, url: read.url, headers: read.headers, socket, close: read.close };
+    }
+    const head = last.head;
+    if (head === undefined) return false;
     const max = this.options.maxRequestsPerSocket;
-    const answer = new RawAnswer(socket, this.#keepAlive, read.close || (max > 0 && served + 1 >= max));
-    if (!this.#answer({ method: read.method, url: read.url, headers: read.headers, socket }, answer)) return false;
+    const answer = new RawAnswer(socket, this.#keepAlive, head.close || (max > 0 && served + 1 >= max));
+    if (!this.#answer(head, answer)) return false;
     this.answered++;
     return true;
   }

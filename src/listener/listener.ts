@@ -34,6 +34,8 @@ export interface Listener {
   readonly connections: Shares;
   /** Requests the at-once lane answered (answer-at-once.ts). */
   answeredAtOnce(): number;
+  /** The at-once lane, when the request path gave one (bench/at-once.bench.ts drives it in process). */
+  readonly lane: AtOnceLane | undefined;
   /** Stops accepting, lets in-flight requests finish within `graceMs`, then cuts what is left. */
   close(graceMs: number): Promise<void>;
 }
@@ -81,6 +83,7 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
     address: server.address() as AddressInfo,
     connections,
     answeredAtOnce: () => lane?.answered ?? 0,
+    lane,
     close: (graceMs) => {
       // Every answer from here on closes its connection: node:http's to give (closeGracefully).
       lane?.close();

@@ -8,10 +8,12 @@ import type { RawAnswer } from '../answer/raw-answer.ts';
 import { unusableNow, unusableState } from '../cluster/state-gate.ts';
 import type { ClusterState } from '../cluster/view.ts';
 import { decideToken, type DecisionPolicy } from '../decision/decide.ts';
+import type { Reason } from '../decision/reasons.ts';
 import { parseTokenRequest, type TokenRequest } from '../decision/token-request.ts';
 import { isForwarded, isMetadataTrue } from '../matcher/headers.ts';
 import { parseQuery } from '../matcher/query.ts';
 import { matchTarget, type MatchedTarget } from '../matcher/request-target.ts';
+import type { RouteName } from '../matcher/routes.ts';
 import type { RequestObserver } from '../observability/request-outcome.ts';
 import type { CallerRoom } from '../pods/caller-room.ts';
 import type { CallerRule } from '../pods/host-token-callers.ts';
@@ -68,14 +70,18 @@ export interface HandlerOptions {
 
 let requestCounter = 0;
 
+/** What `#check` found: the route (for the report) and a refusal, a token request or a proxied request. */
 type Checked =
-  | { readonly kind: 'token'; readonly request: TokenRequest }
-  | { readonly kind: 'proxy'; readonly matched: MatchedTarget; readonly params: Map<string, string> };
+  | { readonly kind: 'refuse'; readonly route: RouteName | 'unknown'; readonly reason: Reason; readonly allow?: readonly string[] | undefined }
+  | { readonly kind: 'token'; readonly route: RouteName; readonly request: TokenRequest }
+  | { readonly kind: 'proxy'; readonly route: RouteName; readonly matched: MatchedTarget; readonly params: Map<string, string> };
 
 export class MetadataHandler {
   readonly #o: HandlerOptions;
   readonly #fetchToken: TokenFetch;
   readonly #cachedToken: CachedToken;
+  /** `#check`'s answer for each head the lane hands over (one per connection and distinct request). */
+  readonly #checks = new WeakMap<RequestHead, Checked>();
   readonly #hostToken: HostTokenOptions;
   readonly #proxy: ProxyRouteOptions;
 
@@ -97,8 +103,9 @@ export class MetadataHandler {
       return r.refuse(admitted);
     }
     if (isHostTokenTarget(req.url ?? '')) return void handleHostToken(this.#hostToken, req, r);
-    const checked = this.#check(req, r);
-    if (checked === undefined) return;
+    const checked = this.#check(req);
+    r.trace.route = checked.route;
+    if (checked.kind === 'refuse') return r.refuse(checked.reason, checked.allow);
     if (checked.kind === 'proxy') return void proxyRoute(this.#proxy, req, r, checked.matched, checked.params);
     if (!this.#tokenAtOnce(req.socket, checked.request, r)) void this.#token(req, r, checked.request);
   };
@@ -111,29 +118,33 @@ export class MetadataHandler {
     const o = this.#o;
     if (isHostTokenTarget(head.url)) return false;
     if (!o.admission.admitsAtOnce(head.socket)) return false;
+    // The lane hands over the same head object for the same bytes on a connection (an SDK
+    // asks the same way each time), and the check is a function of the head alone.
+    let checked = this.#checks.get(head);
+    if (checked === undefined) this.#checks.set(head, checked = this.#check(head));
+    if (checked.kind === 'proxy') return false;
     const r = new RequestContext(answer, o);
-    const checked = this.#check(head, r);
-    return checked === undefined || (checked.kind === 'token' && this.#tokenAtOnce(head.socket, checked.request, r));
+    r.trace.route = checked.route;
+    if (checked.kind === 'refuse') return r.refuse(checked.reason, checked.allow), true;
+    return this.#tokenAtOnce(head.socket, checked.request, r);
   };
 
-  /** What every route checks of the request itself, before any lookup; undefined once refused. */
-  #check(req: RequestSeen, r: RequestContext): Checked | undefined {
+  /** What every route checks of the request itself, before any lookup: a function of the request alone. */
+  #check(req: RequestSeen): Checked {
     const o = this.#o;
     const matched = matchTarget(req.url ?? '', o.blockInstanceMetadata);
-    if (typeof matched === 'string') return void r.refuse(matched);
+    if (typeof matched === 'string') return { kind: 'refuse', route: 'unknown', reason: matched };
     const route = matched.route;
-    r.trace.route = route.name;
-    if (!route.methods.includes(req.method ?? '')) return void r.refuse('method_not_allowed', route.methods);
-    if (isForwarded(req.headers)) return void r.refuse('forwarded_header');
-    if ((route.name !== 'token' || o.metadataHeaderRequired) && !isMetadataTrue(req.headers.metadata)) {
-      return void r.refuse('metadata_header_missing');
-    }
+    const refused = (reason: Reason, allow?: readonly string[]): Checked => ({ kind: 'refuse', route: route.name, reason, allow });
+    if (!route.methods.includes(req.method ?? '')) return refused('method_not_allowed', route.methods);
+    if (isForwarded(req.headers)) return refused('forwarded_header');
+    if ((route.name !== 'token' || o.metadataHeaderRequired) && !isMetadataTrue(req.headers.metadata)) return refused('metadata_header_missing');
     const params = parseQuery(matched.rawQuery);
-    if (typeof params === 'string') return void r.refuse(params);
-    if (route.name !== 'token') return { kind: 'proxy', matched, params };
+    if (typeof params === 'string') return refused(params);
+    if (route.name !== 'token') return { kind: 'proxy', route: route.name, matched, params };
     const request = parseTokenRequest(params);
-    if (typeof request === 'string') return void r.refuse(request);
-    return { kind: 'token', request };
+    if (typeof request === 'string') return refused(request);
+    return { kind: 'token', route: route.name, request };
   }
 
   /**

@@ -11,7 +11,7 @@
 // node:http internals (Node 24); `installGate` returns false when they are not as expected, and
 // the tests fail if the gate stops working.
 import type { Socket } from 'node:net';
-import type { AtOnceLane } from './answer-at-once.ts';
+import type { AtOnceLane, LastHead } from './answer-at-once.ts';
 
 /** Head bytes scanned for their end; larger heads are node:http's to refuse (431). */
 const MAX_SCANNED_HEAD = 16 * 1024;
@@ -61,6 +61,7 @@ class Gate implements RequestGate {
   #parserFed = false;
   /** The lane set the keep-alive timeout (node:http sets its own after its answers). */
   #idleTimeout = false;
+  readonly #lastHead: LastHead = { text: '', head: undefined };
 
   constructor(socket: Socket, parse: (chunk: Buffer) => void, onRefused: (verdict: GateVerdict) => void, lane?: AtOnceLane) {
     this.#socket = socket;
@@ -112,7 +113,7 @@ class Gate implements RequestGate {
     const headLength = end + 4;
     const text = scanned.subarray(0, headLength).toString('latin1');
     // The usual request: its whole head in this read and nothing after it, answerable at once.
-    if (before === 0 && headLength === chunk.length && this.#lane?.answer(this.#socket, text, this.#served) === true) {
+    if (before === 0 && headLength === chunk.length && this.#lane?.answer(this.#socket, text, this.#served, this.#lastHead) === true) {
       return this.#answeredAtOnce();
     }
     if (/\r\ntransfer-encoding[ \t]*:/i.test(text)) {

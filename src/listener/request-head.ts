@@ -26,6 +26,8 @@ export interface RequestHead extends RequestSeen {
   readonly url: string;
   readonly headers: HeadHeaders;
   readonly socket: Socket;
+  /** The request said Connection: close. */
+  readonly close: boolean;
 }
 
 /** More headers than this go to node:http: its own cap (2,000) drops the rest silently. */

@@ -3,14 +3,28 @@
 // and the resource; for federation, the service account, never the pod: the pods of one service
 // account share its tokens, and no two service accounts ever share one.
 import type { TokenDecision } from '../decision/decide.ts';
-import type { TokenRequest } from '../decision/token-request.ts';
+import type { Selector, TokenRequest } from '../decision/token-request.ts';
 import type { PodRef, TokenOrder } from './token-source.ts';
 import { tokenPath } from './token-path.ts';
 
+/**
+ * The last IMDS order of each request object: a pod's connection hands over one request object
+ * for the same bytes (listener/answer-at-once.ts), and its decision one selector object, so the
+ * order, and its key, are the same objects again: the token cache finds the key without hashing
+ * a new string. Both inputs are immutable.
+ */
+const lastOrder = new WeakMap<TokenRequest, { readonly upstream: Selector | undefined; readonly order: TokenOrder }>();
+
+function imdsOrder(request: TokenRequest, upstream: Selector | undefined): TokenOrder {
+  const last = lastOrder.get(request);
+  if (last !== undefined && last.upstream === upstream) return last.order;
+  const order: TokenOrder = { kind: 'imds', key: tokenPath(request.apiVersion, request.resource, upstream) };
+  lastOrder.set(request, { upstream, order });
+  return order;
+}
+
 export function tokenOrder(request: TokenRequest, decision: TokenDecision & { kind: 'grant' | 'pass-through' }, pod: PodRef): TokenOrder {
-  if (decision.kind === 'pass-through' || decision.source.kind === 'imds') {
-    return { kind: 'imds', key: tokenPath(request.apiVersion, request.resource, decision.upstream) };
-  }
+  if (decision.kind === 'pass-through' || decision.source.kind === 'imds') return imdsOrder(request, decision.upstream);
   const s = decision.source;
   const who = s.kind === 'workload-identity' ? `sa=${s.serviceAccount.namespace}/${s.serviceAccount.name}` : `secret=${s.secret.namespace}/${s.secret.name}`;
   // Every part is either checked (tenant, ids) or encoded, so no two orders collide.
