@@ -273,3 +273,35 @@ t.test('bytes after a whole head are pipelining: the lane leaves them to the gat
   await c.closed;
   t.equal(lane(), 0, 'the lane answered none');
 });
+
+t.test('a client that sends and never reads: the lane stops once the socket\'s buffer is full, and node:http stops reading', async (t) => {
+  let lane = 0;
+  let slow = 0;
+  const big = Buffer.alloc(256 * 1024, 0x61);
+  const l = await listen({
+    host: '127.0.0.1', port: 0,
+    answerAtOnce: (head, answer) => {
+      lane++;
+      answer.writeHead(200, { 'content-length': big.length });
+      answer.end(big);
+      return true;
+    },
+  }, (_req, res) => {
+    slow++;
+    res.writeHead(200, { 'content-length': big.length }).end(big);
+  });
+  t.teardown(() => l.close(0));
+  const c = await openRaw(t, l.address.port, '127.0.0.2', undefined, { read: false });
+  // One request at a time, the next only once the last was read (so none is pipelining in the
+  // bytes), until one is not read within half a second.
+  let sent = 0;
+  for (; sent < 40; sent++) {
+    const before = lane + slow;
+    c.socket.write(GET('/lane'));
+    const read = await eventually(() => lane + slow > before, 'read', 500).then(() => true, () => false);
+    if (!read) break;
+  }
+  t.ok(lane < 20, `the lane answered ${lane}, then left the connection to node:http`);
+  t.equal(slow, 1, 'node:http answered one, and stopped reading');
+  t.ok(sent < 40, `request ${sent + 1} was never read`);
+});

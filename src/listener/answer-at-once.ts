@@ -51,7 +51,10 @@ export class AtOnceLane {
    * connection; `last`: the connection's last head, kept by its gate.
    */
   answer(socket: Socket, text: string, served: number, last: LastHead): boolean {
-    if (!this.#open) return false;
+    // Answers the client has not read yet fill the socket's buffer: node:http stops reading such
+    // a connection until it drains, and the lane leaves it to node:http, so a client that sends
+    // and never reads holds a buffer's worth, not a growing heap.
+    if (!this.#open || socket.writableNeedDrain) return false;
     // An SDK asks the same way each time: the same bytes are the same head, read once.
     if (last.text !== text) {
       const read = readHead(text);
