@@ -62,8 +62,11 @@ t.test('Entra-sourced tokens', async (t) => {
     t.match(claims(a), { aud: 'https://vault.azure.net', appid: CLIENT.secret, tid: TENANT, via: 'secret' });
     t.match(entra.callsFor(CLIENT.secret).at(-1), { scope: 'https://vault.azure.net/.default', credential: 'secret', status: 200 });
     const calls = entra.calls.length;
+    const atOnce = async (): Promise<number> => Number(/podid_nmi_requests_answered_at_once_total (\d+)/.exec(await stack.metrics())?.[1]);
+    const before = await atOnce();
     const again = await ask('127.0.0.40');
     t.equal(again.json?.access_token, a.json?.access_token, 'the cached token');
+    t.equal(await atOnce(), before + 1, 'answered at once, from the cache, as an IMDS token is');
     t.equal(entra.calls.length, calls, 'no second call to Entra');
     t.equal(imdsTokenCalls(stack), 0, 'IMDS is never asked for this identity');
   });

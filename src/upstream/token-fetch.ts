@@ -27,8 +27,8 @@ export function tokenFetch(o: { scheduler: UpstreamScheduler; tokens: TokenCache
 /** A token the cache holds for an order, served without waiting; undefined when `TokenFetch` would fetch or wait. */
 export type CachedToken = (order: TokenOrder) => UpstreamAnswer | undefined;
 
-export function cachedToken(o: { tokens: TokenCache | undefined }): CachedToken {
+export function cachedToken(o: { tokens: TokenCache | undefined; entra?: EntraRoom }): CachedToken {
   const tokens = o.tokens;
-  // Entra's tokens have their own cache, behind its own scheduler: they take the waiting path.
-  return (order) => (order.kind === 'imds' && tokens !== undefined ? tokens.hit(order.key) : undefined);
+  const entra = o.entra;
+  return (order) => (order.kind === 'imds' ? tokens?.hit(order.key) : entra?.hit(order));
 }

@@ -89,6 +89,14 @@ export class EntraRoom {
       : fetchPaced(this.scheduler, order.key, podUid, signal, this.#tokenWaitMs);
   }
 
+  /** The token `get` would answer at once from the cache; undefined when it would fetch, wait or refuse. */
+  hit(order: EntraOrder): UpstreamAnswer | undefined {
+    if (!this.#kube || this.tokens === undefined) return undefined;
+    const answer = this.tokens.hit(order.key);
+    if (answer !== undefined) this.#orders.set(order.key, order);
+    return answer;
+  }
+
   stop(): void {
     this.tokens?.stop();
     this.scheduler.stop();
