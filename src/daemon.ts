@@ -155,6 +155,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       attribute: config.interceptHostNetwork ? (socket) => callers.connectionCaller(socket) : undefined,
       attributionPool: strangers,
       answerAtOnce: options.answerAtOnce === false ? undefined : handler.answerAtOnce,
+      onLaneError: (err) => log.error({ err }, 'the request path failed in the at-once lane; the request went to node:http\'s path'),
       onRefusal: (reason, status, ip) => {
         metrics.request('connection', 'refused', status, reason, 0);
         refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');

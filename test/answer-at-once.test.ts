@@ -305,3 +305,21 @@ t.test('a client that sends and never reads: the lane stops once the socket\'s b
   t.equal(slow, 1, 'node:http answered one, and stopped reading');
   t.ok(sent < 40, `request ${sent + 1} was never read`);
 });
+
+t.test('a fault of the request path in the lane takes nothing down: unanswered, the request goes to node:http', async (t) => {
+  const faults: unknown[] = [];
+  let calls = 0;
+  const l = await listen({
+    host: '127.0.0.1', port: 0, onLaneError: (err) => faults.push(err),
+    answerAtOnce: () => {
+      calls++;
+      throw new Error('a bug');
+    },
+  }, (_req, res) => res.writeHead(200, { 'content-length': 4 }).end('node'));
+  t.teardown(() => l.close(0));
+  const c = await openRaw(t, l.address.port, '127.0.0.2', GET('/lane'));
+  await eventually(() => parseAnswers(c.received()).length === 1, 'answered');
+  t.equal(parseAnswers(c.received())[0]!.body, 'node', 'by node:http');
+  t.equal(calls, 1);
+  t.match(faults, [{ message: 'a bug' }], 'the fault is reported');
+});

@@ -25,6 +25,8 @@ export interface LaneOptions {
   /** node:http's settings, so that lane answers and idle connections are as its own. */
   keepAliveTimeoutMs: number;
   maxRequestsPerSocket: number;
+  /** Hears a fault of the request path met in the lane (the daemon logs it). */
+  onError?(err: unknown): void;
 }
 
 export class AtOnceLane {
@@ -65,7 +67,16 @@ export class AtOnceLane {
     if (head === undefined) return false;
     const max = this.options.maxRequestsPerSocket;
     const answer = new RawAnswer(socket, this.#keepAlive, head.close || (max > 0 && served + 1 >= max));
-    if (!this.#answer(head, answer)) return false;
+    try {
+      if (!this.#answer(head, answer)) return false;
+    } catch (err) {
+      // A fault of the request path must not take the daemon down from inside a socket's read:
+      // unanswered, the request goes to node:http's path; answered, the connection goes.
+      this.options.onError?.(err);
+      if (!answer.headersSent) return false;
+      socket.destroy();
+      return true;
+    }
     this.answered++;
     return true;
   }

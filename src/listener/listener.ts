@@ -26,6 +26,8 @@ export interface ListenerOptions {
   attributionPool?: number;
   /** What the request path can answer without waiting, answered before node:http parses it. */
   answerAtOnce?: AnswerAtOnce;
+  /** Hears a fault of the request path met by the at-once lane. */
+  onLaneError?(err: unknown): void;
 }
 
 export interface Listener {
@@ -57,7 +59,7 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
   server.maxConnections = maxConnections;
   server.maxRequestsPerSocket = 1000;
   const lane = options.answerAtOnce && new AtOnceLane(options.answerAtOnce, {
-    keepAliveTimeoutMs, maxRequestsPerSocket: server.maxRequestsPerSocket,
+    keepAliveTimeoutMs, maxRequestsPerSocket: server.maxRequestsPerSocket, onError: options.onLaneError,
   });
   trackSockets(server);
   const connections = guardSockets(server, {
