@@ -9,7 +9,9 @@
 // This needs the socket's bytes in JavaScript: the listener marks each accepted handle as
 // consumed so node:http reads through its 'data' listener, which the gate then wraps. Both are
 // node:http internals (Node 24); `installGate` returns false when they are not as expected, and
-// the tests fail if the gate stops working.
+// the tests fail if the gate stops working. With the head's bytes in hand, the gate first offers
+// a whole head to the at-once lane (answer-at-once.ts), which answers what needs no waiting
+// without node:http's request objects; node:http parses the rest.
 import type { Socket } from 'node:net';
 import type { AtOnceLane, LastHead } from './answer-at-once.ts';
 
