@@ -8,6 +8,7 @@ import { assertRefused } from './helpers/refused.ts';
 import type { Answer } from './helpers/http.ts';
 import { CLIENT, imdsTokenCalls, META, NS, secret, SECRET_VALUE, startEntraCluster, TENANT, token, type EntraCluster } from './helpers/entra-cluster.ts';
 import { startStack } from './helpers/stack.ts';
+import { eventually } from './helpers/eventually.ts';
 
 const IMDS_KEYS = ['access_token', 'client_id', 'expires_in', 'expires_on', 'ext_expires_in', 'not_before', 'resource', 'token_type'];
 
@@ -193,6 +194,20 @@ t.test('Entra-sourced tokens', async (t) => {
     t.notOk(stack.logs.some((l) => /eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}/.test(l)), 'no log line holds a JWT (assertion or token)');
     t.equal(imdsTokenCalls(stack), 0, 'IMDS was never asked, for any of these identities');
   });
+});
+
+t.test('what a token source found wrong becomes a Warning Event on the pod, naming the Secret', async (t) => {
+  const { api, stack } = await startEntraCluster(t, ['--pod-events=true']);
+  for (const ip of ['127.0.0.46', '127.0.0.45', '127.0.0.40']) await stack.ask(token('https://vault.azure.net'), { from: ip, headers: META });
+  const eventOn = (name: string, reason: string) => [...api.events.values()]
+    .find((e) => (e.involvedObject as Record<string, unknown>).name === name && e.reason === reason);
+  await eventually(() => eventOn('nosecret-app', 'SecretMissing') !== undefined && eventOn('nokey-app', 'SecretKeyMissing') !== undefined, 'the Events');
+  t.match(eventOn('nosecret-app', 'SecretMissing'), {
+    type: 'Warning', message: `AzureIdentity team/no-secret (clientID ${CLIENT.secret}) bound to this pod: The service principal's Secret does not exist: Secret team/ghost not found.`,
+  }, 'a missing Secret, named on the pod');
+  t.match(eventOn('nokey-app', 'SecretKeyMissing')?.message, /AzureIdentity team\/no-key .*Secret team\/two-keys has no key "clientSecret"/, 'a Secret without the key, named');
+  t.notOk([...api.events.values()].some((e) => (e.involvedObject as Record<string, unknown>).name === 'secret-app'), 'none for the pod that got its token');
+  t.notOk(JSON.stringify([...api.events.values()]).includes(SECRET_VALUE), 'no Event holds a secret');
 });
 
 t.test('--cluster-state has no Secrets or TokenRequest: a service principal is refused, not sent to IMDS', async (t) => {

@@ -33,6 +33,20 @@ const ENTRA_CONFIG: ReadonlySet<string> = new Set(['TokenSourceUnknown', 'Auxili
 /** IMDS refused an identity the pod is bound to: it is not on this node's VM or scale set. */
 export const IDENTITY_NOT_ON_NODE = 'IdentityNotAssignedToNode';
 
+/**
+ * What an Entra token source found wrong while fetching (a Secret, its keys, the certificate in
+ * it, the RBAC to read it, a service-account token): the pod's answer carries the reason, and
+ * the person who owns the Secret or the RBAC can fix it.
+ */
+const SOURCE_EVENT_REASONS: Partial<Record<Reason, string>> = {
+  secret_missing: 'SecretMissing',
+  secret_key_missing: 'SecretKeyMissing',
+  secret_unreadable: 'SecretUnreadable',
+  certificate_invalid: 'CertificateInvalid',
+  service_account_token_refused: 'ServiceAccountTokenRefused',
+};
+const SOURCE_EVENTS: ReadonlySet<string> = new Set(Object.values(SOURCE_EVENT_REASONS));
+
 const MAX_VALUE = 256;
 const MAX_NAMES = 5;
 
@@ -40,10 +54,12 @@ const MAX_NAMES = 5;
 export function eventReason(o: RequestOutcome): string | undefined {
   if (o.pod === undefined) return undefined;
   if (o.reason !== undefined) return o.decision?.kind === 'refuse' || o.decision?.kind === 'pending' ? EVENT_REASONS[o.reason] : undefined;
-  if (o.decision?.kind === 'grant' && o.decision.source.kind === 'imds' && o.upstream?.result === 400 && o.upstream.answer?.body.includes('Identity not found') === true) {
-    return IDENTITY_NOT_ON_NODE;
+  if (o.decision?.kind !== 'grant') return undefined;
+  if (o.decision.source.kind === 'imds') {
+    return o.upstream?.result === 400 && o.upstream.answer?.body.includes('Identity not found') === true ? IDENTITY_NOT_ON_NODE : undefined;
   }
-  return undefined;
+  const sourceReason = o.upstream?.answer?.reason;
+  return sourceReason === undefined ? undefined : SOURCE_EVENT_REASONS[sourceReason as Reason];
 }
 
 export function eventMessage(reason: string, o: RequestOutcome, view: ClusterView, node: string): string {
@@ -83,11 +99,27 @@ export function eventMessage(reason: string, o: RequestOutcome, view: ClusterVie
         + `Assign it: az vmss identity assign -g <node resource group> -n <scale set> --identities ${arm} (a VM: az vm identity assign -g <resource group> -n <vm> --identities ${arm}).`;
     }
     default: {
+      if (SOURCE_EVENTS.has(reason)) return sourceMessage(o);
       const key = Object.keys(EVENT_REASONS).find((k) => EVENT_REASONS[k as Reason] === reason) as Reason | undefined;
       if (key !== undefined && ENTRA_CONFIG.has(reason)) return `AzureIdentity ${names(bound.map(qualified))} bound to this pod: ${REFUSALS[key].description}.`;
       return reason;
     }
   }
+}
+
+/** The identity, and what the token source said it found: its own text, which names objects, never their contents. */
+function sourceMessage(o: RequestOutcome): string {
+  const d = o.decision!;
+  if (d.kind !== 'grant') return '';
+  let found = '';
+  try {
+    const body = JSON.parse(o.upstream!.answer!.body.toString('utf8')) as { error_description?: unknown };
+    if (typeof body.error_description === 'string') found = body.error_description;
+  } catch {
+    // Our own refusal's body is JSON; anything else says nothing more.
+  }
+  const text = found.length > 2 * MAX_VALUE ? `${found.slice(0, 2 * MAX_VALUE)}…` : found;
+  return `AzureIdentity ${qualified(d.identity)} (clientID ${d.identity.clientID || '-'}) bound to this pod: ${text || 'its token source refused'}.`;
 }
 
 function qualified(i: AzureIdentity): string {
