@@ -168,7 +168,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
     metrics.gauge('podid_nmi_ready', '1 when the daemon reports ready', () => (ready() ? 1 : 0));
     metrics.countedElsewhere('podid_nmi_requests_answered_at_once_total',
       'Requests answered from the request gate without node:http\'s request objects (a refusal or a cached token; also counted in podid_nmi_requests_total)',
-      () => listener?.answeredAtOnce() ?? 0);
+      () => listener?.lane?.answered ?? 0);
     const together = config.probePort === config.metricsPort;
     const whenHeld = (port: number, what: string) => ({
       onWaiting: () => log.info({ port }, `the previous daemon holds the ${what} port (a rolling update): taking it over once that one stops`),

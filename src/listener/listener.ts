@@ -34,9 +34,7 @@ export interface Listener {
   readonly server: Server;
   readonly address: AddressInfo;
   readonly connections: Shares;
-  /** Requests the at-once lane answered (answer-at-once.ts). */
-  answeredAtOnce(): number;
-  /** The at-once lane, when the request path gave one (bench/at-once.bench.ts drives it in process). */
+  /** The at-once lane (answer-at-once.ts), when the request path gave one: its count is a metric, and bench/at-once.bench.ts drives it in process. */
   readonly lane: AtOnceLane | undefined;
   /** Stops accepting, lets in-flight requests finish within `graceMs`, then cuts what is left. */
   close(graceMs: number): Promise<void>;
@@ -84,7 +82,6 @@ export async function listen(options: ListenerOptions, handle: (req: IncomingMes
     server,
     address: server.address() as AddressInfo,
     connections,
-    answeredAtOnce: () => lane?.answered ?? 0,
     lane,
     close: (graceMs) => {
       // Every answer from here on closes its connection: node:http's to give (closeGracefully).

@@ -1,7 +1,8 @@
 // The one-way flow of a request: listener (admission) -> matcher -> caller (which pod) ->
 // decision -> upstream -> answer. Each step lives in its own module; this file only sequences
-// them, once: `answerAtOnce` (the at-once lane) runs `handle`'s steps up to the first that waits. Every answer and its one report to the observer (metrics, logs, Events) go through the
-// request's context (request-context.ts).
+// them, once: `answerAtOnce` (the at-once lane) runs `handle`'s steps up to the first that
+// waits. Every answer and its one report to the observer (metrics, logs, Events) go through
+// the request's context (request-context.ts).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RawAnswer } from '../answer/raw-answer.ts';

@@ -39,7 +39,6 @@ export const MAX_LANE_HEADERS = 32;
 const HEADER_LINES = /(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*\r\n$/y;
 // A request target of visible ASCII only.
 const TARGET = /^[\x21-\x7e]+$/;
-const LINE_END = 0x0d;
 
 /**
  * `head` is one whole head (request line to the blank line, latin1), nothing after it.
@@ -49,7 +48,7 @@ export function readHead(head: string): { method: string; url: string; headers: 
   // GET only: every other method is rare here, and may carry a body.
   if (!head.startsWith('GET /')) return undefined;
   const space = head.indexOf(' ', 4);
-  if (space === -1 || head.charCodeAt(space + 9) !== LINE_END || !head.startsWith(' HTTP/1.1\r\n', space)) return undefined;
+  if (space === -1 || !head.startsWith(' HTTP/1.1\r\n', space)) return undefined;
   const url = head.slice(4, space);
   if (!TARGET.test(url)) return undefined;
   const first = space + 11;

@@ -127,16 +127,13 @@ export function guardSockets(server: Server, o: SocketGuardOptions): Shares {
     res.once('finish', () => gate.answered());
   });
   // A malformed or timed-out request gets a bare 4xx and its socket goes; nothing reaches the handler.
-  const clientError = (code: string | undefined, socket: Socket): void => {
-    const answer = CLIENT_ERRORS[code ?? ''] ?? MALFORMED;
-    o.onRefusal?.(answer.reason, answer.status, sourceIp(socket.remoteAddress));
-    reap(socket, answer.bytes);
-  };
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     // node:http times a connection's first request from the accept until it parses one; on a
     // connection the lane has answered all along it has parsed none, and nothing is late.
     if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && gateOf(socket)?.answeredAtOnceOnly === true) return;
-    clientError(err.code, socket);
+    const answer = CLIENT_ERRORS[err.code ?? ''] ?? MALFORMED;
+    o.onRefusal?.(answer.reason, answer.status, sourceIp(socket.remoteAddress));
+    reap(socket, answer.bytes);
   });
   return shares;
 }

@@ -1,5 +1,6 @@
 // A strict query-string parser: every key once (case-insensitively, as IMDS rejects
 // duplicates and a proxy must not let `Client_ID` shadow `client_id`), values decoded once.
+import { stringMemo } from '../runtime/string-memo.ts';
 
 export type QueryError = 'query_malformed' | 'query_duplicate_parameter';
 
@@ -60,25 +61,17 @@ function knownKey(key: string): string | undefined {
  * Decoded values, as SDKs send the same few resources again and again. Bounded in count and
  * in the length of what it keeps; a pod sending many distinct values only empties it.
  */
-const decoded = new Map<string, string | undefined>();
-const MAX_DECODED = 256;
-const MAX_DECODED_LENGTH = 256;
+const decodedOnce = stringMemo((text: string): string | undefined => {
+  try {
+    return decodeURIComponent(text.includes('+') ? text.replaceAll('+', ' ') : text);
+  } catch {
+    return undefined;
+  }
+});
 
 function decode(text: string): string | undefined {
   if (text.indexOf('%') === -1 && text.indexOf('+') === -1) return text;
-  const known = decoded.get(text);
-  if (known !== undefined || decoded.has(text)) return known;
-  let out: string | undefined;
-  try {
-    out = decodeURIComponent(text.includes('+') ? text.replaceAll('+', ' ') : text);
-  } catch {
-    out = undefined;
-  }
-  if (text.length <= MAX_DECODED_LENGTH) {
-    if (decoded.size >= MAX_DECODED) decoded.clear();
-    decoded.set(text, out);
-  }
-  return out;
+  return decodedOnce(text);
 }
 
 /** Serialises parsed parameters back, so what goes upstream is what was checked. */

@@ -69,12 +69,10 @@ export class RefusalLog {
     }
     // Most recently seen last (the first forgotten for room is the least recent); a caller seen
     // again at once, as a flood's is, is already there.
-    if (caller !== this.#latest) {
+    if (caller !== this.#latest || this.#windows.get(caller) !== w) {
       this.#windows.delete(caller);
       this.#windows.set(caller, w);
       this.#latest = caller;
-    } else if (this.#windows.get(caller) !== w) {
-      this.#windows.set(caller, w);
     }
     if (w.written < this.#perWindow) {
       w.written++;

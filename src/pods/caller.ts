@@ -22,7 +22,7 @@ const byPod = new WeakMap<PodInfo, Caller>();
 
 export function podCallerOf(pod: PodInfo): Caller {
   let caller = byPod.get(pod);
-  if (caller === undefined) byPod.set(pod, caller = { key: `pod:${pod.uid}`, known: true });
+  if (caller === undefined) byPod.set(pod, caller = podCaller(pod.uid, true));
   return caller;
 }
 
