@@ -90,6 +90,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   const admission = new RequestAdmission(state, { perCaller: config.maxRequestsPerPod, strangers }, pipelined);
   const refusals = new RefusalLog(log);
   const grants = new RefusalLog(log, { summary: GRANTS_SUMMARY });
+  // A fault that every request meets must not write a line and a stack per request.
+  const laneFaults = new RefusalLog(log, { summary: { level: 'warn', msg: 'at-once lane faults not logged one by one', fields: [] } });
   const events = config.clusterStateFile === '' && config.podEvents
     ? await (await import('./events/index.ts')).startPodEvents({ kubeconfig: config.kubeconfig, node: config.node, view: state, registry: metrics.registry, log, userAgent: config.userAgent })
     : undefined;
@@ -155,7 +157,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       attribute: config.interceptHostNetwork ? (socket) => callers.connectionCaller(socket) : undefined,
       attributionPool: strangers,
       answerAtOnce: options.answerAtOnce === false ? undefined : handler.answerAtOnce,
-      onLaneError: (err) => log.error({ err }, 'the request path failed in the at-once lane; the request went to node:http\'s path'),
+      onLaneError: (err) => laneFaults.write('lane', { err }, 'the request path failed in the at-once lane (an unanswered request went to node:http\'s path, an answered one\'s connection was closed)', 'error'),
       onRefusal: (reason, status, ip) => {
         metrics.request('connection', 'refused', status, reason, 0);
         refusals.write(`ip:${ip}`, { ip, decision: 'refused', reason, status }, 'connection refused');
@@ -221,6 +223,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
   } catch (err) {
     refusals.close();
     grants.close();
+    laneFaults.close();
     await Promise.allSettled([listener?.close(0), probes?.close(), metricsServer?.close(), upstream.close(), state.close(), events?.close(), nodeEvents?.close(), admin?.close()]);
     throw err;
   }
@@ -258,6 +261,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, options: Da
       clearTimeout(answer);
       refusals.close();
       grants.close();
+      laneFaults.close();
       await Promise.allSettled([probesClosed, upstream.close(), state.close(), events?.close(), Promise.resolve(rulesStopped).then(() => nodeEvents?.close()), admin?.close()]);
     },
   };

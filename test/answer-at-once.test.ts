@@ -323,3 +323,25 @@ t.test('a fault of the request path in the lane takes nothing down: unanswered, 
   t.equal(calls, 1);
   t.match(faults, [{ message: 'a bug' }], 'the fault is reported');
 });
+
+t.test('a fault of the request path after the lane wrote its answer: the connection goes, and nothing more is read from it', async (t) => {
+  const faults: unknown[] = [];
+  let slow = 0;
+  const l = await listen({
+    host: '127.0.0.1', port: 0, onLaneError: (err) => faults.push(err),
+    answerAtOnce: (_head, answer) => {
+      answer.writeHead(200, { 'content-length': 4 });
+      answer.end(Buffer.from('lane'));
+      throw new Error('a bug after the answer');
+    },
+  }, (_req, res) => {
+    slow++;
+    res.writeHead(200, { 'content-length': 4 }).end('node');
+  });
+  t.teardown(() => l.close(0));
+  const c = await openRaw(t, l.address.port, '127.0.0.2', GET('/lane'));
+  await c.closed;
+  t.same(parseAnswers(c.received()).map((a) => a.body), ['lane'], 'the answer written, then the connection closed');
+  t.equal(slow, 0, 'node:http was not given the request as well');
+  t.match(faults, [{ message: 'a bug after the answer' }], 'the fault is reported');
+});

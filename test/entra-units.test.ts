@@ -38,7 +38,7 @@ t.test('the token source: a pure rule of identity, pod and policy', async (t) =>
   t.equal(tokenSourceFor({ ...sp, tenantID: 'a/b' }, app, ENTRA_DEFAULTS), 'tenant_invalid', 'a tenant cannot reshape the endpoint path');
   t.equal(tokenSourceFor({ ...sp, adEndpoint: 'http://login.example.com' }, app, ENTRA_DEFAULTS), 'authority_insecure');
   t.match(tokenSourceFor({ ...sp, clientPassword: { namespace: 'ns', name: 'x' }, adEndpoint: 'https://login.chinacloudapi.cn' }, app, ENTRA_DEFAULTS), { authority: 'https://login.chinacloudapi.cn/' });
-  for (const [text, want] of [['http://127.0.0.1:8080', 'http://127.0.0.1:8080/'], ['http://localhost/', 'http://localhost/'], ['http://[::1]:1/', 'http://[::1]:1/'],
+  for (const [text, want] of [['http://127.0.0.1:8080', 'http://127.0.0.1:8080/'], ['http://localhost/', 'http://localhost/'], ['http://[::1]:1/', 'http://[::1]:1/'], ['http://[0:0:0:0:0:0:0:1]/', 'http://[::1]/'],
     ['https://login.microsoftonline.us//', 'https://login.microsoftonline.us/'], ['http://10.0.0.1/', undefined], ['ftp://x/', undefined], ['https://h/#f', undefined]] as const) {
     t.equal(checkAuthorityHost(text), want, `authority ${text}`);
   }
@@ -127,6 +127,21 @@ t.test('per-identity bound: at most 4 at Entra and 32 waiting per identity, othe
   }
   await Promise.all(all);
   t.equal(peak, 4, 'never more than 4 at once');
+});
+
+t.test('per-identity bound: a caller that hung up before its turn takes no waiting place', async (t) => {
+  const gate = new IdentityGate(1, 1);
+  const open = new AbortController().signal;
+  let release: () => void = () => {};
+  const first = gate.run('id', open, () => new Promise<void>((r) => { release = r; }));
+  const gone = AbortSignal.abort();
+  const refused = await gate.run('id', gone, async () => { t.fail('never runs'); }).then(() => undefined, (err: unknown) => err);
+  t.ok(refused instanceof UpstreamFailure && refused.kind === 'aborted', 'refused as aborted at once');
+  let ran = false;
+  const next = gate.run('id', open, async () => { ran = true; });
+  release();
+  await Promise.all([first, next]);
+  t.ok(ran, 'the one waiting place was still free for the next caller');
 });
 
 t.test('nmi explain names the token source and where the credential is, never its value', async (t) => {

@@ -190,6 +190,10 @@ t.test('Entra-sourced tokens', async (t) => {
   t.test('a missing Secret, and a Secret without a usable key, are refused naming the Secret', async (t) => {
     assertSourceRefused(t, await ask('127.0.0.46'), 'secret_missing', /Secret team\/ghost not found/, 'missing Secret');
     assertSourceRefused(t, await ask('127.0.0.45'), 'secret_key_missing', /Secret team\/two-keys has no key "clientSecret" and 2 keys \(pass, username\)/, 'no clientSecret key');
+    // OAuth separates scopes by whitespace: a resource holding some would ask for more than one.
+    const calls = entra.calls.length;
+    assertSourceRefused(t, await ask('127.0.0.40', 'https://vault.azure.net https://graph.microsoft.com'), 'parameter_invalid', /whitespace/, 'two scopes in one resource');
+    t.equal(entra.calls.length, calls, 'Entra was not asked');
     t.notOk(JSON.stringify(stack.logs).includes(SECRET_VALUE), 'no log line holds a secret');
     t.notOk(stack.logs.some((l) => /eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}/.test(l)), 'no log line holds a JWT (assertion or token)');
     t.equal(imdsTokenCalls(stack), 0, 'IMDS was never asked, for any of these identities');

@@ -9,9 +9,10 @@ import {
   type AzureIdentity, type PodInfo, type SecretRef,
 } from '../cluster/objects.ts';
 import type { Reason } from './reasons.ts';
+import { isLoopbackHost } from '../runtime/loopback.ts';
 
-export type TokenSourceMode = 'imds' | 'workload-identity';
-export const WORKLOAD_IDENTITY = 'workload-identity';
+type TokenSourceMode = 'imds' | 'workload-identity';
+const WORKLOAD_IDENTITY = 'workload-identity';
 
 export interface EntraPolicy {
   /** --token-source: where type-0 identities without the annotation get their tokens. */
@@ -43,8 +44,6 @@ export type TokenSourceChoice =
   | ({ readonly kind: 'client-secret'; readonly secret: SecretRef } & EntraTarget)
   | ({ readonly kind: 'client-certificate'; readonly secret: SecretRef } & EntraTarget)
   | ({ readonly kind: 'workload-identity'; readonly serviceAccount: SecretRef } & EntraTarget);
-
-export type CredentialKind = TokenSourceChoice['kind'];
 
 export const IMDS_SOURCE: TokenSourceChoice = Object.freeze({ kind: 'imds' });
 
@@ -89,12 +88,9 @@ export function checkAuthorityHost(text: string): string | undefined {
     return undefined;
   }
   if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') return undefined;
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) return undefined;
+  // URL keeps an IPv6 host in brackets.
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname.replace(/^\[(.*)\]$/, '$1')))) return undefined;
   return url.origin + url.pathname.replace(/\/*$/, '/');
-}
-
-function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 /** What `nmi explain` and logs may say of the credential: where it lives, never what it is. */

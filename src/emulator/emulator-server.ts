@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { isIPv6 } from 'node:net';
 import type { EmulatorOptions, Fault, ImdsEmulator, RecordedRequest } from './types.ts';
 import { parseQuery, splitTarget } from './query.ts';
-import { isLoopbackHost } from './loopback.ts';
+import { isLoopbackHost } from '../runtime/loopback.ts';
 import { ErrorText, sendError, sendJson, sendRaw, JSON_CONTENT_TYPE } from './imds-responses.ts';
 import { selectIdentity } from './identity-selection.ts';
 import { TokenRateLimiter } from './rate-limiter.ts';

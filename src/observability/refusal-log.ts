@@ -56,7 +56,7 @@ export class RefusalLog {
    * be safe to log. As a function, they are built only for a line that is written: most of a
    * flood's lines are counted, not written.
    */
-  write(caller: string, fields: Fields, msg: string, level: 'info' | 'warn' = 'info'): void {
+  write(caller: string, fields: Fields, msg: string, level: 'info' | 'warn' | 'error' = 'info'): void {
     const now = this.#now();
     let w = this.#windows.get(caller);
     if (w !== undefined && now - w.start >= this.#windowMs) {

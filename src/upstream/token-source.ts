@@ -13,7 +13,7 @@ export interface PodRef {
   readonly uid: string;
 }
 
-export type ImdsOrder = { readonly kind: 'imds'; readonly key: string };
+type ImdsOrder = { readonly kind: 'imds'; readonly key: string };
 
 export interface EntraOrder {
   readonly kind: 'entra';

@@ -3,7 +3,7 @@
 // client id, jti, nbf, iat, exp}, ten minutes of validity. Made per fetch, never kept or logged.
 import { createHash, randomUUID, sign, type KeyObject } from 'node:crypto';
 
-export const ASSERTION_LIFETIME_S = 600;
+const ASSERTION_LIFETIME_S = 600;
 
 export function clientAssertion(o: { key: KeyObject; certificateDer: Buffer; clientID: string; audience: string; nowMs: number }): string {
   const now = Math.floor(o.nowMs / 1000);

@@ -12,7 +12,7 @@ import { tokenEndpoint, type ClientCredential, type EntraClient } from './entra-
 import { readPkcs12, Pkcs12Error, type Pkcs12Contents } from './pkcs12.ts';
 import { clientSecretOf, type SecretData, type SecretStore } from './secrets.ts';
 import type { ServiceAccountTokens } from './service-account-tokens.ts';
-import { SourceRefusal } from './source-refusal.ts';
+import { sourceRefusal, SourceRefusal } from './source-refusal.ts';
 
 type Order<K extends EntraOrder['source']['kind']> = EntraOrder & { source: Extract<EntraOrder['source'], { kind: K }> };
 
@@ -20,6 +20,9 @@ type Order<K extends EntraOrder['source']['kind']> = EntraOrder & { source: Extr
 const STALE_CREDENTIAL_CODES = new Set([7000215, 7000222, 700027, 700024, 7000274]);
 
 async function mint(client: EntraClient, order: EntraOrder, credential: () => Promise<ClientCredential>, signal: AbortSignal): Promise<UpstreamAnswer> {
+  // The resource becomes the OAuth scope, where whitespace separates scopes: a pod could ask Entra
+  // for more than the one resource it named. Refused before any credential is read.
+  if (/\s/.test(order.resource)) return sourceRefusal('parameter_invalid', 'the resource holds whitespace, which would name more than one scope at Entra ID');
   let cred: ClientCredential;
   try {
     cred = await credential();

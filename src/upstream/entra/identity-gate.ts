@@ -18,11 +18,14 @@ export class IdentityGate {
     if ((this.#running.get(identity) ?? 0) >= this.#maxRunning) {
       const line = this.#waiting.get(identity) ?? [];
       if (line.length >= this.#maxWaiting) throw new UpstreamFailure('busy', 'too many token requests waiting for Entra ID for this identity');
+      // An abort that came before the wait would never be heard: it takes no place.
+      if (signal.aborted) throw new UpstreamFailure('aborted', 'request aborted by the caller');
       this.#waiting.set(identity, line);
       await new Promise<void>((resolve, reject) => {
         const go = (): void => { signal.removeEventListener('abort', onAbort); resolve(); };
         const onAbort = (): void => {
-          line.splice(line.indexOf(go), 1);
+          const i = line.indexOf(go);
+          if (i >= 0) line.splice(i, 1);
           if (line.length === 0 && this.#waiting.get(identity) === line) this.#waiting.delete(identity);
           reject(new UpstreamFailure('aborted', 'request aborted by the caller'));
         };

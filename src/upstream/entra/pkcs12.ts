@@ -147,7 +147,7 @@ function bmpPassword(password: string): Buffer {
 }
 
 /** RFC 7292 appendix B.2: id 1 key, 2 IV, 3 MAC key. */
-export function pkcs12Kdf(hash: string, password: string, salt: Buffer, iterations: number, id: number, n: number): Buffer {
+function pkcs12Kdf(hash: string, password: string, salt: Buffer, iterations: number, id: number, n: number): Buffer {
   const u = createHash(hash).digest().length;
   const v = hash === 'sha384' || hash === 'sha512' ? 128 : 64;
   const fill = (src: Buffer): Buffer => {

@@ -72,7 +72,8 @@ export class ServiceAccountTokens {
       // 400 (the pod runs as another account), 403 (RBAC, the admission policy), 404 (pod or
       // account gone), 409 (uid differs: a new pod of that name), 422 (refused spec): final.
       if (status !== undefined && status >= 400 && status < 500 && status !== 429) {
-        throw new SourceRefusal('service_account_token_refused', `${who}: HTTP ${status}: ${(err as Error).message}`);
+        // The API server's own text names podid-nmi's RBAC and policy: the daemon's to read, not the pod's.
+        throw new SourceRefusal('service_account_token_refused', `${who}: HTTP ${status}`);
       }
       throw new SourceRefusal('service_account_token_unavailable', `${who}: ${status === undefined ? 'no answer' : `HTTP ${status}`}`);
     }
