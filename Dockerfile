@@ -34,7 +34,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/node /usr/local/bin/node
 WORKDIR /app
-# glibc malloc, tuned for one JS thread (README, Memory): one arena, since glibc would give
+# glibc malloc, tuned for one JS thread (docs/performance.md, Memory): one arena, since glibc would give
 # node's helper threads arenas of their own, each keeping freed blocks; and 64 KiB blocks (a
 # socket read's buffer) mapped and unmapped whole, so that short-lived read buffers do not
 # leave the heap fragmented under load.
@@ -51,7 +51,7 @@ RUN ln -s /app/dist/cli.js /usr/local/bin/nmi
 # filesystem; the unprivileged profile (README, Deployment) keeps only NET_ADMIN and NET_RAW.
 USER 0
 # Not shipped: daemonset/examples, which only `nmi demo` reads (a local demo, not for nodes).
-# Runtime flags, measured in README (Memory) with bench/deployed.bench.ts, which starts the
+# Runtime flags, measured in docs/performance.md (Memory) with bench/deployed.bench.ts, which starts the
 # daemon from this line: --expose-gc lets the daemon run one memory-reducing GC after a list
 # burst (first sync, relist); --max-semi-space-size=2 keeps V8's young generation at 2 MiB
 # semi-spaces instead of growing to 16 MiB under load.

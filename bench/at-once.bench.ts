@@ -3,7 +3,7 @@
 // head bytes again and again, as a pod's kept-alive connection does, on a stand-in socket whose
 // writes go nowhere. Left out is what the kernel and node's streams cost per read and write
 // (bench/request-path.bench.ts measures the whole path). Bounded by count. One command:
-//   node bench/at-once.bench.ts
+//   node_modules/.bin/node bench/at-once.bench.ts
 import { get } from 'node:http';
 import type { Socket } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

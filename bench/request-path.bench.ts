@@ -1,6 +1,6 @@
 // Request-path benchmark, run by hand, one command:
-//   node bench/request-path.bench.ts                    this build alone
-//   node bench/request-path.bench.ts --compare=3719293  and another build (a commit, checked out
+//   node_modules/.bin/node bench/request-path.bench.ts                    this build alone
+//   node_modules/.bin/node bench/request-path.bench.ts --compare=3719293  and another build (a commit, checked out
 //                                                       in a temporary git worktree, or a checkout's directory)
 // The emulator, each daemon, the bare servers and the naive proxy run as their own processes;
 // this process only generates load: 32 keep-alive connections from one pod, 4,000 requests per
@@ -84,7 +84,7 @@ const GOALS: Record<string, string> = { [SCENARIOS[0]!.name]: '>= 0.95', [SCENAR
 interface Load { n: number; rps: number; cpuUs: number; statuses: Map<number, number> }
 
 async function load(port: number, s: Scenario, server: ChildProcess, requests = REQUESTS): Promise<Load> {
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS, pipelining: 1, localAddress: s.from });
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS, pipelining: 1, localAddress: s.from, headersTimeout: CAP_MS, bodyTimeout: CAP_MS });
   const statuses = new Map<number, number>();
   const deadline = Date.now() + CAP_MS;
   let issued = 0;
@@ -109,7 +109,7 @@ async function load(port: number, s: Scenario, server: ChildProcess, requests = 
 
 /** The answer as a bare server replays it: what node:http adds itself (date, connection) is left out. */
 async function capture(port: number, s: Scenario): Promise<{ status: number; headers: Record<string, string>; body: string }> {
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 1, localAddress: s.from });
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 1, localAddress: s.from, headersTimeout: CAP_MS, bodyTimeout: CAP_MS });
   const res = await pool.request({ path: s.target, method: 'GET', headers: s.headers });
   const body = Buffer.from(await res.body.arrayBuffer());
   await pool.close();
@@ -127,12 +127,12 @@ interface Build { name: string; root: string; daemon?: ChildProcess; port: numbe
 function checkout(ref: string): { root: string; remove(): void } {
   if (existsSync(`${ref}/src/cli.ts`)) return { root: ref.endsWith('/') ? ref : `${ref}/`, remove() {} };
   const dir = mkdtempSync(`${tmpdir()}/podid-bench-build-`);
-  execFileSync('git', ['-C', ROOT, 'worktree', 'add', '--detach', dir, ref], { stdio: 'ignore' });
+  execFileSync('git', ['-C', ROOT, 'worktree', 'add', '--detach', dir, ref], { stdio: 'ignore', timeout: 60_000 });
   symlinkSync(`${ROOT}node_modules`, `${dir}/node_modules`);
   return {
     root: `${dir}/`,
     remove() {
-      execFileSync('git', ['-C', ROOT, 'worktree', 'remove', '--force', dir], { stdio: 'ignore' });
+      execFileSync('git', ['-C', ROOT, 'worktree', 'remove', '--force', dir], { stdio: 'ignore', timeout: 60_000 });
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -144,8 +144,8 @@ const median = (xs: readonly number[]): number => {
 };
 /** The commit a checkout is at; `+` when its files differ from it. */
 const commitOf = (root: string): string => {
-  const sha = execFileSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-  const dirty = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() !== '';
+  const sha = execFileSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', timeout: 60_000 }).trim();
+  const dirty = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8', timeout: 60_000 }).trim() !== '';
   return dirty ? `${sha}+` : sha;
 };
 

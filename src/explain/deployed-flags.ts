@@ -11,7 +11,7 @@ import type { EntraPolicy } from '../decision/token-source.ts';
 /** The label daemonset/daemonset.yaml puts on the DaemonSet. */
 export const DAEMONSET_SELECTOR = 'app.kubernetes.io/name=podid-nmi';
 
-/** Settings that change a decision. (A token-source setting joins here when there is one.) */
+/** Settings that change a decision. */
 export interface DeployedFlags {
   operationMode: OperationMode;
   forceNamespaced: boolean;
